@@ -1,0 +1,26 @@
+"""A 3-hidden-layer, 100-unit MLP on MNIST read from its original files.
+
+    python -m dlresearch.main --config=configs/mnist_mlp.py --workdir=/tmp/mnist \
+        --config.data.dir=../shared/data/mnist
+
+Reaches about 0.98 test accuracy in a few minutes on a 2-core CPU.
+"""
+
+import ml_collections
+
+from dlresearch.config import base_config
+
+
+def get_config() -> ml_collections.ConfigDict:
+    config = base_config()
+    config.data.name = "mnist"
+    config.model.name = "mlp"
+    config.model.depth = 3
+    config.model.width = 100
+    config.optim.name = "adam"
+    config.optim.lr = 1e-3
+    config.train.steps = 6000
+    config.train.batch_size = 128
+    config.eval.every_steps = 2000
+    config.checkpoint.every_steps = 2000
+    return config

@@ -1,0 +1,1 @@
+"""dlresearch: controlled deep-learning ablations in JAX."""

@@ -1,0 +1,102 @@
+"""Per-layer diagnostics of the classic ablations, measured in a compiled function on a train batch.
+
+- gradient norm of every parameterised layer (vanishing gradients: Glorot & Bengio 2010, Fig. 7),
+- mean and std of every hidden layer's activations, the fraction of saturated units for bounded
+  activations (within 0.02 of a bound) and of dead units for ReLU (zero on the whole batch),
+- the 15th/50th/85th percentiles of one unit's pre-activation (BatchNorm paper, Fig. 1b-c).
+
+The models `sow` every hidden layer's pre-activation (the input of its nonlinearity) into the
+"intermediates" collection; layers are reported in the order the forward pass meets them.
+"""
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import optax
+from jax import lax
+
+from dlresearch import models
+
+# Bounded activations: (lower, upper) of their range, for the saturation fraction.
+BOUNDS = {"sigmoid": (0.0, 1.0), "tanh": (-1.0, 1.0), "softsign": (-1.0, 1.0)}
+SATURATION_MARGIN = 0.02
+PERCENTILES = (15, 50, 85)
+
+
+def ordered_leaves(tree: dict[str, Any], prefix: str = "") -> list[tuple[str, Any]]:
+    """(path, leaf) in insertion order, i.e. the order of the forward pass (not sorted by name)."""
+    leaves = []
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            leaves += ordered_leaves(value, f"{prefix}{key}/")
+        else:
+            leaves.append((f"{prefix}{key}", value))
+    return leaves
+
+
+def _stats(
+    name: str, preact: jax.Array, activation: str, axis_name: str | None
+) -> dict[str, jax.Array]:
+    act = models.ACTIVATIONS.get(activation)(preact.astype(jnp.float32))
+    units = act.reshape(-1, act.shape[-1])  # (examples x positions, channels)
+    mean, sq = jnp.mean(units), jnp.mean(units**2)
+    out = {}
+    if activation in BOUNDS:
+        low, high = BOUNDS[activation]
+        near = (units < low + SATURATION_MARGIN) | (units > high - SATURATION_MARGIN)
+        out[f"diag/saturated/{name}"] = jnp.mean(near)
+    alive = jnp.any(units > 0, axis=0)
+    if axis_name is not None:
+        mean, sq, out = lax.pmean((mean, sq, out), axis_name)
+        alive = lax.pmax(alive.astype(jnp.int32), axis_name) > 0
+    if activation == "relu":
+        out[f"diag/dead/{name}"] = 1.0 - jnp.mean(alive)
+    out[f"diag/act_mean/{name}"] = mean
+    out[f"diag/act_std/{name}"] = jnp.sqrt(jnp.maximum(sq - mean**2, 0.0))
+    return out
+
+
+def measure(
+    program: Any,
+    config: ml_collections.ConfigDict,
+    state: Any,
+    data_: Any,
+    *,
+    axis_name: str | None,
+) -> dict[str, jax.Array]:
+    """Diagnostics of one member on the batch of its current step (see module docstring)."""
+    images, labels = program.batch_of_step(state, data_, axis_name)
+    params = state.params if axis_name is None else lax.pcast(state.params, axis_name, to="varying")
+
+    variables = {"params": params, "batch_stats": state.batch_stats}
+    rngs = {"dropout": jax.random.fold_in(state.rng, 3)}
+
+    def loss_fn(params: Any) -> jax.Array:
+        logits, _ = program.model.apply(
+            {**variables, "params": params}, images, train=True, rngs=rngs, mutable=["batch_stats"]
+        )
+        return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
+
+    grads = jax.grad(loss_fn)(params)
+    if axis_name is not None:
+        grads = lax.pmean(grads, axis_name)
+    out = {f"diag/grad_norm/{layer}": optax.tree.norm(g) for layer, g in grads.items()}
+
+    # A separate forward pass: outside of jax.grad the sown dict keeps the forward-pass order.
+    _, sown = program.model.apply(
+        variables, images, train=True, rngs=rngs, mutable=["batch_stats", "intermediates"]
+    )
+    intermediates = sown["intermediates"]
+    preacts = [(name, leaf[0]) for name, leaf in ordered_leaves(intermediates)]
+    for name, preact in preacts:
+        out.update(_stats(name.removesuffix("_preact"), preact, config.model.activation, axis_name))
+    # Percentiles of one unit over the whole global batch (gathered over devices).
+    _, preact = preacts[config.diagnostics.layer]
+    unit = preact[..., config.diagnostics.unit].astype(jnp.float32).reshape(-1)
+    if axis_name is not None:
+        unit = lax.all_gather(unit, axis_name, tiled=True)
+    for q, value in zip(PERCENTILES, jnp.percentile(unit, jnp.array(PERCENTILES)), strict=True):
+        out[f"diag/unit_p{q}"] = value
+    return out

@@ -1,0 +1,57 @@
+"""Train one config: `python -m dlresearch.main --config=configs/default.py --workdir=/tmp/run`.
+
+Any field can be overridden, e.g. `--config.model.activation=sigmoid --config.optim.name=adam`.
+Bad configs and bad data exit with code 2 and one line saying what is wrong; nothing is written.
+"""
+
+import logging as pylogging
+import sys
+
+from absl import app, flags, logging
+from ml_collections import config_flags
+
+from dlresearch import train
+from dlresearch.registry import ConfigError
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "Config file (a get_config() module).")
+_WORKDIR = flags.DEFINE_string("workdir", None, "Directory for config, metrics, checkpoints.")
+_OVERWRITE = flags.DEFINE_bool(
+    "overwrite", False, "Delete what the workdir holds and start afresh."
+)
+flags.mark_flags_as_required(["config", "workdir"])
+
+
+def fail(message: str) -> None:
+    """One line on stderr and exit code 2: the convention for every bad config or input."""
+    print(f"error: {message}", file=sys.stderr)
+    sys.exit(2)
+
+
+def parse_flags(argv: list[str]) -> list[str]:
+    """absl's parser, but a bad flag (unknown field, wrong type) exits 2 without usage text."""
+    try:
+        return flags.FLAGS(argv)
+    except flags.Error as error:
+        fail(str(error))
+    except (KeyError, AttributeError, TypeError, ValueError) as error:  # raised by config overrides
+        fail(f"bad config override: {error}")
+    return []
+
+
+def _not_orbax_info(record: pylogging.LogRecord) -> bool:
+    """Orbax logs every save and restore at INFO; keep its warnings, drop the rest."""
+    return record.levelno >= pylogging.WARNING or "orbax" not in record.pathname
+
+
+def main(argv: list[str]) -> None:
+    if len(argv) > 1:
+        fail(f"unexpected arguments: {' '.join(argv[1:])}")
+    logging.get_absl_handler().addFilter(_not_orbax_info)
+    try:
+        train.run(_CONFIG.value, _WORKDIR.value, overwrite=_OVERWRITE.value)
+    except ConfigError as error:
+        fail(str(error))
+
+
+if __name__ == "__main__":
+    app.run(main, flags_parser=parse_flags)

@@ -1,0 +1,119 @@
+"""Metric outputs: JSON lines, TensorBoard events, and a progress line on stdout.
+
+`metrics.jsonl` has one object per logging event: an integer "step" and flat keys ("train/loss",
+"test/accuracy", "lr", ...). In a sweep each line also carries "member" and the member's swept values.
+"""
+
+import json
+import math
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+METRICS_FILE = "metrics.jsonl"
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    """Write via a temporary file and rename, so a crash never leaves a half-written file."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "w") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def read_jsonl(path: str | os.PathLike) -> list[dict[str, Any]]:
+    """The complete records of a JSON-lines file (a torn last line from a crash is skipped)."""
+    records = []
+    if not os.path.exists(path):
+        return records
+    with open(path) as f:
+        for line in f:
+            try:
+                records.append(json.loads(line))
+            except json.JSONDecodeError:
+                break
+    return records
+
+
+def truncate_after(path: str | os.PathLike, step: int) -> None:
+    """Drop records logged after `step`: on resume they are recomputed, never duplicated."""
+    if not os.path.exists(path):
+        return
+    kept = [r for r in read_jsonl(path) if r["step"] <= step]
+    atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in kept))
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)  # JSON has no NaN/Inf; "nan" keeps the line parseable everywhere
+    return value
+
+
+class MetricWriter:
+    """Writes metrics to `workdir`; a no-op on every process but the first (multi-host)."""
+
+    def __init__(self, workdir: str, *, enabled: bool = True, tensorboard: bool = True) -> None:
+        self.enabled = enabled
+        self.path = os.path.join(workdir, METRICS_FILE)
+        self._tb = None
+        if enabled and tensorboard:
+            from tensorboardX import SummaryWriter
+
+            self._tb = SummaryWriter(os.path.join(workdir, "tensorboard"))
+
+    def write(self, step: int, values: dict[str, Any], tags: dict[str, Any] | None = None) -> None:
+        """One JSON line; `tags` (member index, swept values) go into the line, not TensorBoard."""
+        if not self.enabled:
+            return
+        record = {"step": int(step), **(tags or {}), **{k: _jsonable(v) for k, v in values.items()}}
+        with open(self.path, "a") as f:
+            f.write(json.dumps(record) + "\n")
+        if self._tb is not None:
+            prefix = f"member_{tags['member']}/" if tags and "member" in tags else ""
+            for key, value in values.items():
+                if isinstance(value, int | float) and not isinstance(value, bool):
+                    self._tb.add_scalar(prefix + key, value, step)
+
+    def flush(self) -> None:
+        if self._tb is not None:
+            self._tb.flush()
+
+    def close(self) -> None:
+        if self._tb is not None:
+            self._tb.close()
+
+
+class Progress:
+    """A progress line (step, loss, accuracy, throughput, ETA) at each log event."""
+
+    def __init__(self, total_steps: int, start_step: int) -> None:
+        self.total_steps = total_steps
+        self._last_step = start_step
+        self._last_time = time.perf_counter()
+
+    def steps_per_sec(self, step: int) -> float:
+        now = time.perf_counter()
+        rate = (step - self._last_step) / max(now - self._last_time, 1e-9)
+        self._last_step, self._last_time = step, now
+        return rate
+
+    def line(
+        self, step: int, loss: float, accuracy: float, steps_per_sec: float, examples_per_sec: float
+    ) -> str:
+        eta = (self.total_steps - step) / max(steps_per_sec, 1e-9)
+        width = len(str(self.total_steps))
+        return (
+            f"step {step:>{width}}/{self.total_steps}  loss {loss:.4f}  acc {accuracy:.4f}  "
+            f"{examples_per_sec:,.0f} ex/s  ETA {_duration(eta)}"
+        )
+
+
+def _duration(seconds: float) -> str:
+    seconds = int(seconds)
+    if seconds >= 3600:
+        return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+    return f"{seconds // 60}m{seconds % 60:02d}s"

@@ -1,0 +1,138 @@
+"""Optax optimizers and learning-rate schedules from the `optim` config section.
+
+The base learning rate, weight decay and momentum are injected hyperparameters
+(`optax.inject_hyperparams`): they live in the optimizer state, so a vmapped sweep gives each member
+its own values in one compiled program. The schedule is a multiplier on the base rate, applied after
+the optimizer, so it stays the same function for every member.
+"""
+
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import optax
+
+from dlresearch.registry import ConfigError, Registry
+
+Schedule = Callable[[jax.Array], jax.Array]
+
+OPTIMIZERS: Registry[Callable[..., optax.GradientTransformation]] = Registry("optim.name")
+SCHEDULES: Registry[Callable[[ml_collections.ConfigDict, int], Schedule]] = Registry(
+    "optim.schedule"
+)
+
+
+class Optimizer(NamedTuple):
+    tx: optax.GradientTransformation
+    schedule: Schedule  # multiplier of the base learning rate at a step
+
+
+# Each builder takes the injected hyperparameters. Weight decay is L2 added to the gradient (as in
+# the ResNet paper), except in adamw where it is decoupled.
+def _l2(weight_decay: float, tx: optax.GradientTransformation) -> optax.GradientTransformation:
+    return optax.chain(optax.add_decayed_weights(weight_decay), tx)
+
+
+OPTIMIZERS.add(
+    "sgd", lambda learning_rate, weight_decay, momentum: _l2(weight_decay, optax.sgd(learning_rate))
+)
+OPTIMIZERS.add(
+    "momentum",
+    lambda learning_rate, weight_decay, momentum: _l2(
+        weight_decay, optax.sgd(learning_rate, momentum)
+    ),
+)
+OPTIMIZERS.add(
+    "nesterov",
+    lambda learning_rate, weight_decay, momentum: _l2(
+        weight_decay, optax.sgd(learning_rate, momentum, nesterov=True)
+    ),
+)
+OPTIMIZERS.add(
+    "rmsprop",
+    lambda learning_rate, weight_decay, momentum: _l2(weight_decay, optax.rmsprop(learning_rate)),
+)
+OPTIMIZERS.add(
+    "adagrad",
+    lambda learning_rate, weight_decay, momentum: _l2(weight_decay, optax.adagrad(learning_rate)),
+)
+OPTIMIZERS.add(
+    "adadelta",
+    lambda learning_rate, weight_decay, momentum: _l2(weight_decay, optax.adadelta(learning_rate)),
+)
+OPTIMIZERS.add(
+    "adam",
+    lambda learning_rate, weight_decay, momentum: _l2(weight_decay, optax.adam(learning_rate)),
+)
+OPTIMIZERS.add(
+    "adamw",
+    lambda learning_rate, weight_decay, momentum: optax.adamw(
+        learning_rate, weight_decay=weight_decay
+    ),
+)
+
+
+def _with_warmup(config: ml_collections.ConfigDict, schedule: Schedule) -> Schedule:
+    if config.warmup_steps <= 0:
+        return schedule
+    warmup = optax.linear_schedule(0.0, 1.0, config.warmup_steps)
+    return optax.join_schedules([warmup, schedule], [config.warmup_steps])
+
+
+@SCHEDULES.register("constant")
+def _constant(config: ml_collections.ConfigDict, total_steps: int) -> Schedule:
+    return optax.constant_schedule(1.0)
+
+
+@SCHEDULES.register("piecewise")
+def _piecewise(config: ml_collections.ConfigDict, total_steps: int) -> Schedule:
+    if not config.boundaries:
+        raise ConfigError("optim.schedule='piecewise' needs optim.boundaries, e.g. (32000, 48000)")
+    return optax.piecewise_constant_schedule(
+        1.0, {int(b): config.decay_factor for b in config.boundaries}
+    )
+
+
+@SCHEDULES.register("cosine")
+def _cosine(config: ml_collections.ConfigDict, total_steps: int) -> Schedule:
+    return optax.cosine_decay_schedule(1.0, max(1, total_steps - config.warmup_steps))
+
+
+@SCHEDULES.register("linear")
+def _linear(config: ml_collections.ConfigDict, total_steps: int) -> Schedule:
+    return optax.linear_schedule(1.0, 0.0, max(1, total_steps - config.warmup_steps))
+
+
+def build(config: ml_collections.ConfigDict, total_steps: int) -> Optimizer:
+    """The optimizer of the `optim` section; hyperparameters start at the config's values."""
+    make = OPTIMIZERS.get(config.name)
+    schedule = _with_warmup(config, SCHEDULES.get(config.schedule)(config, total_steps))
+    if config.lr <= 0:
+        raise ConfigError(f"optim.lr={config.lr!r} must be > 0")
+    if config.grad_clip_norm < 0:
+        raise ConfigError(f"optim.grad_clip_norm={config.grad_clip_norm!r} must be >= 0 (0 = off)")
+    tx = optax.chain(
+        optax.clip_by_global_norm(config.grad_clip_norm)
+        if config.grad_clip_norm > 0
+        else optax.identity(),
+        optax.inject_hyperparams(make)(
+            learning_rate=float(config.lr),
+            weight_decay=float(config.weight_decay),
+            momentum=float(config.momentum),
+        ),
+        optax.scale_by_schedule(schedule),
+    )
+    return Optimizer(tx, schedule)
+
+
+def set_hyperparams(opt_state: Any, **values: jax.Array) -> Any:
+    """The optimizer state with injected hyperparameters (learning_rate, ...) replaced."""
+    return optax.tree_utils.tree_set(opt_state, **values)
+
+
+def learning_rate(optimizer: Optimizer, opt_state: Any, step: jax.Array) -> jax.Array:
+    """The learning rate in effect at `step`: the injected base rate times the schedule."""
+    base = optax.tree_utils.tree_get(opt_state, "learning_rate")
+    return jnp.asarray(base) * optimizer.schedule(step)

@@ -1,0 +1,123 @@
+"""Run one per-device function on one device, under `jax.jit(jax.shard_map(...))`, or under `jax.pmap`.
+
+The per-device function is written once, pmap style: it receives an `axis_name` (None on one
+device) and all-reduces with `lax.pmean` over it. Inputs (state, dataset) are replicated on every
+device; each device selects its own slice of the global batch with `lax.axis_index`, so the global
+batch, and therefore the result, does not depend on the device count. This also covers several hosts:
+every process holds the (small) dataset and runs the same program over the global mesh.
+"""
+
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import ml_collections
+import numpy as np
+from absl import logging
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
+
+from dlresearch.registry import ConfigError
+
+AXIS = "data"
+
+
+def initialize_distributed(config: ml_collections.ConfigDict) -> None:
+    """Join a multi-host run when `parallel.coordinator` asks for one (before any other JAX call)."""
+    if not config.coordinator:
+        return
+    if config.coordinator == "auto":  # SLURM, TPU pods, ...: JAX finds the cluster itself
+        jax.distributed.initialize()
+    else:
+        jax.distributed.initialize(
+            coordinator_address=config.coordinator,
+            num_processes=config.num_processes,
+            process_id=config.process_id,
+        )
+    logging.info(
+        "process %d of %d, %d local / %d global devices",
+        jax.process_index(),
+        jax.process_count(),
+        jax.local_device_count(),
+        jax.device_count(),
+    )
+
+
+class Parallel:
+    """One execution mode over a 1-D `'data'` mesh of devices.
+
+    The state lives in a canonical form, replicated over the mesh (`replicated`). Under pmap it runs
+    in a stacked form with a leading device axis; `to_run`/`from_run` convert, so checkpoints and
+    evaluation see the same arrays in every mode.
+    """
+
+    def __init__(self, mode: str, devices: list[jax.Device] | None = None) -> None:
+        devices = jax.devices() if devices is None else devices
+        if mode == "single":
+            devices = devices[:1]
+        self.mode = mode
+        self.mesh = jax.sharding.Mesh(np.array(devices), (AXIS,))
+        self.num_devices = len(devices)
+        self.replicated = NamedSharding(self.mesh, P())
+        self._stacked = NamedSharding(self.mesh, P(AXIS))
+
+    @property
+    def axis_name(self) -> str | None:
+        return None if self.mode == "single" else AXIS
+
+    def check_batch(self, field: str, batch_size: int) -> None:
+        if batch_size % self.num_devices:
+            raise ConfigError(
+                f"{field}={batch_size} is not divisible by the {self.num_devices} devices of "
+                f"parallel.mode={self.mode!r}; use a multiple of {self.num_devices}"
+            )
+
+    def put(self, tree: Any) -> Any:
+        """Host arrays -> canonical replicated arrays (works across processes)."""
+
+        def put_leaf(x: Any) -> jax.Array:
+            x = np.asarray(x)
+            return jax.make_array_from_callback(x.shape, self.replicated, lambda index: x[index])
+
+        return jax.tree.map(put_leaf, tree)
+
+    def to_run(self, tree: Any) -> Any:
+        if self.mode != "pmap":
+            return tree
+        n = self.num_devices
+        stack = jax.jit(
+            lambda t: jax.tree.map(lambda x: jax.numpy.broadcast_to(x, (n, *x.shape)), t),
+            out_shardings=self._stacked,
+        )
+        return stack(tree)
+
+    def from_run(self, tree: Any) -> Any:
+        if self.mode != "pmap":
+            return tree
+        first = jax.jit(lambda t: jax.tree.map(lambda x: x[0], t), out_shardings=self.replicated)
+        return first(tree)
+
+    def compile(
+        self, build: Callable[[str | None], Callable[..., Any]], *, donate_state: bool = True
+    ) -> Callable[..., Any]:
+        """Compile the per-device function `build(axis_name)` of (state, *inputs) for this mode.
+
+        Every input and output is replicated; under pmap they carry the leading device axis of
+        `to_run`. The state (first argument) is donated unless `donate_state` is False.
+        """
+        donate = (0,) if donate_state else ()
+        if self.mode == "single":
+            return jax.jit(build(None), donate_argnums=donate)
+        if self.mode == "pmap":
+            return jax.pmap(build(AXIS), axis_name=AXIS, donate_argnums=donate)
+        mapped = jax.shard_map(build(AXIS), mesh=self.mesh, in_specs=P(), out_specs=P())
+        return jax.jit(mapped, donate_argnums=donate)
+
+    def fetch(self, tree: Any) -> Any:
+        """Outputs -> host numpy, from this process's first device (all hold the same values)."""
+
+        def first(x: jax.Array) -> np.ndarray:
+            local = np.asarray(x.addressable_data(0))
+            return local[0] if self.mode == "pmap" else local
+
+        return jax.tree.map(first, tree)

@@ -1,0 +1,584 @@
+"""Training: the state, the per-device step, compiled chunks of steps, and the run loop.
+
+From the inside out, each layer a plain JAX transformation of the one below:
+  1. `Program.train_step(state, batch, rng)`: one step of one sweep member on one device's batch.
+  2. `Program.train_chunk`: `lax.scan` over K steps; the batch of each step is derived on device
+     from (member seed, step) alone, so data order survives restarts and device counts.
+  3. `jax.vmap` over the leading member axis of the state (seeds, learning rates, ...): a single run
+     is a sweep of one member, so there is one code path.
+  4. `parallel.Parallel.compile`: one device, `jit(shard_map)` or `pmap` over the `'data'` axis.
+"""
+
+import dataclasses
+import functools
+import json
+import os
+import shutil
+import signal
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+from absl import logging
+from flax import struct
+from jax import lax
+
+from dlresearch import checkpoint, data, diagnostics, models, optim
+from dlresearch import config as config_lib
+from dlresearch.metrics import MetricWriter, Progress, atomic_write_text, truncate_after
+from dlresearch.parallel import Parallel, initialize_distributed
+from dlresearch.registry import ConfigError
+
+# Streams derived from a member's key, so each kind of randomness is independent of the others.
+_INIT, _DATA, _STEP = 0, 1, 2
+NOT_DIVERGED = -1
+
+
+class TrainState(struct.PyTreeNode):
+    """Everything a run needs to continue exactly; a pytree, checkpointed whole."""
+
+    step: jax.Array
+    params: Any
+    batch_stats: Any
+    opt_state: Any
+    rng: jax.Array  # the member's key; all randomness is fold_in(rng, stream, step)
+    diverged_at: jax.Array  # first step with a non-finite loss, or NOT_DIVERGED
+
+
+class DeviceData(struct.PyTreeNode):
+    """The whole dataset on every device, uint8; normalised and augmented inside the step."""
+
+    train_images: jax.Array
+    train_labels: jax.Array
+    test_images: jax.Array  # padded to a multiple of (eval batch x devices)
+    test_labels: jax.Array
+    test_mask: jax.Array  # 1 for real examples, 0 for padding
+
+
+def device_data(dataset: data.Dataset, eval_batch_size: int, num_devices: int) -> DeviceData:
+    """Host arrays of `DeviceData`, the test split padded for an even split over devices."""
+    multiple = eval_batch_size * num_devices
+    n = len(dataset.test_labels)
+    pad = -n % multiple
+    return DeviceData(
+        train_images=dataset.train_images,
+        train_labels=dataset.train_labels.astype(np.int32),
+        test_images=np.concatenate([dataset.test_images, np.zeros_like(dataset.test_images[:pad])]),
+        test_labels=np.concatenate(
+            [dataset.test_labels, np.zeros_like(dataset.test_labels[:pad])]
+        ).astype(np.int32),
+        test_mask=np.concatenate([np.ones(n, np.float32), np.zeros(pad, np.float32)]),
+    )
+
+
+@dataclasses.dataclass(frozen=True)
+class Program:
+    """The pure functions of one run: model, optimizer and data settings, closed over."""
+
+    model: nn.Module
+    optimizer: optim.Optimizer
+    batch_size: int  # global batch
+    num_devices: int
+    num_train: int
+    eval_batch_size: int
+    augment: bool
+    mean: np.ndarray
+    std: np.ndarray
+    halt_on_nan: bool
+    input_shape: tuple[int, ...]
+
+    # -- state ---------------------------------------------------------------------------------
+    def init_state(self, rng: jax.Array, hparams: dict[str, jax.Array]) -> TrainState:
+        """One member's fresh state; `hparams` holds its lr, weight_decay, momentum, init_scale."""
+        dummy = jnp.zeros((1, *self.input_shape), jnp.float32)
+        variables = self.model.init(jax.random.fold_in(rng, _INIT), dummy, train=False)
+        params = jax.tree_util.tree_map_with_path(
+            lambda path, p: p * hparams["init_scale"] if path[-1].key == "kernel" else p,
+            variables["params"],
+        )
+        opt_state = optim.set_hyperparams(
+            self.optimizer.tx.init(params),
+            learning_rate=hparams["lr"],
+            weight_decay=hparams["weight_decay"],
+            momentum=hparams["momentum"],
+        )
+        return TrainState(
+            step=jnp.zeros((), jnp.int32),
+            params=params,
+            batch_stats=variables.get("batch_stats", {}),
+            opt_state=opt_state,
+            rng=rng,
+            diverged_at=jnp.full((), NOT_DIVERGED, jnp.int32),
+        )
+
+    # -- one step ------------------------------------------------------------------------------
+    def loss_fn(
+        self, params: Any, batch_stats: Any, images: jax.Array, labels: jax.Array, rng: jax.Array
+    ) -> tuple[jax.Array, tuple[jax.Array, Any]]:
+        logits, updates = self.model.apply(
+            {"params": params, "batch_stats": batch_stats},
+            images,
+            train=True,
+            rngs={"dropout": rng},
+            mutable=["batch_stats"],
+        )
+        loss = optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
+        return loss, (logits, updates.get("batch_stats", {}))
+
+    def train_step(
+        self,
+        state: TrainState,
+        batch: tuple[jax.Array, jax.Array],
+        rng: jax.Array,
+        *,
+        axis_name: str | None,
+    ) -> tuple[TrainState, dict[str, jax.Array]]:
+        """One optimizer step on this device's part of the batch (normalised images, labels)."""
+        images, labels = batch
+        params = state.params
+        if axis_name is not None:
+            # Mark params as varying over devices before differentiating, so the gradient below is
+            # this device's own and pmean gives the global mean under both shard_map and pmap.
+            params = lax.pcast(params, axis_name, to="varying")
+        grad_fn = jax.value_and_grad(self.loss_fn, has_aux=True)
+        (loss, (logits, batch_stats)), grads = grad_fn(
+            params, state.batch_stats, images, labels, rng
+        )
+        accuracy = jnp.mean(jnp.argmax(logits, -1) == labels)
+        if axis_name is not None:
+            # Synced BatchNorm already averaged its statistics; per-device ("ghost") statistics are
+            # averaged here so the running averages stay replicated.
+            grads, loss, accuracy, batch_stats = lax.pmean(
+                (grads, loss, accuracy, batch_stats), axis_name
+            )
+        updates, opt_state = self.optimizer.tx.update(grads, state.opt_state, state.params)
+        diverged_at = jnp.where(
+            (state.diverged_at == NOT_DIVERGED) & ~jnp.isfinite(loss), state.step, state.diverged_at
+        )
+        new_state = state.replace(
+            step=state.step + 1,
+            params=optax.apply_updates(state.params, updates),
+            batch_stats=batch_stats,
+            opt_state=opt_state,
+            diverged_at=diverged_at,
+        )
+        if self.halt_on_nan:
+            # A diverged member keeps its last finite state; in a sweep the others go on.
+            def keep(old: Any, new: Any) -> Any:
+                return jax.tree.map(
+                    lambda o, n: jnp.where(diverged_at != NOT_DIVERGED, o, n), old, new
+                )
+
+            new_state = new_state.replace(
+                params=keep(state.params, new_state.params),
+                batch_stats=keep(state.batch_stats, new_state.batch_stats),
+                opt_state=keep(state.opt_state, new_state.opt_state),
+            )
+        metrics = {
+            "train/loss": loss,
+            "train/accuracy": accuracy,
+            "grad_norm": optax.tree.norm(grads),
+            "lr": optim.learning_rate(self.optimizer, state.opt_state, state.step),
+        }
+        return new_state, metrics
+
+    # -- data ----------------------------------------------------------------------------------
+    @property
+    def steps_per_epoch(self) -> int:
+        return self.num_train // self.batch_size
+
+    def local_batch(
+        self,
+        perms: jax.Array,
+        first_epoch: jax.Array,
+        state: TrainState,
+        data_: DeviceData,
+        axis_name: str | None,
+    ) -> tuple[jax.Array, jax.Array]:
+        """This device's slice of the global batch of `state.step`, normalised and augmented."""
+        epoch, position = jnp.divmod(state.step, self.steps_per_epoch)
+        global_index = lax.dynamic_slice_in_dim(
+            perms[epoch - first_epoch], position * self.batch_size, self.batch_size
+        )
+        local = self.batch_size // self.num_devices
+        offset = 0 if axis_name is None else lax.axis_index(axis_name) * local
+        index = lax.dynamic_slice_in_dim(global_index, offset, local)
+        images = data.normalize(data_.train_images[index], self.mean, self.std)
+        if self.augment:
+            # Keys per global example position: the same augmentation for any device count.
+            aug_key = jax.random.fold_in(jax.random.fold_in(state.rng, _STEP), state.step)
+            keys = jax.vmap(lambda i: jax.random.fold_in(aug_key, i))(offset + jnp.arange(local))
+            images = data.augment_crop_flip(images, keys)
+        return images, data_.train_labels[index]
+
+    def batch_of_step(
+        self, state: TrainState, data_: DeviceData, axis_name: str | None
+    ) -> tuple[jax.Array, jax.Array]:
+        """This device's batch of `state.step`, on its own (for diagnostics)."""
+        epoch = state.step // self.steps_per_epoch
+        perm = data.epoch_permutation(jax.random.fold_in(state.rng, _DATA), epoch, self.num_train)
+        return self.local_batch(perm[None], epoch, state, data_, axis_name)
+
+    # -- K steps -------------------------------------------------------------------------------
+    def train_chunk(
+        self, state: TrainState, data_: DeviceData, *, num_steps: int, axis_name: str | None
+    ) -> tuple[TrainState, dict[str, jax.Array]]:
+        """`num_steps` steps of one member under `lax.scan`; metrics stacked [num_steps]."""
+        # The epoch permutations this chunk can touch, computed once per chunk rather than per step.
+        num_epochs = num_steps // self.steps_per_epoch + 2
+        first_epoch = state.step // self.steps_per_epoch
+        data_key = jax.random.fold_in(state.rng, _DATA)
+        perms = jax.vmap(lambda e: data.epoch_permutation(data_key, e, self.num_train))(
+            first_epoch + jnp.arange(num_epochs)
+        )
+
+        def body(state: TrainState, _: None) -> tuple[TrainState, dict[str, jax.Array]]:
+            batch = self.local_batch(perms, first_epoch, state, data_, axis_name)
+            step_key = jax.random.fold_in(jax.random.fold_in(state.rng, _STEP), state.step)
+            # Dropout masks differ per device (the only device-count-dependent randomness).
+            if axis_name is not None:
+                step_key = jax.random.fold_in(step_key, lax.axis_index(axis_name))
+            return self.train_step(
+                state, batch, jax.random.fold_in(step_key, 1), axis_name=axis_name
+            )
+
+        return lax.scan(body, state, None, length=num_steps)
+
+    # -- evaluation ----------------------------------------------------------------------------
+    def evaluate(
+        self, state: TrainState, data_: DeviceData, *, axis_name: str | None
+    ) -> dict[str, jax.Array]:
+        """Loss and accuracy of one member on the whole evaluation split (running BN averages)."""
+        per_device = data_.test_labels.shape[0] // self.num_devices
+        offset = 0 if axis_name is None else lax.axis_index(axis_name) * per_device
+
+        def shard(x: jax.Array) -> jax.Array:
+            x = lax.dynamic_slice_in_dim(x, offset, per_device)
+            return x.reshape(-1, self.eval_batch_size, *x.shape[1:])
+
+        def body(totals: jax.Array, batch: tuple[jax.Array, ...]) -> tuple[jax.Array, None]:
+            images, labels, mask = batch
+            logits = self.model.apply(
+                {"params": state.params, "batch_stats": state.batch_stats},
+                data.normalize(images, self.mean, self.std),
+                train=False,
+            )
+            loss = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
+            correct = jnp.argmax(logits, -1) == labels
+            return totals + jnp.stack(
+                [(loss * mask).sum(), (correct * mask).sum(), mask.sum()]
+            ), None
+
+        batches = (shard(data_.test_images), shard(data_.test_labels), shard(data_.test_mask))
+        totals = jnp.zeros(3)
+        if axis_name is None:
+            totals, _ = lax.scan(body, totals, batches)
+        else:  # the sums are per device until the psum
+            totals, _ = lax.scan(body, lax.pcast(totals, axis_name, to="varying"), batches)
+            totals = lax.psum(totals, axis_name)
+        return {"loss": totals[0] / totals[2], "accuracy": totals[1] / totals[2]}
+
+
+# -- the run ---------------------------------------------------------------------------------------
+@dataclasses.dataclass
+class RunResult:
+    """What a finished (or stopped) run reports back to its caller, one entry per member."""
+
+    members: list[dict[str, float]]
+    final: list[dict[str, float]]  # last train and eval metrics per member
+    diverged_at: list[int | None]
+    step: int
+    stopped_early: bool = False
+
+
+def build_program(
+    config: ml_collections.ConfigDict, dataset: data.Dataset, par: Parallel
+) -> Program:
+    dtype = jnp.bfloat16 if config.dtype == "bfloat16" else jnp.float32
+    return Program(
+        model=models.build(config.model, dataset.num_classes, axis_name=par.axis_name, dtype=dtype),
+        optimizer=optim.build(config.optim, config.train.steps),
+        batch_size=config.train.batch_size,
+        num_devices=par.num_devices,
+        num_train=len(dataset.train_labels),
+        eval_batch_size=min(
+            config.eval.batch_size, max(1, len(dataset.test_labels) // par.num_devices)
+        ),
+        augment=dataset.augment,
+        mean=dataset.mean,
+        std=dataset.std,
+        halt_on_nan=config.halt_on_nan,
+        input_shape=dataset.train_images.shape[1:],
+    )
+
+
+def init_states(program: Program, members: list[dict[str, float]]) -> TrainState:
+    """The states of all members, stacked on a leading member axis."""
+    rngs = jnp.stack([jax.random.PRNGKey(int(m["seed"])) for m in members])
+    hparams = {
+        k: jnp.asarray([m[k] for m in members], jnp.float32)
+        for k in ("lr", "weight_decay", "momentum", "init_scale")
+    }
+    return jax.vmap(program.init_state)(rngs, hparams)
+
+
+def prepare_workdir(workdir: str, config: ml_collections.ConfigDict, overwrite: bool) -> None:
+    """Refuse to mix two different configs in one workdir; write the resolved config."""
+    path = os.path.join(workdir, "config.json")
+    new = config_lib.to_json(config)
+    if os.path.exists(path) and not overwrite:
+        with open(path) as f:
+            old = json.load(f)
+        # How a run executes (mode, hosts) may change between restarts; what it computes may not.
+        changed = [
+            c for c in config_lib.diff(old, json.loads(new)) if not c.startswith("parallel.")
+        ]
+        if changed:
+            raise ConfigError(
+                f"{workdir} holds a run with a different config (pass --overwrite to start afresh): "
+                + "; ".join(changed)
+            )
+    if overwrite and os.path.exists(workdir):
+        shutil.rmtree(workdir)
+    os.makedirs(workdir, exist_ok=True)
+    atomic_write_text(path, new)
+
+
+def _boundaries(config: ml_collections.ConfigDict) -> list[int]:
+    """Intervals at which a chunk must end; absolute multiples, so resumed runs chunk identically."""
+    intervals = [
+        config.train.steps_per_call,
+        config.train.log_every_steps,
+        config.eval.every_steps,
+        config.checkpoint.every_steps,
+        config.diagnostics.every_steps,
+    ]
+    return [i for i in intervals if i > 0]
+
+
+def _next_stop(step: int, total: int, intervals: list[int]) -> int:
+    return min([total] + [(step // i + 1) * i for i in intervals])
+
+
+def _due(step: int, every: int, total: int) -> bool:
+    return step == total or (every > 0 and step % every == 0)
+
+
+@contextmanager
+def _graceful_stop() -> Iterator[list[int]]:
+    """SIGTERM/SIGINT set a flag that the loop reads at the next chunk boundary."""
+    received: list[int] = []
+
+    def handler(signum: int, frame: Any) -> None:
+        logging.warning("signal %d: stopping after the current chunk with a checkpoint", signum)
+        received.append(signum)
+
+    previous = {s: signal.signal(s, handler) for s in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield received
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
+
+
+class Trainer:
+    """A config made concrete: devices, data on them, the program, and its compiled functions.
+
+    States passed to and returned by `train`, `evaluate` and `measure` are in the run form of
+    `Parallel` (see `Parallel.to_run`); `init_state` gives the canonical form.
+    """
+
+    def __init__(self, config: ml_collections.ConfigDict) -> None:
+        config_lib.validate(config)
+        self.config = config
+        self.par = Parallel(config.parallel.mode)
+        self.par.check_batch("train.batch_size", config.train.batch_size)
+        self.dataset = data.load(config.data)
+        if config.train.batch_size > len(self.dataset.train_labels):
+            raise ConfigError(
+                f"train.batch_size={config.train.batch_size} exceeds the "
+                f"{len(self.dataset.train_labels)} training examples of data.name={config.data.name!r}"
+            )
+        self.members = config_lib.sweep_members(config)
+        self.program = build_program(config, self.dataset, self.par)
+        self.data = self.par.to_run(
+            self.par.put(
+                device_data(self.dataset, self.program.eval_batch_size, self.par.num_devices)
+            )
+        )
+        self._chunks: dict[int, Any] = {}
+        self._evaluate = self._compile(self.program.evaluate, donate_state=False)
+        self._measure = self._compile(
+            functools.partial(diagnostics.measure, self.program, config), donate_state=False
+        )
+
+    def _compile(self, per_member: Any, *, donate_state: bool = True) -> Any:
+        """`per_member(state, data, *, axis_name)` vmapped over members, compiled for the mode."""
+
+        def build(axis_name: str | None) -> Any:
+            return jax.vmap(functools.partial(per_member, axis_name=axis_name), in_axes=(0, None))
+
+        return self.par.compile(build, donate_state=donate_state)
+
+    def init_state(self) -> TrainState:
+        init = functools.partial(init_states, self.program, self.members)
+        return jax.jit(init, out_shardings=self.par.replicated)()
+
+    def train(self, state: TrainState, num_steps: int) -> tuple[TrainState, dict[str, jax.Array]]:
+        """`num_steps` steps of every member in one compiled call (donates `state`)."""
+        if num_steps not in self._chunks:
+            chunk = functools.partial(self.program.train_chunk, num_steps=num_steps)
+            self._chunks[num_steps] = self._compile(chunk)
+        return self._chunks[num_steps](state, self.data)
+
+    def evaluate(self, state: TrainState) -> dict[str, np.ndarray]:
+        return self.par.fetch(self._evaluate(state, self.data))
+
+    def measure(self, state: TrainState) -> dict[str, np.ndarray]:
+        return self.par.fetch(self._measure(state, self.data))
+
+
+def run(config: ml_collections.ConfigDict, workdir: str, *, overwrite: bool = False) -> RunResult:
+    """Train (or resume) the run of `config` in `workdir`. Bad configs raise `ConfigError` early."""
+    initialize_distributed(config.parallel)
+    trainer = Trainer(config)
+    par, members = trainer.par, trainer.members
+    is_chief = jax.process_index() == 0
+    if is_chief:
+        prepare_workdir(workdir, config, overwrite)
+
+    ckpt = checkpoint.Checkpointer(
+        os.path.join(workdir, "checkpoints"), keep=config.checkpoint.keep
+    )
+    run_state = par.to_run(ckpt.restore_latest(trainer.init_state()))
+    step = int(par.fetch(run_state.step)[0])
+    writer = MetricWriter(workdir, enabled=is_chief)
+    if is_chief:
+        truncate_after(writer.path, step)
+    logging.info(
+        "%s at step %d: %d member(s), mode %s on %d device(s)",
+        "resuming" if step else "starting",
+        step,
+        len(members),
+        par.mode,
+        par.num_devices,
+    )
+    tags = _member_tags(config, members)
+    diverged = [None if d == NOT_DIVERGED else int(d) for d in par.fetch(run_state.diverged_at)]
+    final: list[dict[str, float]] = [{} for _ in members]
+    total = config.train.steps
+    progress = Progress(total, step)
+    stopped_early = False
+    pending: list[dict[str, np.ndarray]] = []
+
+    with _graceful_stop() as signals:
+        while step < total:
+            stop = _next_stop(step, total, _boundaries(config))
+            run_state, metrics = trainer.train(run_state, stop - step)
+            step = stop
+            pending.append(par.fetch(metrics))
+
+            newly = _record_divergence(par.fetch(run_state.diverged_at), diverged, writer, tags)
+            if _due(step, config.train.log_every_steps, total) or newly:
+                logged = _log_train(
+                    pending, step, total, config.train.batch_size, writer, tags, final, progress
+                )
+                pending = []
+                logging.info(logged)
+            if _due(step, config.eval.every_steps, total):
+                results = trainer.evaluate(run_state)
+                split = trainer.dataset.eval_split
+                for i, tag in enumerate(tags):
+                    values = {
+                        f"{split}/loss": float(results["loss"][i]),
+                        f"{split}/accuracy": float(results["accuracy"][i]),
+                    }
+                    final[i].update(values)
+                    writer.write(step, values, tag)
+                logging.info(
+                    "step %d: %s/accuracy %s",
+                    step,
+                    split,
+                    np.round(results["accuracy"], 4).tolist(),
+                )
+            if config.diagnostics.every_steps and _due(step, config.diagnostics.every_steps, total):
+                values = trainer.measure(run_state)
+                for i, tag in enumerate(tags):
+                    writer.write(step, {k: float(v[i]) for k, v in values.items()}, tag)
+            halted = config.halt_on_nan and all(d is not None for d in diverged)
+            if _due(step, config.checkpoint.every_steps, total) or signals or halted:
+                ckpt.save(step, par.from_run(run_state))
+            writer.flush()
+            if signals or halted:
+                stopped_early = True
+                logging.warning(
+                    "stopped at step %d (%s)", step, "all members diverged" if halted else "signal"
+                )
+                break
+    ckpt.close()
+    writer.close()
+    return RunResult(
+        members=members, final=final, diverged_at=diverged, step=step, stopped_early=stopped_early
+    )
+
+
+def _member_tags(
+    config: ml_collections.ConfigDict, members: list[dict[str, float]]
+) -> list[dict[str, Any]]:
+    """Per-member fields of each metrics line: none for a single run, index + swept values in a sweep."""
+    if len(members) == 1:
+        return [{}]
+    axes = config_lib.swept_axes(config)
+    return [{"member": i, **{f"sweep/{a}": m[a] for a in axes}} for i, m in enumerate(members)]
+
+
+def _record_divergence(
+    diverged_at: np.ndarray,
+    diverged: list[int | None],
+    writer: MetricWriter,
+    tags: list[dict[str, Any]],
+) -> bool:
+    newly = False
+    for i, d in enumerate(diverged_at):
+        if d != NOT_DIVERGED and diverged[i] is None:
+            diverged[i] = int(d)
+            newly = True
+            writer.write(int(d), {"diverged": True}, tags[i])
+            logging.warning("member %d diverged (non-finite loss) at step %d", i, int(d))
+    return newly
+
+
+def _log_train(
+    pending: list[dict[str, np.ndarray]],
+    step: int,
+    total: int,
+    batch_size: int,
+    writer: MetricWriter,
+    tags: list[dict[str, Any]],
+    final: list[dict[str, float]],
+    progress: Progress,
+) -> str:
+    """Write the mean train metrics since the last log line (lr: its latest value)."""
+    stacked = {
+        k: np.concatenate([p[k] for p in pending], axis=1) for k in pending[0]
+    }  # [members, steps]
+    steps_per_sec = progress.steps_per_sec(step)
+    for i, tag in enumerate(tags):
+        values = {k: float(np.mean(v[i])) for k, v in stacked.items() if k != "lr"}
+        values["lr"] = float(stacked["lr"][i, -1])
+        values["examples_per_sec"] = steps_per_sec * batch_size * len(tags)
+        final[i].update({k: values[k] for k in ("train/loss", "train/accuracy")})
+        writer.write(step, values, tag)
+    return progress.line(
+        step,
+        float(np.nanmean(stacked["train/loss"][:, -1])),
+        float(np.nanmean(stacked["train/accuracy"][:, -1])),
+        steps_per_sec,
+        steps_per_sec * batch_size * len(tags),
+    )

@@ -1,0 +1,39 @@
+"""Test set-up: 8 CPU devices for every multi-device feature, and small configs."""
+
+import os
+
+# Must be set before JAX initialises its backend, i.e. before any test module imports jax.
+os.environ["XLA_FLAGS"] = (
+    os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8"
+).strip()
+
+import ml_collections
+import pytest
+
+from dlresearch.config import base_config
+
+
+def small_config(**overrides: object) -> ml_collections.ConfigDict:
+    """A digits MLP run of a few seconds; `overrides` use dotted field names ("model.depth")."""
+    config = base_config()
+    config.parallel.mode = "single"
+    config.model.width = 32
+    config.optim.lr = 0.01
+    config.train.steps = 40
+    config.train.batch_size = 32
+    config.train.steps_per_call = 10
+    config.train.log_every_steps = 10
+    config.eval.every_steps = 20
+    config.checkpoint.every_steps = 20
+    for field, value in overrides.items():
+        section = config
+        *parents, leaf = field.split(".")
+        for part in parents:
+            section = section[part]
+        section[leaf] = value
+    return config
+
+
+@pytest.fixture
+def make_config():
+    return small_config

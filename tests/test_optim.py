@@ -1,0 +1,78 @@
+"""Every optimizer and schedule builds and takes a finite step; sweepable hyperparameters."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+from conftest import small_config
+
+from dlresearch import optim
+from dlresearch.registry import ConfigError
+
+
+def _quadratic_step(config) -> tuple[float, float]:
+    opt = optim.build(config.optim, total_steps=100)
+    params = {"w": jnp.array([1.0, -2.0, 3.0])}
+    state = opt.tx.init(params)
+    loss = lambda p: jnp.sum(p["w"] ** 2)
+    for _ in range(3):
+        grads = jax.grad(loss)(params)
+        updates, state = opt.tx.update(grads, state, params)
+        params = optax.apply_updates(params, updates)
+    return float(loss(params)), float(optim.learning_rate(opt, state, jnp.asarray(3)))
+
+
+@pytest.mark.parametrize("name", optim.OPTIMIZERS.names())
+def test_every_optimizer_decreases_a_quadratic(name: str) -> None:
+    config = small_config(**{"optim.name": name, "optim.lr": 0.1, "optim.weight_decay": 1e-4})
+    if name == "adadelta":  # the update is scaled by an adaptive unit-less rate
+        config.optim.lr = 1.0
+    loss, lr = _quadratic_step(config)
+    assert np.isfinite(loss) and loss < 14.0
+    assert lr == pytest.approx(config.optim.lr)
+
+
+@pytest.mark.parametrize("name", optim.SCHEDULES.names())
+def test_every_schedule_multiplies_the_base_rate(name: str) -> None:
+    config = small_config(**{"optim.schedule": name, "optim.boundaries": (50,), "optim.lr": 0.5})
+    schedule = optim.build(config.optim, total_steps=100).schedule
+    assert float(schedule(0)) == pytest.approx(1.0)
+    assert 0.0 <= float(schedule(99)) <= 1.0
+    if name != "constant":
+        assert float(schedule(99)) < 1.0
+
+
+def test_piecewise_divides_by_ten_at_each_boundary() -> None:
+    config = small_config(**{"optim.schedule": "piecewise", "optim.boundaries": (32000, 48000)})
+    schedule = optim.build(config.optim, total_steps=64000).schedule
+    np.testing.assert_allclose(
+        [schedule(31999), schedule(32001), schedule(48001)], [1, 0.1, 0.01], rtol=1e-6
+    )
+
+
+def test_warmup_ramps_linearly() -> None:
+    config = small_config(**{"optim.warmup_steps": 10})
+    schedule = optim.build(config.optim, total_steps=100).schedule
+    np.testing.assert_allclose(
+        [schedule(0), schedule(5), schedule(10), schedule(50)], [0, 0.5, 1, 1]
+    )
+
+
+def test_injected_learning_rate_is_set_per_state_without_rebuilding() -> None:
+    opt = optim.build(small_config(**{"optim.name": "sgd"}).optim, total_steps=10)
+    params = {"w": jnp.ones(2)}
+    states = jax.vmap(lambda lr: optim.set_hyperparams(opt.tx.init(params), learning_rate=lr))(
+        jnp.array([0.1, 0.2])
+    )
+    updates, _ = jax.vmap(opt.tx.update, in_axes=(None, 0, None))(params, states, params)
+    np.testing.assert_allclose(updates["w"][:, 0], [-0.1, -0.2], rtol=1e-6)
+
+
+def test_unknown_names_list_the_allowed_ones() -> None:
+    with pytest.raises(
+        ConfigError, match=r"optim\.name='lbfgs' is not known; allowed values: adadelta"
+    ):
+        optim.build(small_config(**{"optim.name": "lbfgs"}).optim, 10)
+    with pytest.raises(ConfigError, match=r"optim\.schedule"):
+        optim.build(small_config(**{"optim.schedule": "step"}).optim, 10)

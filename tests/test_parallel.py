@@ -1,0 +1,155 @@
+"""Data parallelism on 8 CPU devices: every mode matches one device on the same global batch."""
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import jax
+import numpy as np
+import pytest
+from conftest import small_config
+
+from dlresearch import checkpoint, train
+from dlresearch.metrics import read_jsonl
+from dlresearch.parallel import Parallel
+from dlresearch.registry import ConfigError
+
+ROOT = Path(__file__).resolve().parents[1]
+MODES = ("single", "shard_map", "pmap")
+
+
+def _train(config, steps: int) -> dict:
+    """Params after `steps` steps of a fresh state, as host numpy."""
+    trainer = train.Trainer(config)
+    state, _ = trainer.train(trainer.par.to_run(trainer.init_state()), steps)
+    return jax.device_get(trainer.par.from_run(state).params)
+
+
+def _max_abs_diff(a: dict, b: dict) -> float:
+    return max(jax.tree.leaves(jax.tree.map(lambda x, y: float(np.max(np.abs(x - y))), a, b)))
+
+
+def test_eight_devices_are_forced() -> None:
+    assert jax.device_count() == 8
+
+
+@pytest.mark.parametrize("mode", ["shard_map", "pmap"])
+def test_one_step_matches_single_device(mode: str) -> None:
+    reference = _train(small_config(), 1)
+    assert _max_abs_diff(_train(small_config(**{"parallel.mode": mode}), 1), reference) <= 1e-5
+
+
+@pytest.mark.parametrize("mode", ["shard_map", "pmap"])
+def test_twenty_batchnorm_steps_match_single_device(mode: str) -> None:
+    # Momentum SGD, not Adam: Adam rescales the ~1e-9 rounding noise of the Dense biases' gradients
+    # (BatchNorm cancels them) to full-sized steps, which would compare noise, not the algorithm.
+    bn = {
+        "model.normalization": "batchnorm",
+        "model.activation": "sigmoid",
+        "optim.name": "momentum",
+        "optim.lr": 0.1,
+    }
+    reference = _train(small_config(**bn), 20)
+    params = _train(small_config(**bn, **{"parallel.mode": mode}), 20)
+    assert _max_abs_diff(params, reference) <= 1e-5
+
+
+def test_ghost_batchnorm_uses_per_device_statistics() -> None:
+    bn = {
+        "model.normalization": "batchnorm",
+        "model.bn_sync": False,
+        "train.batch_size": 64,
+        "optim.name": "momentum",
+        "optim.lr": 0.1,
+    }
+    single = _train(small_config(**bn), 5)
+    shard_map = _train(small_config(**bn, **{"parallel.mode": "shard_map"}), 5)
+    pmap = _train(small_config(**bn, **{"parallel.mode": "pmap"}), 5)
+    # Batches of 8 per device normalise differently from one batch of 64; both modes agree.
+    assert _max_abs_diff(shard_map, single) > 1e-3
+    assert _max_abs_diff(shard_map, pmap) <= 1e-5
+
+
+def test_batch_not_divisible_by_devices_names_both_numbers() -> None:
+    with pytest.raises(
+        ConfigError, match=r"train\.batch_size=36 is not divisible by the 8 devices"
+    ):
+        train.Trainer(small_config(**{"parallel.mode": "shard_map", "train.batch_size": 36}))
+
+
+@pytest.mark.parametrize(("first", "second"), [("shard_map", "single"), ("single", "pmap")])
+def test_checkpoint_restores_onto_another_device_count(
+    tmp_path: Path, first: str, second: str
+) -> None:
+    """Resuming at step 20 of a run written on another device count == 40 steps on this one."""
+    train.run(small_config(**{"parallel.mode": first}), str(tmp_path / "run"))
+    shutil.rmtree(tmp_path / "run" / "checkpoints" / "40")
+    config = small_config(**{"parallel.mode": second})
+    train.run(config, str(tmp_path / "run"))
+    ckpt = checkpoint.Checkpointer(str(tmp_path / "run" / "checkpoints"), keep=2)
+    resumed = jax.device_get(ckpt.restore_latest(train.Trainer(config).init_state()).params)
+    ckpt.close()
+    assert Parallel(second).num_devices == (1 if second == "single" else 8)
+    assert _max_abs_diff(resumed, _train(config, 40)) <= 1e-5
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _main(workdir: Path, *flags: str, devices: int) -> list[str]:
+    return [
+        sys.executable,
+        "-m",
+        "dlresearch.main",
+        "--config=configs/default.py",
+        f"--workdir={workdir}",
+        "--config.train.steps=30",
+        "--config.train.batch_size=32",
+        "--config.train.log_every_steps=10",
+        "--config.eval.every_steps=30",
+        "--config.checkpoint.every_steps=30",
+        *flags,
+    ], {**os.environ, "XLA_FLAGS": "", "JAX_NUM_CPU_DEVICES": str(devices), "JAX_PLATFORMS": "cpu"}
+
+
+def test_two_processes_match_one_process_with_as_many_devices(tmp_path: Path) -> None:
+    cmd, env = _main(tmp_path / "one", devices=4)
+    subprocess.run(cmd, env=env, cwd=ROOT, check=True, timeout=300, capture_output=True)
+    port = _free_port()
+    procs = []
+    try:
+        for i in range(2):
+            cmd, env = _main(
+                tmp_path / "two",
+                f"--config.parallel.coordinator=127.0.0.1:{port}",
+                "--config.parallel.num_processes=2",
+                f"--config.parallel.process_id={i}",
+                devices=2,
+            )
+            procs.append(
+                subprocess.Popen(
+                    cmd, env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+                )
+            )
+        outputs = [p.communicate(timeout=300)[0].decode() for p in procs]
+        assert [p.returncode for p in procs] == [0, 0], outputs
+    finally:
+        for p in procs:
+            p.kill()
+    one = read_jsonl(tmp_path / "one" / "metrics.jsonl")
+    two = read_jsonl(tmp_path / "two" / "metrics.jsonl")
+    assert [r["step"] for r in one] == [r["step"] for r in two]
+    for a, b in zip(one, two, strict=True):
+        for key in ("train/loss", "test/loss", "test/accuracy"):
+            if key in a:
+                assert b[key] == pytest.approx(a[key], abs=1e-5), key
+    assert (
+        json.loads((tmp_path / "two" / "config.json").read_text())["parallel"]["num_processes"] == 2
+    )

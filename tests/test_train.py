@@ -1,0 +1,78 @@
+"""The training core: a run writes its outputs, resumes exactly, and is deterministic."""
+
+import json
+import shutil
+from pathlib import Path
+
+import jax
+import numpy as np
+import pytest
+from conftest import small_config
+
+from dlresearch import checkpoint, train
+from dlresearch.metrics import read_jsonl
+
+
+def _final_params(workdir: Path) -> dict:
+    """The params of the newest checkpoint in `workdir`, as host numpy."""
+    config = small_config()
+    ckpt = checkpoint.Checkpointer(str(workdir / "checkpoints"), keep=config.checkpoint.keep)
+    state = ckpt.restore_latest(train.Trainer(config).init_state())
+    ckpt.close()
+    return jax.device_get(state.params)
+
+
+def _without_timing(records: list[dict]) -> list[dict]:
+    return [{k: v for k, v in r.items() if k != "examples_per_sec"} for r in records]
+
+
+def test_run_writes_config_metrics_and_checkpoints(tmp_path: Path) -> None:
+    result = train.run(small_config(), str(tmp_path))
+    records = read_jsonl(tmp_path / "metrics.jsonl")
+    assert json.loads((tmp_path / "config.json").read_text())["model"]["width"] == 32
+    train_lines = [r for r in records if "train/loss" in r]
+    eval_lines = [r for r in records if "test/accuracy" in r]
+    assert [r["step"] for r in train_lines] == [10, 20, 30, 40]
+    assert [r["step"] for r in eval_lines] == [20, 40]
+    for key in ("train/accuracy", "lr", "grad_norm", "examples_per_sec"):
+        assert key in train_lines[-1]
+    assert isinstance(train_lines[0]["step"], int)
+    assert train_lines[-1]["train/loss"] < train_lines[0]["train/loss"]
+    assert eval_lines[-1]["test/accuracy"] > 0.5
+    assert result.final[0]["test/accuracy"] == eval_lines[-1]["test/accuracy"]
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir() if p.name.isdigit()) == [
+        "20",
+        "40",
+    ]
+    assert list((tmp_path / "tensorboard").iterdir())
+
+
+def test_resume_from_checkpoint_matches_uninterrupted_run(tmp_path: Path) -> None:
+    full, resumed = tmp_path / "full", tmp_path / "resumed"
+    train.run(small_config(), str(full))
+    # The state of an interruption after step 20's checkpoint: later checkpoint gone, metrics ahead.
+    shutil.copytree(full, resumed)
+    shutil.rmtree(resumed / "checkpoints" / "40")
+    result = train.run(small_config(), str(resumed))
+    assert result.step == 40
+    assert _without_timing(read_jsonl(resumed / "metrics.jsonl")) == _without_timing(
+        read_jsonl(full / "metrics.jsonl")
+    )
+    a, b = _final_params(full), _final_params(resumed)
+    jax.tree.map(np.testing.assert_array_equal, a, b)
+
+
+def test_same_config_gives_identical_metrics(tmp_path: Path) -> None:
+    train.run(small_config(), str(tmp_path / "a"))
+    train.run(small_config(), str(tmp_path / "b"))
+    assert _without_timing(read_jsonl(tmp_path / "a" / "metrics.jsonl")) == _without_timing(
+        read_jsonl(tmp_path / "b" / "metrics.jsonl")
+    )
+
+
+def test_different_config_on_used_workdir_is_refused(tmp_path: Path) -> None:
+    train.run(small_config(), str(tmp_path))
+    with pytest.raises(train.ConfigError, match=r"model\.width: 32 -> 16"):
+        train.run(small_config(**{"model.width": 16}), str(tmp_path))
+    train.run(small_config(**{"model.width": 16}), str(tmp_path), overwrite=True)
+    assert json.loads((tmp_path / "config.json").read_text())["model"]["width"] == 16
