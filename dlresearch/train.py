@@ -31,7 +31,13 @@ from jax import lax
 
 from dlresearch import checkpoint, data, diagnostics, models, optim
 from dlresearch import config as config_lib
-from dlresearch.metrics import MetricWriter, Progress, atomic_write_text, truncate_after
+from dlresearch.metrics import (
+    MetricWriter,
+    Progress,
+    atomic_write_text,
+    read_jsonl,
+    truncate_after,
+)
 from dlresearch.parallel import Parallel, initialize_distributed
 from dlresearch.registry import ConfigError
 
@@ -471,14 +477,14 @@ def run(config: ml_collections.ConfigDict, workdir: str, *, overwrite: bool = Fa
     )
     tags = _member_tags(config, members)
     diverged = [None if d == NOT_DIVERGED else int(d) for d in par.fetch(run_state.diverged_at)]
-    final: list[dict[str, float]] = [{} for _ in members]
     total = config.train.steps
     progress = Progress(total, step)
     stopped_early = False
     pending: list[dict[str, np.ndarray]] = []
 
     with _graceful_stop() as signals:
-        while step < total:
+        # A run whose members all diverged is finished; asking again does not step it further.
+        while step < total and not (config.halt_on_nan and None not in diverged):
             stop = _next_stop(step, total, _boundaries(config))
             run_state, metrics = trainer.train(run_state, stop - step)
             step = stop
@@ -487,7 +493,7 @@ def run(config: ml_collections.ConfigDict, workdir: str, *, overwrite: bool = Fa
             newly = _record_divergence(par.fetch(run_state.diverged_at), diverged, writer, tags)
             if _due(step, config.train.log_every_steps, total) or newly:
                 logged = _log_train(
-                    pending, step, total, config.train.batch_size, writer, tags, final, progress
+                    pending, step, total, config.train.batch_size, writer, tags, progress
                 )
                 pending = []
                 logging.info(logged)
@@ -499,7 +505,6 @@ def run(config: ml_collections.ConfigDict, workdir: str, *, overwrite: bool = Fa
                         f"{split}/loss": float(results["loss"][i]),
                         f"{split}/accuracy": float(results["accuracy"][i]),
                     }
-                    final[i].update(values)
                     writer.write(step, values, tag)
                 logging.info(
                     "step %d: %s/accuracy %s",
@@ -511,7 +516,7 @@ def run(config: ml_collections.ConfigDict, workdir: str, *, overwrite: bool = Fa
                 values = trainer.measure(run_state)
                 for i, tag in enumerate(tags):
                     writer.write(step, {k: float(v[i]) for k, v in values.items()}, tag)
-            halted = config.halt_on_nan and all(d is not None for d in diverged)
+            halted = config.halt_on_nan and None not in diverged
             if _due(step, config.checkpoint.every_steps, total) or signals or halted:
                 ckpt.save(step, par.from_run(run_state))
             writer.flush()
@@ -524,8 +529,25 @@ def run(config: ml_collections.ConfigDict, workdir: str, *, overwrite: bool = Fa
     ckpt.close()
     writer.close()
     return RunResult(
-        members=members, final=final, diverged_at=diverged, step=step, stopped_early=stopped_early
+        members=members,
+        final=final_metrics(writer.path, len(members)),
+        diverged_at=diverged,
+        step=step,
+        stopped_early=stopped_early,
     )
+
+
+def final_metrics(path: str, num_members: int) -> list[dict[str, float]]:
+    """The last value of every metric per member, read back from `metrics.jsonl`.
+
+    Read from the file rather than kept in memory, so a finished run asked again reports the same.
+    """
+    final: list[dict[str, float]] = [{} for _ in range(num_members)]
+    for record in read_jsonl(path):
+        final[record.get("member", 0)].update(
+            {k: v for k, v in record.items() if k != "step" and not k.startswith("sweep/")}
+        )
+    return final
 
 
 def _member_tags(
@@ -561,7 +583,6 @@ def _log_train(
     batch_size: int,
     writer: MetricWriter,
     tags: list[dict[str, Any]],
-    final: list[dict[str, float]],
     progress: Progress,
 ) -> str:
     """Write the mean train metrics since the last log line (lr: its latest value)."""
@@ -573,7 +594,6 @@ def _log_train(
         values = {k: float(np.mean(v[i])) for k, v in stacked.items() if k != "lr"}
         values["lr"] = float(stacked["lr"][i, -1])
         values["examples_per_sec"] = steps_per_sec * batch_size * len(tags)
-        final[i].update({k: values[k] for k in ("train/loss", "train/accuracy")})
         writer.write(step, values, tag)
     return progress.line(
         step,

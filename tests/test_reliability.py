@@ -22,11 +22,11 @@ ROOT = Path(__file__).resolve().parents[1]
 RUN_FLAGS = (
     "--config=configs/default.py",
     "--config.parallel.mode=single",
-    "--config.train.steps=600",
+    "--config.train.steps=3000",
     "--config.train.steps_per_call=25",
     "--config.train.log_every_steps=25",
-    "--config.eval.every_steps=100",
-    "--config.checkpoint.every_steps=100",
+    "--config.eval.every_steps=500",
+    "--config.checkpoint.every_steps=500",
 )
 
 
@@ -94,10 +94,11 @@ def test_sigkill_at_several_points_then_resume_is_the_same_run(
     tmp_path: Path, uninterrupted: Path
 ) -> None:
     # Early (before the first checkpoint), mid-epoch, and right after a checkpoint save started.
-    for step in (25, 250, 400):
+    for step in (25, 1250, 2000):
         proc = _start_and_wait(tmp_path, step)
         proc.send_signal(signal.SIGKILL)
         proc.wait()
+        assert _last_step(tmp_path) < 3000, "the run finished before the kill"
     result = _run(tmp_path, *RUN_FLAGS)
     assert result.returncode == 0, result.stderr[-2000:]
     assert _comparable(tmp_path) == _comparable(uninterrupted)
@@ -107,11 +108,11 @@ def test_sigkill_at_several_points_then_resume_is_the_same_run(
 
 
 def test_sigterm_saves_a_checkpoint_and_exits_cleanly(tmp_path: Path, uninterrupted: Path) -> None:
-    proc = _start_and_wait(tmp_path, 150)
+    proc = _start_and_wait(tmp_path, 750)
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=60) == 0
     stopped_at = _last_step(tmp_path)
-    assert stopped_at < 600
+    assert stopped_at < 3000
     assert str(stopped_at) in os.listdir(tmp_path / "checkpoints")
     assert _run(tmp_path, *RUN_FLAGS).returncode == 0
     assert _comparable(tmp_path) == _comparable(uninterrupted)
@@ -121,12 +122,12 @@ def test_damaged_newest_checkpoint_falls_back_to_the_previous(
     tmp_path: Path, uninterrupted: Path
 ) -> None:
     shutil.copytree(uninterrupted, tmp_path, dirs_exist_ok=True)
-    for path in (tmp_path / "checkpoints" / "600").rglob("*"):
+    for path in (tmp_path / "checkpoints" / "3000").rglob("*"):
         if path.is_file():
             path.write_bytes(b"garbage")
     result = _run(tmp_path, *RUN_FLAGS)
     assert result.returncode == 0, result.stderr[-2000:]
-    assert "checkpoint at step 600" in result.stderr and "unreadable" in result.stderr
+    assert "checkpoint at step 3000" in result.stderr and "unreadable" in result.stderr
     assert _comparable(tmp_path) == _comparable(uninterrupted)
 
 
@@ -149,7 +150,7 @@ def test_divergence_is_recorded_and_stops_the_run(tmp_path: Path) -> None:
     records = read_jsonl(tmp_path / "metrics.jsonl")
     diverged = [r for r in records if r.get("diverged")]
     assert len(diverged) == 1 and diverged[0]["step"] < 25
-    assert records[-1]["step"] < 600  # stopped
+    assert records[-1]["step"] < 3000  # stopped
 
 
 def test_halt_on_nan_false_keeps_going(tmp_path: Path) -> None:
