@@ -76,3 +76,21 @@ def test_different_config_on_used_workdir_is_refused(tmp_path: Path) -> None:
         train.run(small_config(**{"model.width": 16}), str(tmp_path))
     train.run(small_config(**{"model.width": 16}), str(tmp_path), overwrite=True)
     assert json.loads((tmp_path / "config.json").read_text())["model"]["width"] == 16
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {"model.name": "cnn", "model.channels": (8, 8), "model.dense": (16,)},
+        {"model.name": "resnet_cifar", "model.depth": 8, "dtype": "bfloat16"},
+        {"model.name": "mlp", "model.dropout": 0.5, "model.normalization": "layernorm"},
+    ],
+    ids=["cnn", "resnet_cifar-bfloat16", "mlp-dropout-layernorm"],
+)
+def test_every_model_trains_through_the_trainer(overrides: dict) -> None:
+    trainer = train.Trainer(small_config(**overrides))
+    state, metrics = trainer.train(trainer.par.to_run(trainer.init_state()), 3)
+    assert np.all(np.isfinite(trainer.par.fetch(metrics)["train/loss"]))
+    params = jax.device_get(trainer.par.from_run(state).params)
+    assert all(p.dtype == np.float32 for p in jax.tree.leaves(params))
+    assert np.isfinite(trainer.evaluate(state)["loss"]).all()
