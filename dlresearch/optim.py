@@ -29,43 +29,32 @@ class Optimizer(NamedTuple):
     schedule: Schedule  # multiplier of the base learning rate at a step
 
 
-# Each builder takes the injected hyperparameters. Weight decay is L2 added to the gradient (as in
-# the ResNet paper), except in adamw where it is decoupled.
-def _l2(weight_decay: float, tx: optax.GradientTransformation) -> optax.GradientTransformation:
-    return optax.chain(optax.add_decayed_weights(weight_decay), tx)
+# Each builder takes the injected hyperparameters (learning_rate, weight_decay, momentum).
+# Weight decay is L2 added to the gradient (as in the ResNet paper), except in adamw (decoupled).
+_WITH_L2: dict[str, Callable[[float, float], optax.GradientTransformation]] = {
+    "sgd": lambda lr, momentum: optax.sgd(lr),
+    "momentum": lambda lr, momentum: optax.sgd(lr, momentum),
+    "nesterov": lambda lr, momentum: optax.sgd(lr, momentum, nesterov=True),
+    "rmsprop": lambda lr, momentum: optax.rmsprop(lr),
+    "adagrad": lambda lr, momentum: optax.adagrad(lr),
+    "adadelta": lambda lr, momentum: optax.adadelta(lr),
+    "adam": lambda lr, momentum: optax.adam(lr),
+}
 
 
-OPTIMIZERS.add(
-    "sgd", lambda learning_rate, weight_decay, momentum: _l2(weight_decay, optax.sgd(learning_rate))
-)
-OPTIMIZERS.add(
-    "momentum",
-    lambda learning_rate, weight_decay, momentum: _l2(
-        weight_decay, optax.sgd(learning_rate, momentum)
-    ),
-)
-OPTIMIZERS.add(
-    "nesterov",
-    lambda learning_rate, weight_decay, momentum: _l2(
-        weight_decay, optax.sgd(learning_rate, momentum, nesterov=True)
-    ),
-)
-OPTIMIZERS.add(
-    "rmsprop",
-    lambda learning_rate, weight_decay, momentum: _l2(weight_decay, optax.rmsprop(learning_rate)),
-)
-OPTIMIZERS.add(
-    "adagrad",
-    lambda learning_rate, weight_decay, momentum: _l2(weight_decay, optax.adagrad(learning_rate)),
-)
-OPTIMIZERS.add(
-    "adadelta",
-    lambda learning_rate, weight_decay, momentum: _l2(weight_decay, optax.adadelta(learning_rate)),
-)
-OPTIMIZERS.add(
-    "adam",
-    lambda learning_rate, weight_decay, momentum: _l2(weight_decay, optax.adam(learning_rate)),
-)
+def _l2_then(
+    base: Callable[[float, float], optax.GradientTransformation],
+) -> Callable[..., optax.GradientTransformation]:
+    def make(
+        learning_rate: float, weight_decay: float, momentum: float
+    ) -> optax.GradientTransformation:
+        return optax.chain(optax.add_decayed_weights(weight_decay), base(learning_rate, momentum))
+
+    return make
+
+
+for _name, _base in _WITH_L2.items():
+    OPTIMIZERS.add(_name, _l2_then(_base))
 OPTIMIZERS.add(
     "adamw",
     lambda learning_rate, weight_decay, momentum: optax.adamw(
