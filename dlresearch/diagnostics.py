@@ -97,6 +97,10 @@ def measure(
     unit = preact[..., config.diagnostics.unit].astype(jnp.float32).reshape(-1)
     if axis_name is not None:
         unit = lax.all_gather(unit, axis_name, tiled=True)
-    for q, value in zip(PERCENTILES, jnp.percentile(unit, jnp.array(PERCENTILES)), strict=True):
+    percentiles = jnp.percentile(unit, jnp.array(PERCENTILES))
+    if axis_name is not None:
+        # Every device holds the same values; pmax (exact for equal values) types them replicated.
+        percentiles = lax.pmax(percentiles, axis_name)
+    for q, value in zip(PERCENTILES, percentiles, strict=True):
         out[f"diag/unit_p{q}"] = value
     return out
