@@ -1,0 +1,127 @@
+"""Where the time of a vmapped sweep goes: `python -m benchmarks.profile_cpu [--k K] [--data_dir D]`.
+
+Splits the `sweep_speedup` workload (BN-paper MLP, batch 60) for 1 and K members into compilation
+and one steady chunk of `train.steps_per_call` steps, the chunk into its parts (the epoch
+permutations it computes, the optimizer steps on a fixed batch), and times one ResNet-20 step
+inside and outside `lax.scan` (XLA:CPU runs convolution gradients inside loops on a slow path,
+jax-ml/jax#12868). Builds the same programs as `train.Trainer` (mode "single"). Prints one line
+per measurement; the numbers in benchmarks/README.md come from it.
+"""
+
+import argparse
+import functools
+import time
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+from benchmarks import run
+from dlresearch import data, train
+
+
+def _compile_s(fn: Callable[..., Any], *args: Any) -> tuple[float, Any]:
+    start = time.perf_counter()
+    compiled = jax.jit(fn).lower(*args).compile()
+    return time.perf_counter() - start, compiled
+
+
+def _run_ms(compiled: Any, *args: Any, repeats: int = 3) -> float:
+    """Mean wall time of a compiled function after one warm-up call, in ms."""
+    jax.block_until_ready(compiled(*args))
+    start = time.perf_counter()
+    for _ in range(repeats):
+        out = compiled(*args)
+    jax.block_until_ready(out)
+    return (time.perf_counter() - start) / repeats * 1000
+
+
+def profile_sweep(k: int, data_dir: str) -> None:
+    config = run.bn_mlp_config(data_dir)
+    if k > 1:
+        config.sweep.seed = tuple(range(k))
+    trainer = train.Trainer(config)
+    program, chunk = trainer.program, config.train.steps_per_call
+    members = trainer.members
+
+    seconds, _ = _compile_s(functools.partial(train.init_states, program, members))
+    print(f"K={k}  compile train.init_states:                   {seconds:6.2f} s")
+    keys = jnp.stack([jax.random.PRNGKey(int(m["seed"])) for m in members])
+    hparams = {h: jnp.asarray([m[h] for m in members], jnp.float32) for h in run.HPARAMS}
+    seconds, _ = _compile_s(
+        lambda keys, hparams: jax.lax.map(lambda a: program.init_state(*a), (keys, hparams)),
+        keys,
+        hparams,
+    )
+    print(f"K={k}  compile the same init as lax.map over members: {seconds:6.2f} s")
+
+    state = trainer.init_state()
+    train_chunk = functools.partial(program.train_chunk, num_steps=chunk, axis_name=None)
+    seconds, compiled = _compile_s(jax.vmap(train_chunk, in_axes=(0, None)), state, trainer.data)
+    print(f"K={k}  compile the chunk of {chunk} steps:               {seconds:6.2f} s")
+    chunk_ms = _run_ms(compiled, state, trainer.data)
+    print(
+        f"K={k}  steady chunk: {chunk_ms:8.1f} ms = {k * chunk / chunk_ms * 1000:6.0f} model-steps/s"
+    )
+
+    # The part of the chunk that does not depend on the steps: its epoch permutations.
+    epochs = chunk // program.steps_per_epoch + 2
+    permutations = jax.vmap(
+        lambda key: jax.vmap(lambda e: data.epoch_permutation(key, e, program.num_train))(
+            jnp.arange(epochs)
+        )
+    )
+    _, compiled = _compile_s(permutations, keys)
+    print(
+        f"K={k}    of which {epochs} epoch permutations of {program.num_train}: "
+        f"{_run_ms(compiled, keys):8.1f} ms"
+    )
+
+    images = data.normalize(trainer.dataset.train_images[:60], program.mean, program.std)
+    labels = jnp.asarray(trainer.dataset.train_labels[:60])
+
+    def fixed_batch_chunk(state: train.TrainState) -> train.TrainState:
+        def body(state: train.TrainState, _: None) -> tuple[train.TrainState, None]:
+            step = program.train_step(state, (images, labels), state.rng, axis_name=None)
+            return step[0], None
+
+        return jax.lax.scan(body, state, None, length=chunk)[0]
+
+    _, compiled = _compile_s(jax.vmap(fixed_batch_chunk), state)
+    print(f"K={k}    {chunk} optimizer steps on a fixed batch: {_run_ms(compiled, state):8.1f} ms")
+
+
+def profile_conv_in_loop() -> None:
+    config = run.resnet20_config("float32", batch_size=32)
+    trainer = train.Trainer(config)
+    program = trainer.program
+    state = jax.tree.map(lambda x: x[0], trainer.init_state())  # one member, no vmap
+    batch = program.batch_of_step(state, trainer.data, None)
+    key = jax.random.PRNGKey(0)
+
+    def one_step(state: train.TrainState) -> train.TrainState:
+        return program.train_step(state, batch, key, axis_name=None)[0]
+
+    def scanned(state: train.TrainState) -> train.TrainState:
+        return jax.lax.scan(lambda s, _: (one_step(s), None), state, None, length=1)[0]
+
+    for name, fn in (("without a loop", one_step), ("inside lax.scan", scanned)):
+        _, compiled = _compile_s(fn, state)
+        ms = _run_ms(compiled, state, repeats=1)
+        print(f"ResNet-20 batch 32, one train step {name:15s} {ms:9.1f} ms")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.profile_cpu", description=__doc__)
+    parser.add_argument("--k", type=run.positive, default=16, help="members of the vmapped sweep")
+    parser.add_argument("--data_dir", help="MNIST IDX files (default as benchmarks.run)")
+    args = parser.parse_args()
+    data_dir = run.default_data_dir() if args.data_dir is None else args.data_dir
+    for k in (1, args.k):
+        profile_sweep(k, data_dir)
+    profile_conv_in_loop()
+
+
+if __name__ == "__main__":
+    main()

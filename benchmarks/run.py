@@ -1,0 +1,528 @@
+"""Benchmarks of the training system: `python -m benchmarks.run [--only NAME,...] [--steps N] [--json OUT]`.
+
+- `bn_figure`: the BatchNorm paper's MNIST figure: a 784-100-100-100-10 sigmoid MLP (small Gaussian
+  init, SGD, batch 60) with and without BatchNorm, `--seeds` seeds of each as one vmapped sweep.
+- `sweep_speedup`: `--sweep_k` seeds of that MLP as one vmapped sweep against the same runs one
+  after another.
+- `resnet20`: training images/s of ResNet-20 (batch 128) in float32 and bfloat16, CIFAR-10-shaped
+  synthetic data.
+- `parallel_modes`: steps/s of the BatchNorm paper's MLP in modes single, shard_map and pmap over
+  every available device (try `XLA_FLAGS=--xla_force_host_platform_device_count=8` on a CPU).
+
+Everything goes through `train.Trainer`, chunked, fetched and evaluated the way `train.run` does it,
+without its files (metrics, checkpoints). Datasets are read once per process, before any timing.
+Prints a table and writes every number to `--json`; see benchmarks/README.md.
+"""
+
+import argparse
+import dataclasses
+import datetime
+import functools
+import json
+import os
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import flax
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from dlresearch import data, train
+from dlresearch.config import base_config
+from dlresearch.registry import ConfigError
+
+DEFAULT_MNIST = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "mnist"
+# The per-member hyperparameters that `train.init_states` injects into each state.
+HPARAMS = ("lr", "weight_decay", "momentum", "init_scale")
+
+
+# -- datasets, read once per process -------------------------------------------------------------
+@functools.cache
+def _read(name: str, directory: str) -> data.Splits:
+    """The splits of the registered dataset `name`, read from `directory` once per process."""
+    return data.DATASETS.get(name)(ml_collections.ConfigDict({"name": name, "dir": directory}))
+
+
+@functools.cache
+def _synthetic_cifar10() -> data.Splits:
+    """Uniform random pixels and labels in CIFAR-10's shapes (50,000 + 10,000 32x32x3 images)."""
+    rng = np.random.default_rng(0)
+
+    def split(n: int) -> tuple[np.ndarray, np.ndarray]:
+        return rng.integers(0, 256, (n, 32, 32, 3), np.uint8), rng.integers(0, 10, n)
+
+    return data.Splits(*split(50_000), *split(10_000), num_classes=10, augment=True)
+
+
+# Benchmark-only data.name values. Each Trainer reads its dataset; these return splits read once,
+# so that K sequential runs are not charged K file reads that have nothing to do with training.
+for _name in ("mnist", "digits"):
+    data.DATASETS.add(f"cached_{_name}", lambda config, name=_name: _read(name, config.dir))
+data.DATASETS.add("synthetic_cifar10", lambda config: _synthetic_cifar10())
+
+
+# -- configs ---------------------------------------------------------------------------------------
+def bn_mlp_config(data_dir: str) -> ml_collections.ConfigDict:
+    """The BatchNorm paper's MNIST network (Ioffe & Szegedy 2015, §4.1), without BatchNorm.
+
+    3 hidden layers of 100 sigmoid units, N(0, 0.01^2) weights, SGD on batches of 60. The paper
+    does not give the learning rate; 1.0 is the one experiments/batchnorm.py measured as best for
+    the baseline. An empty `data_dir` means the embedded digits.
+    """
+    config = base_config()
+    config.data.name = "cached_mnist" if data_dir else "cached_digits"
+    config.data.dir = data_dir
+    config.model.name = "mlp"
+    config.model.depth = 3
+    config.model.width = 100
+    config.model.activation = "sigmoid"
+    config.model.kernel_init = "small_normal"
+    config.model.init_std = 0.01
+    config.optim.name = "sgd"
+    config.optim.lr = 1.0
+    config.train.batch_size = 60
+    # One device: the workload is one small batch; a mesh of several would only split it.
+    config.parallel.mode = "single"
+    return config
+
+
+def resnet20_config(dtype: str, batch_size: int) -> ml_collections.ConfigDict:
+    """ResNet-20 as in He et al. (2016) §4.2: BatchNorm, ReLU, momentum SGD, crop+flip augmentation."""
+    config = base_config()
+    config.data.name = "synthetic_cifar10"
+    config.model.name = "resnet_cifar"
+    config.model.depth = 20
+    config.model.normalization = "batchnorm"
+    config.optim.name = "momentum"
+    config.optim.lr = 0.1
+    config.optim.weight_decay = 1e-4
+    config.train.batch_size = batch_size
+    config.parallel.mode = "single"
+    config.dtype = dtype
+    return config
+
+
+# -- timing the training system --------------------------------------------------------------------
+@dataclasses.dataclass
+class Timing:
+    """Where the wall time of one or more runs went, summed over the runs."""
+
+    setup_s: float = 0.0  # Trainer construction: config checks, dataset statistics, data to device
+    init_s: float = 0.0  # state initialisation, compiled on first use
+    first_chunk_s: float = 0.0  # the first chunk of each run: compilation (if not cached) + steps
+    steady_s: float = 0.0  # every later chunk: compiled steps only
+    eval_s: float = 0.0  # evaluations, compilation of the first included
+    steady_model_steps: int = 0  # member-steps done in steady_s
+
+    @property
+    def total_s(self) -> float:
+        return self.setup_s + self.init_s + self.first_chunk_s + self.steady_s + self.eval_s
+
+    def to_json(self) -> dict[str, float]:
+        values = {k: round(v, 4) for k, v in dataclasses.asdict(self).items()}
+        values["total_s"] = round(self.total_s, 4)
+        values["steady_model_steps_per_sec"] = round(
+            self.steady_model_steps / self.steady_s if self.steady_s else 0.0, 1
+        )
+        return values
+
+
+def _timed(timing: Timing, field: str, fn: Callable[[], Any]) -> Any:
+    start = time.perf_counter()
+    result = fn()
+    setattr(timing, field, getattr(timing, field) + time.perf_counter() - start)
+    return result
+
+
+def _preload(config: ml_collections.ConfigDict) -> None:
+    """Reads the (cached) dataset of `config` now, before anything is timed."""
+    data.DATASETS.get(config.data.name)(config.data)
+
+
+def _start(config: ml_collections.ConfigDict, timing: Timing) -> tuple[train.Trainer, Any]:
+    """A Trainer and its initial state (run form), as `train.run` makes them without a checkpoint."""
+    trainer = _timed(timing, "setup_s", lambda: train.Trainer(config))
+    state = _timed(
+        timing,
+        "init_s",
+        lambda: jax.block_until_ready(trainer.par.to_run(trainer.init_state())),
+    )
+    return trainer, state
+
+
+def _chunks(
+    trainer: train.Trainer, state: Any, chunk: int, count: int
+) -> tuple[Any, list[np.ndarray], float]:
+    """`count` calls of `chunk` steps, each call's metrics fetched to the host as the run loop does
+    (it logs them). Returns the state, the train losses of each call and the wall time."""
+    start = time.perf_counter()
+    losses = []
+    for _ in range(count):
+        state, metrics = trainer.train(state, chunk)
+        losses.append(trainer.par.fetch(metrics)["train/loss"])
+    return state, losses, time.perf_counter() - start
+
+
+def _train(
+    trainer: train.Trainer, state: Any, steps: int, timing: Timing, eval_every: int = 0
+) -> tuple[Any, list[tuple[int, np.ndarray]]]:
+    """`steps` steps as `train.run` takes them, without its files: chunks of train.steps_per_call,
+    an evaluation every `eval_every` steps and at the end. Returns the state and
+    (step, test accuracy per member) of each evaluation."""
+    chunk = trainer.config.train.steps_per_call
+    curve = []
+    step = 0
+    while step < steps:
+        n = min(chunk, steps - step)
+        state, _, seconds = _chunks(trainer, state, n, 1)
+        if step:
+            timing.steady_s += seconds
+            timing.steady_model_steps += n * len(trainer.members)
+        else:
+            timing.first_chunk_s += seconds
+        step += n
+        if step == steps or (eval_every and step % eval_every == 0):
+            accuracy = _timed(
+                timing, "eval_s", lambda state=state: trainer.evaluate(state)["accuracy"]
+            )
+            curve.append((step, accuracy))
+    return state, curve
+
+
+def _dataset(data_dir: str) -> dict[str, str]:
+    """Which dataset the MLP benchmarks used, for the JSON."""
+    if data_dir:
+        return {"dataset": "mnist", "data_dir": data_dir}
+    return {
+        "dataset": "digits",
+        "note": f"no MNIST at {DEFAULT_MNIST} and no --data_dir: the embedded 8x8 scikit-learn "
+        "digits (1437 train / 360 test), so the accuracies are not comparable with the paper's",
+    }
+
+
+# -- the benchmarks --------------------------------------------------------------------------------
+def bn_figure(args: argparse.Namespace, steps: int) -> dict[str, Any]:
+    """Both curves of the BatchNorm paper's Fig. 1(a), each a vmapped sweep over seeds."""
+    chunk = args.steps_per_call
+    # About 50 points per curve, at chunk boundaries so evaluation never splits a chunk.
+    eval_every = chunk * max(1, steps // (50 * chunk))
+    result: dict[str, Any] = {
+        **_dataset(args.data_dir),
+        "steps": steps,
+        "batch_size": bn_mlp_config(args.data_dir).train.batch_size,
+        "seeds": args.seeds,
+        "steps_per_call": chunk,
+        "eval_every_steps": eval_every,
+        "includes_compile": True,
+    }
+    start = time.perf_counter()
+    for variant, normalization in (("baseline", "none"), ("batchnorm", "batchnorm")):
+        config = bn_mlp_config(args.data_dir)
+        config.model.normalization = normalization
+        config.train.steps = steps
+        config.train.steps_per_call = chunk
+        config.sweep.seed = tuple(range(args.seeds))
+        _preload(config)
+        timing = Timing()
+        trainer, state = _start(config, timing)
+        _, curve = _train(trainer, state, steps, timing, eval_every)
+        final = curve[-1][1]
+        result[variant] = {
+            "wall_s": round(timing.total_s, 3),
+            "test_accuracy_mean": float(np.mean(final)),
+            "test_accuracy": [float(a) for a in final],
+            "curve": {
+                "step": [s for s, _ in curve],
+                "test_accuracy_mean": [round(float(np.mean(a)), 4) for _, a in curve],
+            },
+            "timing": timing.to_json(),
+        }
+    result["wall_s"] = round(time.perf_counter() - start, 3)
+    return result
+
+
+def sweep_speedup(args: argparse.Namespace, steps: int) -> dict[str, Any]:
+    """K seeds as one vmapped program against the same K runs one after another."""
+    k = args.sweep_k
+    base = bn_mlp_config(args.data_dir)
+    base.train.steps = steps
+    base.train.steps_per_call = args.steps_per_call
+    _preload(base)
+
+    vmapped_config = base.copy_and_resolve_references()
+    vmapped_config.sweep.seed = tuple(range(k))
+    vmapped = Timing()
+    trainer, state = _start(vmapped_config, vmapped)
+    _, curve = _train(trainer, state, steps, vmapped)
+    vmapped_accuracy = curve[-1][1]
+
+    # What a user of the library does: one config, hence one Trainer (and its compilation), per seed.
+    sequential = Timing()
+    sequential_accuracy = []
+    for seed in range(k):
+        config = base.copy_and_resolve_references()
+        config.seed = seed
+        trainer, state = _start(config, sequential)
+        _, curve = _train(trainer, state, steps, sequential)
+        sequential_accuracy.append(curve[-1][1][0])
+
+    # The best a hand-written loop can do: one Trainer, its compiled programs reused for every seed.
+    shared = Timing()
+    trainer = _timed(shared, "setup_s", lambda: train.Trainer(base))
+    member = trainer.members[0]
+    hparams = {h: jnp.asarray([member[h]], jnp.float32) for h in HPARAMS}
+    init = jax.jit(
+        lambda seed: jax.vmap(trainer.program.init_state)(jax.random.PRNGKey(seed)[None], hparams),
+        out_shardings=trainer.par.replicated,
+    )
+    for seed in range(k):
+        state = _timed(
+            shared,
+            "init_s",
+            lambda seed=seed: jax.block_until_ready(trainer.par.to_run(init(seed))),
+        )
+        _train(trainer, state, steps, shared)
+
+    return {
+        **_dataset(args.data_dir),
+        "k": k,
+        "steps": steps,
+        "batch_size": base.train.batch_size,
+        "steps_per_call": base.train.steps_per_call,
+        "includes_compile": True,
+        "method": (
+            "wall time of: vmapped = one Trainer with sweep.seed=range(K); sequential = K Trainers, "
+            "one per seed (each compiles, as K separate runs do); sequential_shared_compile = one "
+            "Trainer whose compiled programs train every seed in turn. Each: setup, init, training "
+            "in chunks of steps_per_call with per-chunk metric fetch, final evaluation. Dataset "
+            "read before timing."
+        ),
+        "vmapped_s": round(vmapped.total_s, 3),
+        "sequential_s": round(sequential.total_s, 3),
+        "speedup": round(sequential.total_s / vmapped.total_s, 3),
+        "sequential_shared_compile_s": round(shared.total_s, 3),
+        "speedup_vs_shared_compile": round(shared.total_s / vmapped.total_s, 3),
+        "max_abs_accuracy_difference": float(
+            np.max(np.abs(np.asarray(vmapped_accuracy) - np.asarray(sequential_accuracy)))
+        ),
+        "timing": {
+            "vmapped": vmapped.to_json(),
+            "sequential": sequential.to_json(),
+            "sequential_shared_compile": shared.to_json(),
+        },
+    }
+
+
+def resnet20(args: argparse.Namespace, steps: int) -> dict[str, Any]:
+    """Training throughput after a warm-up chunk that compiles the program."""
+    batch = args.resnet_batch_size
+    chunk = min(args.steps_per_call, steps)
+    # Whole chunks only: a shorter last chunk would compile a second program inside the timing.
+    timed_steps = chunk * max(1, steps // chunk)
+    result: dict[str, Any] = {
+        "dataset": "synthetic_cifar10: uniform random uint8 pixels and labels, 50,000 32x32x3 "
+        "train images, crop+flip augmentation in the step as for CIFAR-10",
+        "depth": 20,
+        "batch_size": batch,
+        "steps": timed_steps,
+        "steps_per_call": chunk,
+        "includes_compile": False,
+    }
+    for dtype in ("float32", "bfloat16"):
+        config = resnet20_config(dtype, batch)
+        _preload(config)
+        trainer, state = _start(config, Timing())
+        state, _, compile_s = _chunks(trainer, state, chunk, 1)  # warm-up: compiles the chunk
+        state, losses, elapsed = _chunks(trainer, state, chunk, timed_steps // chunk)
+        result[dtype] = {
+            "images_per_sec": round(timed_steps * batch / elapsed, 2),
+            "seconds": round(elapsed, 3),
+            "compile_and_first_chunk_s": round(compile_s, 3),
+            "train_loss_last": float(np.mean(losses[-1])),
+            "train_loss_finite": bool(np.all(np.isfinite(np.concatenate(losses, axis=-1)))),
+            "param_dtypes": sorted({str(p.dtype) for p in jax.tree.leaves(state.params)}),
+        }
+    return result
+
+
+def parallel_modes(args: argparse.Namespace, steps: int) -> dict[str, Any]:
+    """Step throughput of one workload in each parallel mode, on every available device.
+
+    The global batch is 64 per device, the same in every mode (single runs it on one device).
+    """
+    chunk = min(args.steps_per_call, steps)
+    timed_steps = chunk * max(1, steps // chunk)
+    batch = 64 * jax.device_count()
+    result: dict[str, Any] = {
+        **_dataset(args.data_dir),
+        "model": "784-100-100-100-10 sigmoid MLP (bn_figure's baseline)",
+        "batch_size": batch,
+        "steps": timed_steps,
+        "steps_per_call": chunk,
+        "includes_compile": False,
+    }
+    for mode in ("single", "shard_map", "pmap"):
+        config = bn_mlp_config(args.data_dir)
+        config.train.batch_size = batch
+        config.parallel.mode = mode
+        _preload(config)
+        trainer, state = _start(config, Timing())
+        state, _, compile_s = _chunks(trainer, state, chunk, 1)  # warm-up: compiles the chunk
+        _, _, elapsed = _chunks(trainer, state, chunk, timed_steps // chunk)
+        result[mode] = {
+            "devices": trainer.par.num_devices,
+            "steps_per_sec": round(timed_steps / elapsed, 2),
+            "examples_per_sec": round(timed_steps * batch / elapsed, 1),
+            "compile_and_first_chunk_s": round(compile_s, 3),
+        }
+    return result
+
+
+BENCHMARKS: dict[str, Callable[[argparse.Namespace, int], dict[str, Any]]] = {
+    "bn_figure": bn_figure,
+    "sweep_speedup": sweep_speedup,
+    "resnet20": resnet20,
+    "parallel_modes": parallel_modes,
+}
+DEFAULT_STEPS = {
+    "bn_figure": 50_000,
+    "sweep_speedup": 2_000,
+    "resnet20": 500,
+    "parallel_modes": 1_000,
+}
+# The rows of the printed table: paths into each benchmark's JSON.
+TABLE = {
+    "bn_figure": (
+        "wall_s",
+        "baseline.test_accuracy_mean",
+        "batchnorm.test_accuracy_mean",
+    ),
+    "sweep_speedup": (
+        "sequential_s",
+        "vmapped_s",
+        "speedup",
+        "sequential_shared_compile_s",
+        "speedup_vs_shared_compile",
+    ),
+    "resnet20": ("float32.images_per_sec", "bfloat16.images_per_sec"),
+    "parallel_modes": (
+        "single.steps_per_sec",
+        "shard_map.steps_per_sec",
+        "pmap.steps_per_sec",
+    ),
+}
+
+
+# -- command line ----------------------------------------------------------------------------------
+def positive(text: str) -> int:
+    """An argparse type: a positive integer."""
+    value = int(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"{text} is not a positive integer")
+    return value
+
+
+def _names(text: str) -> list[str]:
+    names = [n for n in text.split(",") if n]
+    unknown = [n for n in names if n not in BENCHMARKS]
+    if unknown or not names:
+        raise argparse.ArgumentTypeError(
+            f"unknown benchmark {','.join(unknown) or text!r}; allowed: {', '.join(BENCHMARKS)}"
+        )
+    return names
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.run", description=__doc__)
+    parser.add_argument("--only", type=_names, default=list(BENCHMARKS), help="NAME[,NAME...]")
+    parser.add_argument(
+        "--steps",
+        type=positive,
+        help="training steps of every benchmark (defaults: "
+        + ", ".join(f"{k} {v}" for k, v in DEFAULT_STEPS.items())
+        + ")",
+    )
+    parser.add_argument("--json", help="write the results here")
+    parser.add_argument(
+        "--steps_per_call",
+        type=positive,
+        default=base_config().train.steps_per_call,
+        help="steps per compiled call (train.steps_per_call)",
+    )
+    parser.add_argument(
+        "--data_dir",
+        help=f"MNIST IDX files (default {DEFAULT_MNIST} if it exists; '' = the embedded digits)",
+    )
+    parser.add_argument("--seeds", type=positive, default=10, help="bn_figure seeds per variant")
+    parser.add_argument("--sweep_k", type=positive, default=16, help="sweep_speedup seeds")
+    parser.add_argument("--resnet_batch_size", type=positive, default=128)
+    args = parser.parse_args(argv)
+    if args.data_dir is None:
+        args.data_dir = default_data_dir()
+    return args
+
+
+def default_data_dir() -> str:
+    """The shared MNIST beside the repository if it is there, else "" (the embedded digits)."""
+    return str(DEFAULT_MNIST) if DEFAULT_MNIST.is_dir() else ""
+
+
+def environment(argv: list[str]) -> dict[str, Any]:
+    device = jax.devices()[0]
+    return {
+        "device": device.device_kind,
+        "platform": device.platform,
+        "num_devices": jax.device_count(),
+        "jax_version": jax.__version__,
+        "flax_version": flax.__version__,
+        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "command": " ".join(["python -m benchmarks.run", *argv]),
+        "cpu_count": os.cpu_count(),
+        # Other jobs on a shared machine skew timings; this records how busy it was.
+        "load_average_start": [round(x, 2) for x in os.getloadavg()],
+    }
+
+
+def _lookup(result: dict[str, Any], path: str) -> Any:
+    for key in path.split("."):
+        result = result[key]
+    return result
+
+
+def table(report: dict[str, Any]) -> str:
+    rows = [("benchmark", "metric", "value")]
+    for name, paths in TABLE.items():
+        if name in report:
+            rows += [(name, path, f"{_lookup(report[name], path):.4g}") for path in paths]
+    widths = [max(len(row[i]) for row in rows) for i in range(3)]
+    return "\n".join(
+        "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) for row in rows
+    )
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    argv = sys.argv[1:] if argv is None else argv
+    args = parse_args(argv)
+    report = environment(argv)
+    for name in args.only:
+        steps = args.steps or DEFAULT_STEPS[name]
+        print(f"{name}: {steps} steps ...", file=sys.stderr, flush=True)
+        report[name] = BENCHMARKS[name](args, steps)
+    report["load_average_end"] = [round(x, 2) for x in os.getloadavg()]
+    print(table(report))
+    if args.json:
+        Path(args.json).write_text(json.dumps(report, indent=2) + "\n")
+    return report
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    except ConfigError as error:  # e.g. a --data_dir without MNIST: one line, exit code 2
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(2)
