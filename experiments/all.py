@@ -1,0 +1,19 @@
+"""Every ablation in turn, then one index: `python -m experiments.all --preset=quick --workdir=W`.
+
+Each experiment writes into WORKDIR/<name>/ exactly what its own script writes; WORKDIR/report.md
+links their reports with their verdicts. The flags are those of the single scripts (but --parts).
+"""
+
+from dlresearch import report
+from experiments import activations, batchnorm, initialization, optimizers, residual
+
+EXPERIMENTS = (
+    activations.EXPERIMENT,
+    initialization.EXPERIMENT,
+    batchnorm.EXPERIMENT,
+    residual.EXPERIMENT,
+    optimizers.EXPERIMENT,
+)
+
+if __name__ == "__main__":
+    report.main_all(EXPERIMENTS)

@@ -1,0 +1,143 @@
+"""The five experiment scripts: valid grids in every preset, end to end on a tiny grid, resume, CLI."""
+
+import csv
+import functools
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from dlresearch import config as config_lib
+from dlresearch import report
+from dlresearch.metrics import METRICS_FILE, read_jsonl
+from dlresearch.registry import ConfigError
+from experiments import all as all_experiments
+
+EXPERIMENTS = {e.name: e for e in all_experiments.EXPERIMENTS}
+ROOT = Path(__file__).resolve().parents[1]
+# One device keeps the tiny runs at their fastest (conftest forces 8 CPU devices).
+SINGLE = {"parallel.mode": "single"}
+
+
+@pytest.mark.parametrize("preset", report.PRESETS)
+@pytest.mark.parametrize("name", sorted(EXPERIMENTS))
+def test_every_preset_is_a_valid_grid(name: str, preset: str) -> None:
+    parts = EXPERIMENTS[name].parts(preset, report.Data("/mnist", "/cifar10"))
+    assert len({p.name for p in parts}) == len(parts)
+    for part in parts:
+        assert len({v.name for v in part.variants}) == len(part.variants) > 1
+        configs = report.run_configs(part, report.DEFAULT_SEEDS[preset], {})  # validates each
+        assert all(c.sweep.seed == report.DEFAULT_SEEDS[preset] for c in configs)
+        if preset != "test":
+            assert {c.data.name for c in configs} <= {"mnist", "cifar10"}
+
+
+def _check_outputs(workdir: Path, parts: list[report.Part], seeds: tuple[int, ...]) -> None:
+    """results.csv has a row per member of every variant, report.md one verdict and its plots."""
+    rows = list(csv.DictReader((workdir / "results.csv").open()))
+    configs = [c for p in parts for c in report.run_configs(p, seeds, SINGLE)]
+    assert len(rows) == sum(len(config_lib.sweep_members(c)) for c in configs)
+    for column in ("part", "variant", "seed", "train_loss", "train_accuracy", "test_accuracy"):
+        assert all(row[column] != "" for row in rows), column
+    assert {row["diverged"] for row in rows} <= {"yes", "no"}
+    text = (workdir / "report.md").read_text()
+    verdicts = [line for line in text.splitlines() if line.startswith("Verdict:")]
+    assert len(verdicts) == 1 and re.match(r"Verdict: (not )?reproduced\. \S", verdicts[0])
+    images = re.findall(r"!\[[^]]*\]\(([^)]+)\)", text)
+    assert images
+    for image in images:
+        assert (workdir / image).read_bytes()[:4] == b"\x89PNG"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", sorted(EXPERIMENTS))
+def test_end_to_end_on_a_tiny_grid(name: str, tmp_path: Path) -> None:
+    """Every part of every experiment (10-50 s each here: about 5 compilations per variant)."""
+    experiment = EXPERIMENTS[name]
+    outcome = report.run_experiment(
+        experiment, preset="test", workdir=str(tmp_path), overrides=SINGLE, log=lambda s: None
+    )
+    assert outcome.verdict.reason
+    _check_outputs(tmp_path, experiment.parts("test", report.Data()), report.DEFAULT_SEEDS["test"])
+
+
+def _metrics(workdir: Path, keep: tuple[str, ...] = ("",)) -> dict[str, list[dict]]:
+    """Each run's metric records, with only the keys starting with one of `keep`."""
+    return {
+        str(path.relative_to(workdir)): [
+            {k: v for k, v in r.items() if k.startswith(keep)} for r in read_jsonl(path)
+        ]
+        for path in sorted(workdir.glob("runs/*/*/" + METRICS_FILE))
+    }
+
+
+def test_run_read_back_and_resume(tmp_path: Path) -> None:
+    """One experiment end to end (batchnorm's fig1, the cheapest part), then twice again."""
+    experiment = EXPERIMENTS["batchnorm"]
+    run = functools.partial(
+        report.run_experiment,
+        experiment,
+        preset="test",
+        workdir=str(tmp_path),
+        overrides=SINGLE,
+        only=("fig1",),
+        log=lambda s: None,
+    )
+    run()
+    _check_outputs(tmp_path, experiment.parts("test", report.Data())[:1], (0, 1))
+    before = _metrics(tmp_path)
+
+    # Asked again, it trains nothing: every run is read back and the outputs are rewritten.
+    os.remove(tmp_path / "results.csv")
+    run()
+    assert _metrics(tmp_path) == before
+    assert (tmp_path / "results.csv").exists()
+
+    # As if killed before its last checkpoint: it resumes from the one before and recomputes the
+    # rest. Evaluations and diagnostics are functions of the state: identical. (The first train
+    # line after a restart averages fewer steps, so train metrics are not compared.)
+    state = ("step", "member", "test/", "diag/")
+    finished = _metrics(tmp_path, state)
+    checkpoints = tmp_path / "runs" / "fig1" / "baseline" / "checkpoints"
+    newest = max((p for p in checkpoints.iterdir() if p.name.isdigit()), key=lambda p: int(p.name))
+    shutil.rmtree(newest)
+    run()
+    assert _metrics(tmp_path, state) == finished
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "experiments.batchnorm", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [(["--preset=huge"], "preset"), (["--config.model.nope=1"], "nope")],
+)
+def test_bad_flags_exit_2_with_one_line(tmp_path: Path, args: list[str], message: str) -> None:
+    result = _cli(f"--workdir={tmp_path / 'w'}", *args)
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0] and lines[0].startswith("error: ")
+    assert not (tmp_path / "w" / "runs").exists()
+
+
+def test_unknown_parts_and_missing_cifar_fail_before_training(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="parts=nope"):
+        report.run_experiment(
+            EXPERIMENTS["batchnorm"], preset="test", workdir=str(tmp_path), only=("nope",)
+        )
+    with pytest.raises(ConfigError, match="--cifar_dir"):
+        report.run_experiment(
+            EXPERIMENTS["residual"], preset="paper", workdir=str(tmp_path), log=lambda s: None
+        )
+    assert not (tmp_path / "runs").exists()

@@ -1,0 +1,187 @@
+"""The report helpers: numbers, tables, selection, verdicts, CSV and plots, on fabricated runs."""
+
+import csv
+import io
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from dlresearch import report
+from dlresearch.registry import ConfigError
+
+
+def fake_run(
+    name: str = "v",
+    *,
+    accuracy: dict[tuple[int, float], list[float]] | None = None,
+    steps: int = 40,
+    diverged: dict[int, int] | None = None,
+) -> report.Run:
+    """A finished run whose members (seed, lr) logged `accuracy` every 10 steps."""
+    accuracy = accuracy or {(0, 0.1): [0.2, 0.5, 0.8, 0.9], (1, 0.1): [0.3, 0.6, 0.7, 0.95]}
+    members = [
+        {"seed": s, "lr": lr, "weight_decay": 0.0, "momentum": 0.9, "init_scale": 1.0}
+        for s, lr in accuracy
+    ]
+    config = report.make_config(
+        {"train.steps": steps, "sweep.seed": (0, 1), "sweep.lr": tuple({lr for _, lr in accuracy})}
+    )
+    history = []
+    for values in accuracy.values():
+        records = [
+            {"step": 10 * (i + 1), "train/accuracy": a, "train/loss": 1 - a, "test/accuracy": a}
+            for i, a in enumerate(values)
+        ]
+        records[0].update({"diag/grad_norm/hidden_0": 0.01, "diag/grad_norm/output": 1.0})
+        history.append(records)
+    init = [{"diag/grad_norm/hidden_0": 0.1, "diag/grad_norm/output": 1.0} for _ in members]
+    diverged = diverged or {}
+    return report.Run(
+        part="p",
+        variant=report.Variant(name, {"model.activation": "tanh", "sweep.lr": (0.1,)}),
+        config=config,
+        workdir="",
+        members=members,
+        history=history,
+        diverged_at=[diverged.get(i) for i in range(len(members))],
+        num_train=1000,
+        init_diagnostics=init,
+        seconds=1.0,
+    )
+
+
+def test_mean_std_ignores_non_finite_values_and_says_so() -> None:
+    assert report.mean_std([1.0, 2.0, 3.0]) == "2.000 ± 0.816"
+    assert report.mean_std([1.0, math.nan, 3.0], ".1f") == "2.0 ± 1.0 (2/3)"
+    assert report.mean_std([math.nan]) == "n/a"
+    assert report.mean_std([0.5], ".1f", scale=100) == "50.0 ± 0.0"
+
+
+def test_steps_to_target_is_the_first_logged_crossing() -> None:
+    assert report.steps_to_target([10, 20, 30], [0.5, 0.8, 0.7], 0.75) == 20
+    assert report.steps_to_target([10, 20], [0.5, 0.6], 0.75) is None
+    assert report.steps_to_target([10, 20], [2.0, 0.4], 0.5, below=True) == 20
+
+
+def test_steps_summary_and_mean_count_a_miss_as_the_whole_run() -> None:
+    assert report.steps_summary([100, 300], 1000) == "200 ± 100"
+    assert report.steps_summary([100, None], 1000) == "100 ± 0 (1/2 reached)"
+    assert report.steps_summary([None, None], 1000) == "not reached in 1,000"
+    assert report.mean_steps([100, None], 1000) == 550
+
+
+def test_markdown_and_csv_tables() -> None:
+    assert report.markdown_table(["a", "b"], [["1", "2"]]) == "| a | b |\n|---|---|\n| 1 | 2 |"
+    text = report.csv_text([{"a": 1, "b": 2}, {"a": 3, "c": 4}])
+    assert text.splitlines() == ["a,b,c", "1,2,", "3,,4"]
+
+
+def test_overrides_and_cadence() -> None:
+    config = report.make_config({"model.depth": 7, "sweep.seed": [0, 1]})
+    assert config.model.depth == 7 and config.sweep.seed == (0, 1)
+    with pytest.raises(ConfigError, match=r"model\.nope"):
+        report.apply_overrides(config, {"model.nope": 1})
+    assert report.cadence(50_000, logs=100, evals=25, diagnostics=0) == {
+        "train.steps": 50_000,
+        "train.log_every_steps": 500,
+        "eval.every_steps": 2000,
+        "diagnostics.every_steps": 0,
+        "checkpoint.every_steps": 12_500,
+    }
+    assert report.cadence(30)["eval.every_steps"] == 10  # never more often than every 10 steps
+
+
+def test_run_series_final_and_members() -> None:
+    run = fake_run()
+    steps, values = run.series("train/accuracy", 1)
+    assert values[-1] == 0.95
+    np.testing.assert_array_equal(steps, [10, 20, 30, 40])
+    np.testing.assert_allclose(run.final("train/accuracy"), [0.9, 0.95])
+    assert run.where(seed=1) == (1,)
+    assert run.steps_to(report.Target("train/accuracy", 0.75), 0) == 30
+    assert run.layer_values("diag/grad_norm", 0) == {"hidden_0": 0.1, "output": 1.0}
+    assert run.layer_values("diag/grad_norm", 0, step=10)["hidden_0"] == 0.01
+    np.testing.assert_allclose(run.epochs(np.array([100])), [100 * 128 / 1000])
+
+
+def test_best_value_picks_the_rate_with_the_best_score() -> None:
+    run = fake_run(
+        accuracy={
+            (0, 0.1): [0.2, 0.5, 0.8, 0.9],
+            (1, 0.1): [0.2, 0.5, 0.7, 0.9],
+            (0, 1.0): [0.8, 0.9, 0.9, 0.9],
+            (1, 1.0): [math.nan] * 4,  # a diverged seed makes its rate the worst by final loss
+        }
+    )
+    assert (
+        report.best_value(run, "lr", report.target_score(report.Target("train/accuracy", 0.75)))
+        == 1.0
+    )
+    assert report.best_value(run, "lr", report.final_score("train/loss")) == 0.1
+    labels = [g.label for g in report.groups_by({"v": run}, "lr")]
+    assert labels == ["v, lr 0.1", "v, lr 1"]
+
+
+def test_summary_table_has_means_over_seeds_and_divergences() -> None:
+    run = fake_run(diverged={1: 25})
+    table = report.summary_table(report.groups({"v": run}), report.Target("train/accuracy", 0.75))
+    assert "steps to train/accuracy >= 0.75" in table
+    assert "0.925 ± 0.025" in table  # final train accuracy over the two seeds
+    assert table.rstrip().endswith("| 1/2 |")
+
+
+def test_verdict_line_needs_every_part() -> None:
+    part_a = report.Part("a", "", "", "", "", report.make_config(), (), judge=lambda r, o: None)
+    part_b = report.Part("b", "", "", "", "", report.make_config(), (), judge=lambda r, o: None)
+    yes, no = report.Verdict(True, "x 2x faster"), report.Verdict(False, "y tied")
+    both = report.verdict_line([(part_a, report.Findings(yes)), (part_b, report.Findings(no))])
+    assert not both.reproduced and both.word == "not reproduced"
+    assert both.reason == "a: reproduced, x 2x faster; b: not reproduced, y tied"
+    assert report.verdict_line([(part_a, report.Findings(yes))]) == yes
+
+
+def test_results_rows_have_one_row_per_member(tmp_path: Path) -> None:
+    run = fake_run(diverged={1: 25})
+    part = report.Part(
+        "p",
+        "",
+        "",
+        "",
+        "",
+        run.config,
+        (run.variant,),
+        judge=lambda r, o: None,
+        target=report.Target("train/accuracy", 0.75),
+    )
+    rows = list(
+        csv.DictReader(io.StringIO(report.csv_text(report.results_rows([part], {"p": {"v": run}}))))
+    )
+    assert [r["seed"] for r in rows] == ["0", "1"]
+    assert rows[0]["model.activation"] == "tanh" and rows[0]["lr"] == "0.1"
+    assert rows[0]["steps_to_target"] == "30" and rows[1]["diverged_step"] == "25"
+    assert {"train_loss", "test_accuracy", "eval_split", "diverged"} <= set(rows[0])
+
+
+def test_plots_are_written_as_png(tmp_path: Path) -> None:
+    run = fake_run()
+    group = report.groups({"v": run})
+    out = str(tmp_path)
+    names = [
+        report.plot_curves(out, "c.png", group, "train/loss", title="t", log_y=True, epochs=True),
+        report.plot_layers(out, "l.png", [("init", "diag/grad_norm", [(group[0], None)])]),
+    ]
+    run.history[0][0].update({"diag/unit_p15": -1.0, "diag/unit_p50": 0.0, "diag/unit_p85": 1.0})
+    names.append(report.plot_percentiles(out, "p.png", group, title="t"))
+    for name in names:
+        assert (tmp_path / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert not list(tmp_path.glob(".*"))  # written atomically: no temporary file left
+
+
+def test_index_links_every_report(tmp_path: Path) -> None:
+    experiment = report.Experiment("bn", "BatchNorm", lambda preset, data: [])
+    outcome = report.Outcome(experiment, str(tmp_path / "bn"), report.Verdict(True, "why"), 3.0)
+    report.write_index([outcome], str(tmp_path))
+    text = (tmp_path / "report.md").read_text()
+    assert "[BatchNorm](bn/report.md) | reproduced | 3 s | why |" in text
