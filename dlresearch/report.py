@@ -172,13 +172,6 @@ def make_config(*overrides: Mapping[str, Any]) -> ml_collections.ConfigDict:
     return config
 
 
-def _field(config: ml_collections.ConfigDict, field: str) -> Any:
-    value = config
-    for part in field.split("."):
-        value = value[part]
-    return value
-
-
 # -- the runs --------------------------------------------------------------------------------------
 @dataclasses.dataclass
 class Run:
@@ -240,9 +233,6 @@ class Run:
                 {},
             )
         return {k[len(start) :]: _number(v) for k, v in record.items() if k.startswith(start)}
-
-    def diagnostic_steps(self, member: int = 0) -> list[int]:
-        return [r["step"] for r in self.history[member] if any(k.startswith("diag/") for k in r)]
 
 
 def _number(value: Any) -> float:
@@ -395,6 +385,15 @@ def steps_summary(steps: Sequence[int | None], total: int) -> str:
 def mean_steps(steps: Sequence[int | None], total: int) -> float:
     """Mean steps to a target, counting a seed that never reached it as `total` (a lower bound)."""
     return float(np.mean([total if s is None else s for s in steps]))
+
+
+def steps_phrase(steps: Sequence[int | None], total: int) -> str:
+    """Mean steps to a target for a verdict's reason: '320', '>= 350 (2/3 seeds)', 'never'."""
+    reached = [x for x in steps if x is not None]
+    if not reached:
+        return f"never (in {total:,})"
+    mean = f"{mean_steps(steps, total):,.0f}"
+    return mean if len(reached) == len(steps) else f">= {mean} ({len(reached)}/{len(steps)} seeds)"
 
 
 def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
@@ -644,26 +643,22 @@ def results_rows(parts: Sequence[Part], runs: Mapping[str, Mapping[str, Run]]) -
             run = runs[part.name][variant.name]
             swept = config_lib.swept_axes(run.config)
             settings = {k: _csv_value(v) for k, v in variant.overrides.items() if "sweep." not in k}
+            split = run.eval_split
+            finals = {
+                column: run.final(key)
+                for column, key in (
+                    ("train_loss", "train/loss"),
+                    ("train_accuracy", "train/accuracy"),
+                    ("test_loss", f"{split}/loss"),
+                    ("test_accuracy", f"{split}/accuracy"),
+                )
+            }
             for m, member in enumerate(run.members):
                 row: dict[str, Any] = {"part": part.name, "variant": variant.name, **settings}
                 row.update({axis: f"{member[axis]:g}" for axis in swept})
-                final = {k: run.final(k)[m] for k in ("train/loss", "train/accuracy")}
-                final.update(
-                    {
-                        f"test/{k}": run.final(f"{run.eval_split}/{k}")[m]
-                        for k in ("loss", "accuracy")
-                    }
-                )
-                row.update(
-                    {
-                        "steps": run.config.train.steps,
-                        "train_loss": _csv_float(final["train/loss"]),
-                        "train_accuracy": _csv_float(final["train/accuracy"]),
-                        "eval_split": run.eval_split,
-                        "test_loss": _csv_float(final["test/loss"]),
-                        "test_accuracy": _csv_float(final["test/accuracy"]),
-                    }
-                )
+                row["steps"] = run.config.train.steps
+                row.update({column: _csv_float(values[m]) for column, values in finals.items()})
+                row["eval_split"] = split
                 if part.target:
                     reached = run.steps_to(part.target, m)
                     row["target"] = part.target.describe()

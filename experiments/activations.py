@@ -125,11 +125,18 @@ def judge_speed(runs: dict[str, report.Run], outdir: str) -> report.Findings:
         ylabel="training accuracy (mean of the steps since the previous log line)",
         hline=TARGET.threshold,
     )
+    when = {name: report.steps_phrase(g.steps_to(TARGET), total) for name, g in best.items()}
     reason = (
-        f"ReLU reached 25% training error in {steps['relu']:,.0f} steps vs tanh "
-        f"{steps['tanh']:,.0f} ({ratio:.1f}x) and sigmoid {steps['sigmoid']:,.0f}"
-        + (" (a miss counts as the whole run)" if any(s >= total for s in steps.values()) else "")
+        f"ReLU reached 25% training error in {when['relu']} steps vs tanh {when['tanh']} "
+        f"({ratio:.1f}x) and sigmoid {when['sigmoid']}"
     )
+    notes = []
+    if runs["relu"].config.model.name == "mlp":
+        notes.append(
+            "On MNIST a net that is not saturated reaches 25% training error within a few "
+            "hundred steps whatever its units; the paper measured the gap with a conv net on "
+            "CIFAR-10, which is the paper preset of this part."
+        )
     return report.Findings(
         report.Verdict(ratio >= 2.0, reason),
         [table],
@@ -140,6 +147,7 @@ def judge_speed(runs: dict[str, report.Run], outdir: str) -> report.Findings:
                 "seeds; the dotted line is the 25%-error target.",
             )
         ],
+        notes,
     )
 
 

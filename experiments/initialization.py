@@ -244,7 +244,7 @@ def judge_he(runs: dict[str, report.Run], outdir: str) -> report.Findings:
     )
 
     def when(name: str) -> str:
-        return f"{steps[name]:,.0f}" if reached[name] else "never"
+        return report.steps_phrase(by_name[name].steps_to(HE_TARGET), total)
 
     reason = (
         f"steps to {HE_TARGET.threshold:.0%} training accuracy: {deep} layers He "

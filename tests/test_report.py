@@ -70,6 +70,9 @@ def test_steps_summary_and_mean_count_a_miss_as_the_whole_run() -> None:
     assert report.steps_summary([100, None], 1000) == "100 ± 0 (1/2 reached)"
     assert report.steps_summary([None, None], 1000) == "not reached in 1,000"
     assert report.mean_steps([100, None], 1000) == 550
+    assert report.steps_phrase([100, 300], 1000) == "200"
+    assert report.steps_phrase([100, None], 1000) == ">= 550 (1/2 seeds)"
+    assert report.steps_phrase([None], 1000) == "never (in 1,000)"
 
 
 def test_markdown_and_csv_tables() -> None:
