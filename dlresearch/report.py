@@ -172,6 +172,32 @@ def make_config(*overrides: Mapping[str, Any]) -> ml_collections.ConfigDict:
     return config
 
 
+def cadence(
+    steps: int, *, logs: int = 100, evals: int = 20, diagnostics: int = 0, checkpoints: int = 4
+) -> dict[str, int]:
+    """Overrides for `steps` training steps with about `logs` train log lines, `evals`
+    evaluations, `diagnostics` measurements (0 = none) and `checkpoints` checkpoints.
+
+    Logging is never more often than every 10 steps (each is a host round trip), and every other
+    interval is a multiple of the logging one, which is also the chunk of steps per compiled call:
+    a chunk length compiles once, so intervals that do not divide each other would compile the
+    training step again for every distinct gap between their boundaries.
+    """
+    log = max(10, steps // logs)
+
+    def every(count: int) -> int:
+        return max(1, round(steps / count / log)) * log if count else 0
+
+    return {
+        "train.steps": steps,
+        "train.steps_per_call": log,
+        "train.log_every_steps": log,
+        "eval.every_steps": every(evals),
+        "diagnostics.every_steps": every(diagnostics),
+        "checkpoint.every_steps": every(checkpoints),
+    }
+
+
 # -- the runs --------------------------------------------------------------------------------------
 @dataclasses.dataclass
 class Run:
@@ -394,6 +420,13 @@ def steps_phrase(steps: Sequence[int | None], total: int) -> str:
         return f"never (in {total:,})"
     mean = f"{mean_steps(steps, total):,.0f}"
     return mean if len(reached) == len(steps) else f">= {mean} ({len(reached)}/{len(steps)} seeds)"
+
+
+def clearly_below(a: Sequence[float], b: Sequence[float]) -> bool:
+    """Whether the mean of `a` is below the mean of `b` by more than the larger of their standard
+    deviations over seeds: a smaller difference is a tie within the seeds' spread."""
+    a, b = np.asarray(a, float), np.asarray(b, float)
+    return bool(b.mean() - a.mean() > max(a.std(), b.std()))
 
 
 def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
@@ -695,19 +728,22 @@ def config_summary(config: ml_collections.ConfigDict, varied: Collection[str] = 
     c = config
 
     def show(field: str, text: str) -> str:
-        return f"{field.split('.')[-1]} per variant" if field in varied else text
+        name = {"optim.name": "optimizer", "sweep.lr": "lr"}.get(field, field.split(".")[-1])
+        return f"{name} per variant" if field in varied else text
 
     dataset = {"mnist": "MNIST", "cifar10": "CIFAR-10"}.get(c.data.name, c.data.name)
     if c.data.holdout:
         dataset += f" (the last {c.data.holdout:,} training examples held out for validation)"
+    depth = show("model.depth", f"depth {c.model.depth}")
+    residual = show("model.residual", "residual" if c.model.residual else "plain")
     if c.model.name == "mlp":
-        model = f"MLP, {show('model.depth', f'{c.model.depth} hidden layers')} of {c.model.width}"
-        model += show("model.residual", ", residual" if c.model.residual else "")
+        model = f"MLP, {depth} (hidden layers) x {c.model.width} units"
+        if c.model.residual or "model.residual" in varied:
+            model += f", {residual}"
     elif c.model.name == "cnn":
         model = f"CNN {c.model.cnn_preset or 'custom'}"
     else:
-        model = f"{c.model.name}, {show('model.depth', f'depth {c.model.depth}')}"
-        model += show("model.residual", "" if c.model.residual else " (plain)")
+        model = f"{c.model.name}, {depth}, {residual}"
     init = c.model.kernel_init + (
         f" (std {c.model.init_std:g})" if c.model.kernel_init == "small_normal" else ""
     )
@@ -717,9 +753,9 @@ def config_summary(config: ml_collections.ConfigDict, varied: Collection[str] = 
         model += f", {show('model.normalization', c.model.normalization)}"
     if c.model.dropout:
         model += f", dropout {c.model.dropout:g}"
-    lrs = tuple(c.sweep.lr) or (c.optim.lr,)
-    optimizer = show("optim.name", c.optim.name) + f", lr {' / '.join(f'{lr:g}' for lr in lrs)}"
-    if c.optim.name in ("momentum", "nesterov"):
+    lrs = " / ".join(f"{lr:g}" for lr in tuple(c.sweep.lr) or (c.optim.lr,))
+    optimizer = f"{show('optim.name', c.optim.name)}, {show('sweep.lr', f'lr {lrs}')}"
+    if c.optim.name in ("momentum", "nesterov") and "optim.name" not in varied:
         optimizer += f", momentum {c.optim.momentum:g}"
     if c.optim.weight_decay:
         optimizer += f", weight decay {c.optim.weight_decay:g}"
@@ -842,11 +878,13 @@ def run_experiment(
 
     atomic_write_text(os.path.join(workdir, "results.csv"), csv_text(results_rows(parts, runs)))
     sections = [part_section(p, runs[p.name], f, seeds) for p, f in results]
-    command = (
-        f"python -m experiments.{experiment.name} --preset={preset} --workdir={workdir}"
-        + (f" --data_dir={data_dirs.mnist_dir}" if data_dirs.mnist_dir else "")
-        + (f" --cifar_dir={data_dirs.cifar_dir}" if data_dirs.cifar_dir else "")
-    )
+    flags_used = [f"--preset={preset}", f"--workdir={workdir}"]
+    flags_used += [f"--data_dir={data_dirs.mnist_dir}"] if data_dirs.mnist_dir else []
+    flags_used += [f"--cifar_dir={data_dirs.cifar_dir}"] if data_dirs.cifar_dir else []
+    flags_used += [f"--seeds={','.join(map(str, seeds))}"] if seeds != DEFAULT_SEEDS[preset] else []
+    flags_used += [f"--parts={','.join(only)}"] if only else []
+    flags_used += [f"--config.{k}={_csv_value(v)}" for k, v in (overrides or {}).items()]
+    command = f"python -m experiments.{experiment.name} {' '.join(flags_used)}"
     report = "\n".join(
         [
             f"# {experiment.title}",
@@ -856,7 +894,6 @@ def run_experiment(
             f"Verdict: {verdict.word}. {verdict.reason}",
             "",
             f"Preset `{preset}`, parts: {', '.join(p.name for p in parts)}. Produced by `{command}`"
-            + (f" with overrides `{_csv_value(list(overrides.items()))}`" if overrides else "")
             + f"; {seconds:.0f} s in the last invocation (finished runs are read back, not retrained). "
             "Per-run metrics, configs and checkpoints are under `runs/<part>/<variant>/`; "
             "`results.csv` has one row per variant and seed.",
@@ -994,22 +1031,3 @@ def main_all(experiments: Sequence[Experiment]) -> None:
             print(f"index: {os.path.join(flags.FLAGS.workdir, 'report.md')}")
 
     app.run(run, flags_parser=_parse)
-
-
-def cadence(
-    steps: int, *, logs: int = 100, evals: int = 20, diagnostics: int = 0, checkpoints: int = 4
-) -> dict[str, int]:
-    """Overrides for `steps` training steps with about `logs` train log lines, `evals`
-    evaluations, `diagnostics` measurements (0 = none) and `checkpoints` checkpoints; never more
-    often than every 10 steps, since each is a host round trip and tiny runs would be all overhead."""
-
-    def every(count: int) -> int:
-        return max(10, steps // count) if count else 0
-
-    return {
-        "train.steps": steps,
-        "train.log_every_steps": every(logs),
-        "eval.every_steps": every(evals),
-        "diagnostics.every_steps": every(diagnostics),
-        "checkpoint.every_steps": every(checkpoints),
-    }

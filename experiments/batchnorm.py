@@ -56,7 +56,7 @@ def parts(preset: str, data: report.Data) -> list[report.Part]:
     deep = report.make_config(
         common,
         {"model.depth": deep_depth, "model.kernel_init": "xavier_uniform", "sweep.lr": deep_lrs},
-        report.cadence(deep_steps, logs=30, evals=10),
+        report.cadence(deep_steps, logs=30, evals=5),
     )
     fewer = "" if preset == "paper" else f" This preset trains {steps:,} steps, not 50,000."
     return [

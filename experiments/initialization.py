@@ -7,12 +7,13 @@ Parts:
   layers, batch 10, plain SGD; tanh, sigmoid and softsign with the "standard" init U[±1/sqrt(fan_in)]
   and tanh and softsign with the "normalized" init (`xavier_uniform`), each at the learning rate of a
   grid with the lowest final training loss (picking on test error would leak the test set). Rule:
-  reproduced when normalized init gives tanh a lower mean test error than standard init, sigmoid
-  has the highest test error of the five, and at initialisation tanh's activation spread (std) shrinks
-  from the first to the last hidden layer by a larger factor with standard init than with normalized.
+  reproduced when normalized init gives tanh a lower mean test error than standard init (by more
+  than the seeds' standard deviations), sigmoid has the highest test error of the five, and at
+  initialisation tanh's activation spread (std) shrinks from the first to the last hidden layer by
+  a larger factor with standard init than with normalized.
 - `he`: plain ReLU MLPs 22 and 30 layers deep, Xavier vs He init, the same SGD. Rule: reproduced
-  when, at 30 layers, He init reaches 90% training accuracy and Xavier init does not (it stalls),
-  and at 22 layers He init gets there no later than Xavier.
+  when, at 30 layers, every seed with He init reaches 90% training accuracy and none with Xavier
+  init does (it stalls), and at 22 layers He init gets there no later than Xavier.
 """
 
 import ml_collections
@@ -49,11 +50,12 @@ PAPER_ERRORS = {
     },
 }
 HE_TARGET = report.Target("train/accuracy", 0.9)
-HE_LR = 0.01
+# At 0.01 the 30-layer He-init net is unstable in 2 of 3 seeds (measured); 0.003 trains it.
+HE_LR = 0.003
 # preset -> (glorot width, glorot steps, glorot lr grid, He depths, He width, He steps)
 SIZES = {
     "test": (16, 60, (0.03, 0.1), (4, 6), 16, 40),
-    "quick": (128, 4_000, (0.03, 0.1), (22, 30), 100, 1_500),
+    "quick": (256, 2_000, (0.03, 0.1), (22, 30), 100, 1_000),
     "paper": (1_000, 250_000, (0.01, 0.03, 0.1, 0.3), (22, 30), 100, 10_000),
 }
 
@@ -66,7 +68,7 @@ def parts(preset: str, data: report.Data) -> list[report.Part]:
         "optim.name": "sgd",
         "train.batch_size": 10,
         "sweep.lr": lrs,
-        **report.cadence(steps, logs=20, evals=10, diagnostics=10),
+        **report.cadence(steps, logs=20, evals=5, diagnostics=10),
     }
     fewer = (
         ""
@@ -89,7 +91,7 @@ def parts(preset: str, data: report.Data) -> list[report.Part]:
             "optim.lr": HE_LR,
             "train.batch_size": 128,
         },
-        report.cadence(he_steps, logs=30, evals=10),
+        report.cadence(he_steps, logs=20, evals=5),
     )
     shallow, deep = depths
     he_variants = tuple(
@@ -109,10 +111,10 @@ def parts(preset: str, data: report.Data) -> list[report.Part]:
             f"(std sqrt(2/fan_in)) trains it; at {shallow} layers both converge, He init "
             "sooner.",
             source="He, Zhang, Ren & Sun 2015 (PReLU paper), §2.2 and Fig. 3",
-            rule=f"reproduced if at {deep} layers He init reaches "
-            f"{HE_TARGET.describe()} (mean over seeds of its first crossing) and Xavier init "
-            f"never does in the run, and at {shallow} layers He init reaches it no later than "
-            "Xavier (a seed that never reaches it counts as the whole run).",
+            rule=f"reproduced if at {deep} layers every seed with He init reaches "
+            f"{HE_TARGET.describe()} and none with Xavier init does in the run, and at "
+            f"{shallow} layers He init reaches it no later than Xavier in the mean over seeds "
+            "(a seed that never reaches it counts as the whole run).",
             config=he,
             variants=he_variants,
             judge=judge_he,
@@ -137,8 +139,9 @@ def _glorot_part(
         "gradients alike across layers, which lowers tanh's test error (MNIST: Tanh 1.76% -> "
         "Tanh N 1.64%), and sigmoid is the worst of the activations (MNIST: 2.21%).",
         source="Glorot & Bengio 2010, Table 1 and Figs. 6-7",
-        rule="reproduced if Tanh N has a lower mean test error than Tanh, Sigmoid has the "
-        "highest mean test error of the five, and at initialisation the std of tanh's "
+        rule="reproduced if Tanh N's mean test error is below Tanh's by more than the larger "
+        "of their standard deviations over seeds, Sigmoid has the highest mean test error of "
+        "the five, and at initialisation the std of tanh's "
         "activations falls from the first to the last hidden layer by a larger factor with "
         "the standard init than with the normalized one.",
         config=config,
@@ -219,10 +222,14 @@ def judge_glorot(runs: dict[str, report.Run], outdir: str) -> report.Findings:
         ),
     ]
     order = max(error, key=error.get) == "sigmoid"
-    reproduced = error["tanh_n"] < error["tanh"] and order and shrink["tanh"] < shrink["tanh_n"]
+    errors = {k: 100 * (1 - g.final(f"{split}/accuracy")) for k, g in best.items()}
+    lower = report.clearly_below(errors["tanh_n"], errors["tanh"])
+    reproduced = lower and order and shrink["tanh"] < shrink["tanh_n"]
     reason = (
-        f"{split} error Tanh {error['tanh']:.2f}% -> Tanh N {error['tanh_n']:.2f}%, Sigmoid "
-        f"{error['sigmoid']:.2f}% ({'the highest' if order else 'not the highest'}); tanh "
+        f"{split} error Tanh {report.mean_std(errors['tanh'], '.2f')}% -> Tanh N "
+        f"{report.mean_std(errors['tanh_n'], '.2f')}%"
+        + ("" if lower else " (within the seeds' spread)")
+        + f", Sigmoid {error['sigmoid']:.2f}% ({'the highest' if order else 'not the highest'}); tanh "
         f"activation std last/first layer at init {shrink['tanh']:.2f} (standard) vs "
         f"{shrink['tanh_n']:.2f} (normalized)"
     )

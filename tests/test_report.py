@@ -88,12 +88,16 @@ def test_overrides_and_cadence() -> None:
         report.apply_overrides(config, {"model.nope": 1})
     assert report.cadence(50_000, logs=100, evals=25, diagnostics=0) == {
         "train.steps": 50_000,
+        "train.steps_per_call": 500,
         "train.log_every_steps": 500,
         "eval.every_steps": 2000,
         "diagnostics.every_steps": 0,
         "checkpoint.every_steps": 12_500,
     }
-    assert report.cadence(30)["eval.every_steps"] == 10  # never more often than every 10 steps
+    # Every interval a multiple of the logging one, which is never below 10 steps.
+    assert report.cadence(2_500, logs=20, evals=10, checkpoints=4)["checkpoint.every_steps"] == 625
+    assert report.cadence(2_500, logs=30, evals=10)["eval.every_steps"] == 249
+    assert report.cadence(30)["eval.every_steps"] == 10
 
 
 def test_run_series_final_and_members() -> None:
