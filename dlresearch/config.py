@@ -34,6 +34,8 @@ def base_config() -> ml_collections.ConfigDict:
     # > 0: the last `holdout` training examples become the evaluation (validation) split.
     c.data.holdout = 0
     c.data.augment = "auto"
+    # "standardize": (x / 255 - mean) / std per channel; "center": x - 255 * mean (raw pixels).
+    c.data.scale = "standardize"
 
     c.model = ml_collections.ConfigDict()
     c.model.name = "mlp"

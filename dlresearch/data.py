@@ -36,7 +36,7 @@ class Dataset:
     test_labels: np.ndarray
     num_classes: int
     mean: np.ndarray  # float32 [C], per-channel mean of train_images / 255
-    std: np.ndarray  # float32 [C], per-channel std of train_images / 255
+    std: np.ndarray  # float32 [C], per-channel divisor of train_images / 255 - mean (data.scale)
     augment: bool  # pad-4 random crop + horizontal flip during training
     eval_split: str  # "test" or "validation"
 
@@ -60,6 +60,13 @@ _AUGMENT: Registry[bool | None] = Registry("data.augment")
 _AUGMENT.add("auto", None)
 _AUGMENT.add("none", False)
 _AUGMENT.add("crop_flip", True)
+
+# data.scale -> the per-channel divisor applied after subtracting the train mean, from the std of
+# images / 255: "standardize" gives unit variance; "center" keeps the centred raw 0-255 pixel
+# values, Krizhevsky et al. 2012's only preprocessing (their large inputs saturate tanh units).
+_SCALE: Registry[Callable[[np.ndarray], np.ndarray]] = Registry("data.scale")
+_SCALE.add("standardize", lambda std: std)
+_SCALE.add("center", lambda std: np.full_like(std, 1 / 255))
 
 IDX_FILES = (
     "train-images-idx3-ubyte",
@@ -123,6 +130,7 @@ def load(config: ml_collections.ConfigDict) -> Dataset:
     """Builds the dataset named by the `data` config section (see `DATASETS` for the names)."""
     builder = DATASETS.get(config.name)
     augment = _AUGMENT.get(config.get("augment", "auto"))  # checked before the slow part
+    scale = _SCALE.get(config.get("scale", "standardize"))
     splits = builder(config)
     train_images, train_labels = splits.train_images, splits.train_labels
     test_images, test_labels, eval_split = splits.test_images, splits.test_labels, "test"
@@ -139,6 +147,7 @@ def load(config: ml_collections.ConfigDict) -> Dataset:
         eval_split = "validation"
     _check_labels(config.name, np.concatenate([train_labels, test_labels]), splits.num_classes)
     mean, std = _channel_stats(train_images)
+    std = scale(std)
     train_labels, test_labels = train_labels.astype(np.int32), test_labels.astype(np.int32)
     arrays = [train_images, train_labels, test_images, test_labels]
     for array in arrays:

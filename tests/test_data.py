@@ -21,6 +21,7 @@ SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 def make_config(**fields: object) -> ml_collections.ConfigDict:
     """A `data` config section with the defaults of the run config."""
     config = {"name": "digits", "dir": "", "tfds_name": "", "holdout": 0, "augment": "auto"}
+    config["scale"] = "standardize"
     return ml_collections.ConfigDict({**config, **fields})
 
 
@@ -248,6 +249,20 @@ def test_unknown_augment_lists_the_allowed_values() -> None:
     message = str(error.value)
     assert "data.augment='flip'" in message
     assert all(value in message for value in ("auto", "none", "crop_flip"))
+
+
+@pytest.mark.parametrize("scale", ["standardize", "center"])
+def test_scale_standardizes_or_keeps_centred_raw_pixels(scale: str) -> None:
+    ds = data.load(make_config(scale=scale))
+    x = np.asarray(data.normalize(ds.train_images, ds.mean, ds.std)).reshape(-1)
+    assert abs(x.mean()) < 1e-3
+    if scale == "standardize":
+        assert x.std() == pytest.approx(1.0, rel=1e-3)
+    else:  # raw pixel values minus their mean: the same spread as the uint8 values
+        raw = ds.train_images.reshape(-1).astype(np.float64)
+        np.testing.assert_allclose(x, raw - raw.mean(), atol=1e-3)
+    with pytest.raises(ConfigError, match=r"data.scale='raw'.*center.*standardize"):
+        data.load(make_config(scale="raw"))
 
 
 def test_digits_split_is_fixed_and_complete() -> None:
