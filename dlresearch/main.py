@@ -5,13 +5,12 @@ Bad configs and bad data exit with code 2 and one line saying what is wrong; not
 """
 
 import logging as pylogging
-import sys
 
 from absl import app, flags, logging
 from ml_collections import config_flags
 
 from dlresearch import train
-from dlresearch.registry import ConfigError
+from dlresearch.registry import ConfigError, fail, parse_flags
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file (a get_config() module).")
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for config, metrics, checkpoints.")
@@ -19,23 +18,6 @@ _OVERWRITE = flags.DEFINE_bool(
     "overwrite", False, "Delete what the workdir holds and start afresh."
 )
 flags.mark_flags_as_required(["config", "workdir"])
-
-
-def fail(message: str) -> None:
-    """One line on stderr and exit code 2: the convention for every bad config or input."""
-    print(f"error: {message}", file=sys.stderr)
-    sys.exit(2)
-
-
-def parse_flags(argv: list[str]) -> list[str]:
-    """absl's parser, but a bad flag (unknown field, wrong type) exits 2 without usage text."""
-    try:
-        return flags.FLAGS(argv)
-    except flags.Error as error:
-        fail(str(error))
-    except (KeyError, AttributeError, TypeError, ValueError) as error:  # raised by config overrides
-        fail(f"bad config override: {error}")
-    return []
 
 
 def _not_orbax_info(record: pylogging.LogRecord) -> bool:

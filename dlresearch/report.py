@@ -21,7 +21,6 @@ import json
 import logging as pylogging
 import math
 import os
-import sys
 import time
 import warnings
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
@@ -36,7 +35,7 @@ from ml_collections import config_flags
 from dlresearch import config as config_lib
 from dlresearch import data, train
 from dlresearch.metrics import METRICS_FILE, atomic_write_text, read_jsonl
-from dlresearch.registry import ConfigError
+from dlresearch.registry import ConfigError, fail, parse_flags
 
 PRESETS = ("quick", "paper", "test")
 DEFAULT_SEEDS = {"quick": (0, 1, 2), "paper": (0, 1, 2, 3, 4), "test": (0, 1)}
@@ -923,12 +922,6 @@ def write_index(outcomes: Sequence[Outcome], workdir: str) -> None:
 
 
 # -- command line ----------------------------------------------------------------------------------
-def fail(message: str) -> None:
-    """One line on stderr and exit code 2, the convention of `dlresearch.main`."""
-    print(f"error: {message}", file=sys.stderr)
-    sys.exit(2)
-
-
 def _define_flags() -> Any:
     """The flags of every experiment script, defined when a script runs (not on import)."""
     flags.DEFINE_enum("preset", "quick", list(PRESETS), "quick (minutes on a CPU), paper, test.")
@@ -947,16 +940,6 @@ def _define_flags() -> Any:
         config_lib.base_config(),
         "Overrides applied to every run: --config.<field>=<value>.",
     )
-
-
-def _parse(argv: list[str]) -> list[str]:
-    try:
-        return flags.FLAGS(argv)
-    except flags.Error as error:
-        fail(str(error))
-    except (KeyError, AttributeError, TypeError, ValueError) as error:  # from config overrides
-        fail(f"bad config override: {error}")
-    return []
 
 
 class _QuietRuns(pylogging.Filter):
@@ -1030,4 +1013,4 @@ def main_all(experiments: Sequence[Experiment]) -> None:
             write_index(outcomes, flags.FLAGS.workdir)
             print(f"index: {os.path.join(flags.FLAGS.workdir, 'report.md')}")
 
-    app.run(run, flags_parser=_parse)
+    app.run(run, flags_parser=parse_flags)

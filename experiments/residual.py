@@ -13,6 +13,7 @@ net's, and (3) the residual nets' rise in training error from the shallowest to 
 (if any) is smaller than the plain nets'. Errors are means over seeds of the final training error.
 """
 
+import ml_collections
 import numpy as np
 
 from dlresearch import report
@@ -74,19 +75,15 @@ def parts(preset: str, data: report.Data) -> list[report.Part]:
             for d in CIFAR_DEPTHS["residual"]
         ]
         return [
-            report.Part(
-                name="cifar",
-                title="Plain vs residual CIFAR-10 nets (Fig. 6, Table 6)",
-                claim=CLAIM,
-                source="He, Zhang, Ren & Sun 2016, §4.2, Fig. 6 and Table 6",
-                rule=RULE,
-                config=config,
-                variants=tuple(variants),
-                judge=judge,
-                differences="The paper's schedule and augmentation; He-normal weights, "
-                "option-A (zero-padding) shortcuts, 64k steps on all 50k training images (the "
-                "paper's Fig. 6 runs hold out 5k for validation). ResNet-110's 400-step "
-                "lr-0.01 warm-up is a linear warm-up here.",
+            _part(
+                "cifar",
+                "Plain vs residual CIFAR-10 nets (Fig. 6, Table 6)",
+                config,
+                variants,
+                "The paper's schedule and augmentation; He-normal weights, option-A "
+                "(zero-padding) shortcuts, 64k steps on all 50k training images (the paper's "
+                "Fig. 6 runs hold out 5k for validation). ResNet-110's 400-step lr-0.01 warm-up "
+                "is a linear warm-up here.",
             )
         ]
     depths, width, steps = MLP_SIZES[preset]
@@ -98,22 +95,37 @@ def parts(preset: str, data: report.Data) -> list[report.Part]:
     )
     variants = [_variant(kind, d) for d in depths for kind in ("plain", "residual")]
     return [
-        report.Part(
-            name="mlp",
-            title="Plain vs residual MLPs on MNIST/digits (the degradation problem)",
-            claim=CLAIM,
-            source="He, Zhang, Ren & Sun 2016, §4.2, Fig. 6 and Table 6",
-            rule=RULE,
-            config=config,
-            variants=tuple(variants),
-            judge=judge,
-            differences=f"Not the paper's CIFAR-10 ResNets (days on this CPU): MLPs of {width} "
-            "units per layer with BatchNorm and He init, depths "
-            f"{'/'.join(map(str, depths))}; the residual nets add each hidden layer's output to "
-            "its input (x + relu(bn(Wx)), the first layer excepted). Momentum SGD at "
-            f"{MLP_LR:g} for all, {steps:,} steps.",
+        _part(
+            "mlp",
+            "Plain vs residual MLPs on MNIST/digits (the degradation problem)",
+            config,
+            variants,
+            f"Not the paper's CIFAR-10 ResNets (days on this CPU): MLPs of {width} units per "
+            f"layer with BatchNorm and He init, depths {'/'.join(map(str, depths))}; the "
+            "residual nets add each hidden layer's output to its input (x + relu(bn(Wx)), the "
+            f"first layer excepted). Momentum SGD at {MLP_LR:g} for all, {steps:,} steps.",
         )
     ]
+
+
+def _part(
+    name: str,
+    title: str,
+    config: ml_collections.ConfigDict,
+    variants: list[report.Variant],
+    differences: str,
+) -> report.Part:
+    return report.Part(
+        name=name,
+        title=title,
+        claim=CLAIM,
+        source="He, Zhang, Ren & Sun 2016, §4.2, Fig. 6 and Table 6",
+        rule=RULE,
+        config=config,
+        variants=tuple(variants),
+        judge=judge,
+        differences=differences,
+    )
 
 
 def _error(group: report.Group, key: str) -> float:
