@@ -39,8 +39,8 @@ def read_jsonl(path: str | os.PathLike) -> list[dict[str, Any]]:
     return records
 
 
-def truncate_after(path: str | os.PathLike, step: int) -> None:
-    """Drop records logged after `step`: on resume they are recomputed, never duplicated."""
+def _truncate_after(path: str | os.PathLike, step: int) -> None:
+    """Drop records logged after `step`."""
     if not os.path.exists(path):
         return
     kept = [r for r in read_jsonl(path) if r["step"] <= step]
@@ -54,16 +54,27 @@ def _jsonable(value: Any) -> Any:
 
 
 class MetricWriter:
-    """Writes metrics to `workdir`; a no-op on every process but the first (multi-host)."""
+    """Writes metrics to `workdir`; a no-op on every process but the first (multi-host).
 
-    def __init__(self, workdir: str, *, enabled: bool = True, tensorboard: bool = True) -> None:
+    A run resumed from a checkpoint at `resume_step` recomputes the steps after it, so what was
+    logged after that step is dropped from metrics.jsonl and hidden from TensorBoard (its
+    `purge_step`): no step appears twice.
+    """
+
+    def __init__(
+        self, workdir: str, *, enabled: bool = True, tensorboard: bool = True, resume_step: int = 0
+    ) -> None:
         self.enabled = enabled
         self.path = os.path.join(workdir, METRICS_FILE)
         self._tb = None
+        if enabled:
+            _truncate_after(self.path, resume_step)
         if enabled and tensorboard:
             from tensorboardX import SummaryWriter
 
-            self._tb = SummaryWriter(os.path.join(workdir, "tensorboard"))
+            self._tb = SummaryWriter(
+                os.path.join(workdir, "tensorboard"), purge_step=resume_step + 1
+            )
 
     def write(self, step: int, values: dict[str, Any], tags: dict[str, Any] | None = None) -> None:
         """One JSON line; `tags` (member index, swept values) go into the line, not TensorBoard."""

@@ -36,7 +36,6 @@ from dlresearch.metrics import (
     Progress,
     atomic_write_text,
     read_jsonl,
-    truncate_after,
 )
 from dlresearch.parallel import Parallel, initialize_distributed
 from dlresearch.registry import ConfigError
@@ -510,9 +509,7 @@ def run(config: ml_collections.ConfigDict, workdir: str, *, overwrite: bool = Fa
     )
     run_state = par.to_run(ckpt.restore_latest(trainer.init_state()))
     step = int(par.fetch(run_state.step)[0])
-    writer = MetricWriter(workdir, enabled=is_chief)
-    if is_chief:
-        truncate_after(writer.path, step)
+    writer = MetricWriter(workdir, enabled=is_chief, resume_step=step)
     logging.info(
         "%s at step %d: %d member(s), mode %s on %d device(s)",
         "resuming" if step else "starting",

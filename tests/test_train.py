@@ -2,12 +2,14 @@
 
 import json
 import shutil
+import struct
 from pathlib import Path
 
 import jax
 import numpy as np
 import pytest
 from conftest import small_config
+from tensorboardX.proto.event_pb2 import Event, SessionLog
 
 from dlresearch import checkpoint, train
 from dlresearch.metrics import read_jsonl
@@ -24,6 +26,22 @@ def _final_params(workdir: Path) -> dict:
 
 def _without_timing(records: list[dict]) -> list[dict]:
     return [{k: v for k, v in r.items() if k != "examples_per_sec"} for r in records]
+
+
+def _tensorboard_scalars(logdir: Path) -> list[tuple[str, int, float]]:
+    """(tag, step, value) of every scalar TensorBoard shows: event files in the order written, a
+    session START at step s hiding what earlier files logged at steps >= s (a resumed run's purge)."""
+    scalars = []
+    for path in sorted(logdir.iterdir()):
+        data, i = path.read_bytes(), 0
+        while i < len(data):  # TFRecord: length, its crc, the record, its crc
+            (length,) = struct.unpack("<Q", data[i : i + 8])
+            event = Event.FromString(data[i + 12 : i + 12 + length])
+            i += 16 + length
+            if event.session_log.status == SessionLog.START:
+                scalars = [s for s in scalars if s[1] < event.step]
+            scalars += [(v.tag, event.step, v.simple_value) for v in event.summary.value]
+    return [s for s in scalars if s[0] != "examples_per_sec"]
 
 
 def test_run_writes_config_metrics_and_checkpoints(tmp_path: Path) -> None:
@@ -60,6 +78,10 @@ def test_resume_from_checkpoint_matches_uninterrupted_run(tmp_path: Path) -> Non
     )
     a, b = _final_params(full), _final_params(resumed)
     jax.tree.map(np.testing.assert_array_equal, a, b)
+    # TensorBoard shows each step once: the resumed run hid what it recomputed.
+    scalars = _tensorboard_scalars(resumed / "tensorboard")
+    assert len({s[:2] for s in scalars}) == len(scalars)
+    assert sorted(scalars) == sorted(_tensorboard_scalars(full / "tensorboard"))
 
 
 def test_same_config_gives_identical_metrics(tmp_path: Path) -> None:
