@@ -9,6 +9,7 @@ The models `sow` every hidden layer's pre-activation (the input of its nonlinear
 "intermediates" collection; layers are reported in the order the forward pass meets them.
 """
 
+import re
 from typing import Any
 
 import jax
@@ -34,6 +35,22 @@ def ordered_leaves(tree: dict[str, Any], prefix: str = "") -> list[tuple[str, An
         else:
             leaves.append((f"{prefix}{key}", value))
     return leaves
+
+
+def forward_order(layer: str) -> tuple[int, tuple[int, ...], bool]:
+    """Sort key that puts the layer names of `dlresearch.models` in forward order.
+
+    Needed on the host: a jitted function returns its dicts sorted by key, which puts hidden_10
+    before hidden_2. Order: the stem, conv_i, hidden_i and stage{s}_block{b} by their numbers
+    (each layer before its norm layer), the output last.
+    """
+    if layer.startswith("stem"):
+        group = 0
+    elif layer == "output":
+        group = 3
+    else:
+        group = 1 if layer.startswith("conv") else 2
+    return group, tuple(int(n) for n in re.findall(r"\d+", layer)), "norm" in layer
 
 
 def _stats(

@@ -33,7 +33,7 @@ from matplotlib.figure import Figure
 from ml_collections import config_flags
 
 from dlresearch import config as config_lib
-from dlresearch import data, train
+from dlresearch import data, diagnostics, train
 from dlresearch.metrics import METRICS_FILE, atomic_write_text, read_jsonl
 from dlresearch.registry import ConfigError, fail, parse_flags
 
@@ -257,7 +257,8 @@ class Run:
                 ),
                 {},
             )
-        return {k[len(start) :]: _number(v) for k, v in record.items() if k.startswith(start)}
+        values = {k[len(start) :]: _number(v) for k, v in record.items() if k.startswith(start)}
+        return {k: values[k] for k in sorted(values, key=diagnostics.forward_order)}
 
 
 def _number(value: Any) -> float:

@@ -1,10 +1,12 @@
 """Per-layer diagnostics: present for every hidden layer, sane, and the same on 1 and 8 devices."""
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 from conftest import small_config
 
-from dlresearch import train
+from dlresearch import diagnostics, models, train
 
 
 def _measure(**overrides: object) -> dict[str, np.ndarray]:
@@ -36,3 +38,22 @@ def test_diagnostics_match_one_device(mode: str) -> None:
     assert single.keys() == sharded.keys()
     for key in single:
         np.testing.assert_allclose(sharded[key], single[key], rtol=1e-4, atol=1e-6, err_msg=key)
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {"name": "mlp", "depth": 12, "normalization": "batchnorm"},
+        {"name": "cnn", "channels": (4, 4), "dense": (8, 8), "normalization": "batchnorm"},
+        {"name": "resnet_cifar", "depth": 8, "normalization": "batchnorm"},
+    ],
+    ids=["mlp", "cnn", "resnet_cifar"],
+)
+def test_forward_order_restores_the_order_layers_are_created(overrides: dict) -> None:
+    config = small_config().model
+    config.update(overrides)
+    model = models.build(config, num_classes=10)
+    # Un-jitted, Flax keeps the params in creation order; a jitted function would sort them.
+    params = model.init(jax.random.key(0), jnp.zeros((1, 32, 32, 3)), train=False)["params"]
+    created = list(params)
+    assert sorted(created, key=diagnostics.forward_order) == created

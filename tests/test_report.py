@@ -111,6 +111,11 @@ def test_run_series_final_and_members() -> None:
     assert run.layer_values("diag/grad_norm", 0) == {"hidden_0": 0.1, "output": 1.0}
     assert run.layer_values("diag/grad_norm", 0, step=10)["hidden_0"] == 0.01
     np.testing.assert_allclose(run.epochs(np.array([100])), [100 * 128 / 1000])
+    # Layers come back in forward order, whatever the order of the keys (jit sorts them by name).
+    run.init_diagnostics[0] = {
+        f"diag/grad_norm/{k}": 1.0 for k in ("hidden_10", "output", "hidden_2")
+    }
+    assert list(run.layer_values("diag/grad_norm", 0)) == ["hidden_2", "hidden_10", "output"]
 
 
 def test_best_value_picks_the_rate_with_the_best_score() -> None:
