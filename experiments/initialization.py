@@ -91,7 +91,8 @@ def parts(preset: str, data: report.Data) -> list[report.Part]:
             "optim.lr": HE_LR,
             "train.batch_size": 128,
         },
-        report.cadence(he_steps, logs=20, evals=5),
+        # A train log line every 50 steps: the resolution of the steps to the target.
+        report.cadence(he_steps, logs=max(20, he_steps // 50), evals=5),
     )
     shallow, deep = depths
     he_variants = tuple(
