@@ -33,7 +33,8 @@ from matplotlib.figure import Figure
 from ml_collections import config_flags
 
 from dlresearch import config as config_lib
-from dlresearch import data, diagnostics, train
+from dlresearch import data, train
+from dlresearch.diagnostics import forward_order
 from dlresearch.metrics import METRICS_FILE, atomic_write_text, read_jsonl
 from dlresearch.registry import ConfigError, fail, parse_flags
 
@@ -258,7 +259,7 @@ class Run:
                 {},
             )
         values = {k[len(start) :]: _number(v) for k, v in record.items() if k.startswith(start)}
-        return {k: values[k] for k in sorted(values, key=diagnostics.forward_order)}
+        return {k: values[k] for k in sorted(values, key=forward_order)}
 
 
 def _number(value: Any) -> float:
