@@ -447,6 +447,10 @@ class Group:
     def final(self, key: str) -> np.ndarray:
         return self.run.final(key)[list(self.members)]
 
+    def error_percent(self, key: str) -> np.ndarray:
+        """Per seed, 100 x (1 - the final value of the accuracy `key`)."""
+        return 100 * (1 - self.final(key))
+
     def steps_to(self, target: Target) -> list[int | None]:
         return [self.run.steps_to(target, m) for m in self.members]
 

@@ -166,9 +166,8 @@ def judge_glorot(runs: dict[str, report.Run], outdir: str) -> report.Findings:
         for g in report.best_groups(runs, "lr", report.final_score("train/loss"))
     }
     split = next(iter(runs.values())).eval_split
-    error = {
-        k: 100 * (1 - float(np.nanmean(g.final(f"{split}/accuracy")))) for k, g in best.items()
-    }
+    errors = {k: g.error_percent(f"{split}/accuracy") for k, g in best.items()}
+    error = {k: float(np.nanmean(e)) for k, e in errors.items()}
     paper = PAPER_ERRORS.get(next(iter(runs.values())).config.data.name, {})
     shrink = {k: _shrink(best[k]) for k in ("tanh", "tanh_n")}
     table = report.markdown_table(
@@ -183,7 +182,7 @@ def judge_glorot(runs: dict[str, report.Run], outdir: str) -> report.Findings:
         [
             [
                 g.label,
-                report.mean_std(100 * (1 - g.final(f"{split}/accuracy")), ".2f"),
+                report.mean_std(errors[k], ".2f"),
                 f"{paper[k]:.2f}" if k in paper else "n/a",
                 f"{_shrink(g):.3f}",
                 report.mean_std(
@@ -223,7 +222,6 @@ def judge_glorot(runs: dict[str, report.Run], outdir: str) -> report.Findings:
         ),
     ]
     order = max(error, key=error.get) == "sigmoid"
-    errors = {k: 100 * (1 - g.final(f"{split}/accuracy")) for k, g in best.items()}
     lower = report.clearly_below(errors["tanh_n"], errors["tanh"])
     reproduced = lower and order and shrink["tanh"] < shrink["tanh_n"]
     reason = (

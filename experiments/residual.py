@@ -129,7 +129,7 @@ def _part(
 
 
 def _error(group: report.Group, key: str) -> float:
-    return 100 * (1 - float(np.nanmean(group.final(key))))
+    return float(np.nanmean(group.error_percent(key)))
 
 
 def judge(runs: dict[str, report.Run], outdir: str) -> report.Findings:
