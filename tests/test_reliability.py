@@ -49,15 +49,21 @@ def _last_step(workdir: Path) -> int:
     return records[-1]["step"] if records else 0
 
 
+def _log_of(workdir: Path) -> Path:
+    """Where the run started by `_start_and_wait` in `workdir` logs (beside it, not inside)."""
+    return workdir.with_name(workdir.name + ".log")
+
+
 def _start_and_wait(workdir: Path, step: int) -> subprocess.Popen:
     """Start a run and return once its metrics reach `step` (it keeps running)."""
-    proc = subprocess.Popen(
-        _main(workdir, *RUN_FLAGS),
-        cwd=ROOT,
-        env=_env(),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    with _log_of(workdir).open("a") as log:
+        proc = subprocess.Popen(
+            _main(workdir, *RUN_FLAGS),
+            cwd=ROOT,
+            env=_env(),
+            stdout=subprocess.DEVNULL,
+            stderr=log,
+        )
     deadline = time.monotonic() + 240
     while _last_step(workdir) < step:
         assert proc.poll() is None, "the run ended before it could be interrupted"
@@ -113,7 +119,9 @@ def test_sigterm_saves_a_checkpoint_and_exits_cleanly(tmp_path: Path, uninterrup
     assert proc.wait(timeout=60) == 0
     stopped_at = _last_step(tmp_path)
     assert stopped_at < 3000
-    assert str(stopped_at) in os.listdir(tmp_path / "checkpoints")
+    # The run's log says which step the signal reached and which checkpoint it saved.
+    log = _log_of(tmp_path).read_text()[-3000:]
+    assert str(stopped_at) in os.listdir(tmp_path / "checkpoints"), log
     assert _run(tmp_path, *RUN_FLAGS).returncode == 0
     assert _comparable(tmp_path) == _comparable(uninterrupted)
 
