@@ -1,0 +1,1 @@
+"""Paper-claim ablations: experiments, their runs, statistics and reports."""

@@ -1,0 +1,488 @@
+"""Effects with 95% intervals, and the three verdicts a judge gives a claim.
+
+The arms of an ablation share seeds and data order, so arms are compared per seed: the effect is
+computed on each seed's pair of runs, then summarised over seeds by one of two methods, both valid
+at small n:
+
+- "t": Student's t-interval on the paired differences (sample std with ddof=1) and its two-sided
+  p-value. It needs at least two seeds and some spread between them; otherwise the interval is
+  unbounded (one seed) or undefined (identical differences on every seed), never a crash.
+- "sign_flip": the exact sign-flip permutation test, which assumes only that the differences are
+  symmetric about the effect. Its interval inverts the test: the limits are the k-th smallest and
+  largest of the 2^n - 1 subset means (Hartigan 1969), with k = floor(alpha * 2^(n-1)); at 95% it
+  is unbounded below n = 6 seeds (the smallest exact p-value is then 2 / 2^n = 1/16).
+
+Ratios ("ReLU reaches the target 6x faster") are paired differences of logs; the estimate is the
+geometric mean ratio. A run that did not reach its target within the budget is censored: its
+steps-to-target is only known to be >= the budget. Each confidence limit is computed with the
+censored values placed where they make that limit conservative: for the lower limit a censored
+numerator counts as the budget and a censored denominator as infinity, for the upper limit the
+reverse. The true log ratios are >= (<=) those values, so a lower (upper) limit of their mean is one
+of the true mean; a censored side of the interval is a bound, and a longer budget tightens it.
+
+Test errors are measured on one fixed test set, so more seeds average out training noise but not
+the test-set sampling noise. `error_difference` adds the two variances (law of total
+variance): the seed variance of the paired differences over k seeds, and a binomial test-set
+variance (p_a (1 - p_a) + p_b (1 - p_b)) / n_test. The latter is the variance of two independent
+error rates; the two arms err on overlapping (hard) examples, which lowers the variance of their
+difference, so assuming independence is conservative. The degrees of freedom are Satterthwaite's,
+with the binomial term known exactly (infinite df).
+
+Where one part makes several comparisons, `holm` adjusts their p-values (Holm 1979) and `verdict`
+takes the adjusted p: a claim is reproduced only if its interval excludes no effect and its
+adjusted p is below 1 - confidence. (The interval and the unadjusted p come from the same test, so
+the adjusted p only adds stringency.)
+"""
+
+import dataclasses
+import enum
+import math
+from collections.abc import Callable, Sequence
+from typing import Literal
+
+import numpy as np
+from scipy import stats
+
+Method = Literal["t", "sign_flip"]
+Claim = Literal["greater", "less"]
+
+# The sign-flip test enumerates 2^n sign patterns; beyond 16 seeds the t-interval is the tool.
+MAX_SIGN_FLIP_N = 16
+_METHOD_NAMES: dict[str, str] = {"t": "paired t", "sign_flip": "exact sign-flip"}
+
+
+@dataclasses.dataclass(frozen=True)
+class Effect:
+    """An estimated effect with its confidence interval, as a report states it.
+
+    `unit` "x" marks a ratio (no effect = 1); "%" and "pp" mark fractions shown in percent and
+    percentage points; any other unit is a suffix of a difference (no effect = 0). `low` and `high`
+    may be infinite (a one-sided bound) or nan (undefined); `note` says why.
+    """
+
+    name: str
+    estimate: float
+    low: float
+    high: float
+    p: float  # two-sided p-value of "no effect"; nan where the method gives none
+    n: int  # seeds, or test examples for a single error rate
+    method: str
+    unit: str = ""
+    confidence: float = 0.95
+    censored: int = 0  # runs that did not reach their target within the budget
+    estimate_bound: str = ""  # ">=" or "<=" when censored runs make the estimate a bound
+    note: str = ""
+
+    @property
+    def null(self) -> float:
+        """The value of no effect."""
+        return 1.0 if self.unit == "x" else 0.0
+
+    def value(self, x: float) -> str:
+        """`x` in this effect's unit: '12.2x', '1.23%', '-0.4 pp', '320 steps'."""
+        if self.unit == "x":
+            return f"{_significant(x)}x"
+        if self.unit == "%":
+            return f"{_significant(100 * x)}%"
+        if self.unit == "pp":
+            return f"{_significant(100 * x)} pp"
+        return f"{_significant(x)} {self.unit}".rstrip()
+
+    def interval(self) -> str:
+        """The interval as text: 'a to b', a one-sided bound, 'unbounded' or 'undefined'."""
+        low, high = self.low, self.high
+        if math.isnan(low) or math.isnan(high):
+            return "undefined"
+        # A ratio's unbounded lower limit is exp(-inf) = 0.
+        has_low = math.isfinite(low) and not (self.unit == "x" and low == 0)
+        if has_low and math.isfinite(high):
+            return f"{self.value(low)} to {self.value(high)}"
+        if has_low:
+            return f">= {self.value(low)}"
+        if math.isfinite(high):
+            return f"<= {self.value(high)}"
+        return "unbounded"
+
+    def describe(self) -> str:
+        """E.g. 'ReLU/tanh steps ratio 12.2x (95% CI 9.1x to 16.3x, paired t on log ratios, n=5,
+        p<0.001)'."""
+        details = [f"{self.confidence:.0%} CI {self.interval()}", self.method, f"n={self.n}"]
+        if not math.isnan(self.p):
+            details.append(_p_text(self.p))
+        if self.note:
+            details.append(self.note)
+        if math.isnan(self.estimate):
+            estimate = "undefined"
+        else:
+            bound = f"{self.estimate_bound} " if self.estimate_bound else ""
+            estimate = bound + self.value(self.estimate)
+        return f"{self.name} {estimate} ({', '.join(details)})"
+
+
+def _significant(x: float) -> str:
+    if not math.isfinite(x):
+        return str(x)
+    return f"{x:,.0f}" if abs(x) >= 100 else f"{x:.3g}"
+
+
+def _runs(count: int) -> str:
+    return f"{count} run" if count == 1 else f"{count} runs"
+
+
+def _p_text(p: float) -> str:
+    return "p<0.001" if p < 0.001 else f"p={p:.2g}"
+
+
+def _check_paired(a: Sequence[float], b: Sequence[float]) -> tuple[np.ndarray, np.ndarray]:
+    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    if a.ndim != 1 or a.shape != b.shape or not a.size:
+        raise ValueError(
+            f"paired arms need two equal-length 1-D sequences, got {a.shape} and {b.shape}"
+        )
+    return a, b
+
+
+def _lower_limit(d: np.ndarray, method: Method, alpha: float) -> tuple[float, float]:
+    """The lower confidence limit (one-sided level alpha / 2) of the effect behind the paired
+    differences `d`, and the one-sided p-value of "no effect" against "effect > 0"."""
+    n = d.size
+    if method == "t":
+        if n < 2:
+            return -math.inf, math.nan
+        if np.any(d == -np.inf):  # a censored denominator: no lower limit, no evidence
+            return -math.inf, 1.0
+        sd = d.std(ddof=1)
+        if sd == 0:
+            return math.nan, math.nan
+        se = sd / math.sqrt(n)
+        mean = d.mean()
+        low = mean - stats.t.ppf(1 - alpha / 2, n - 1) * se
+        return float(low), float(stats.t.sf(mean / se, n - 1))
+    if method == "sign_flip":
+        if n > MAX_SIGN_FLIP_N:
+            raise ValueError(f"sign_flip enumerates 2^n patterns; n={n} > {MAX_SIGN_FLIP_N}")
+        subsets = ((np.arange(1, 2**n)[:, None] >> np.arange(n)) & 1).astype(bool)
+        sums = np.where(subsets, d, 0.0).sum(axis=1)
+        # Flipping the signs of subset S lowers the sum by 2 sum(S): the flipped sum is at least
+        # the observed one when sum(S) <= 0 (and for the empty set, the observation itself).
+        tolerance = 1e-12 * np.abs(d[np.isfinite(d)]).sum()
+        p_greater = (1 + np.count_nonzero(sums <= tolerance)) / 2**n
+        k = math.floor(alpha * 2 ** (n - 1))  # subset means cut off in each tail
+        low = np.sort(sums / subsets.sum(axis=1))[k - 1] if k else -math.inf
+        return float(low), p_greater
+    raise ValueError(f"method={method!r} is not known; allowed values: {', '.join(_METHOD_NAMES)}")
+
+
+def _interval(
+    d_low: np.ndarray, d_high: np.ndarray, method: Method, confidence: float
+) -> tuple[float, float, float]:
+    """(low, high, two-sided p) from differences that bound the true ones from below / above."""
+    alpha = 1 - confidence
+    low, p_greater = _lower_limit(d_low, method, alpha)
+    minus_high, p_less = _lower_limit(-d_high, method, alpha)
+    p = math.nan if math.isnan(p_greater + p_less) else min(1.0, 2 * min(p_greater, p_less))
+    return low, -minus_high, p
+
+
+def _note(d: np.ndarray, method: Method, confidence: float) -> str:
+    """Why an interval from these differences is unbounded or undefined ('' when it is not)."""
+    n = d.size
+    if n == 1:
+        return "one seed: no spread to estimate"
+    if method == "t" and np.all(np.isfinite(d)) and d.std() == 0:
+        return "identical on every seed: the t-interval is undefined"
+    if method == "sign_flip" and math.floor((1 - confidence) * 2 ** (n - 1)) == 0:
+        needed = 1 + math.ceil(math.log2(1 / (1 - confidence)))
+        return f"exact sign-flip needs n >= {needed} for a finite {confidence:.0%} interval"
+    return ""
+
+
+def _join(*notes: str) -> str:
+    return "; ".join(note for note in notes if note)
+
+
+def paired_difference(
+    a: Sequence[float],
+    b: Sequence[float],
+    *,
+    name: str,
+    method: Method = "t",
+    unit: str = "",
+    confidence: float = 0.95,
+) -> Effect:
+    """The mean of a_i - b_i over seeds i (a_i and b_i from the same seed), with its interval."""
+    a, b = _check_paired(a, b)
+    d = a - b
+    low, high, p = _interval(d, d, method, confidence)
+    return Effect(
+        name,
+        float(d.mean()),
+        low,
+        high,
+        p,
+        n=d.size,
+        method=_METHOD_NAMES[method],
+        unit=unit,
+        confidence=confidence,
+        note=_note(d, method, confidence),
+    )
+
+
+def paired_ratio(
+    numerator: Sequence[float],
+    denominator: Sequence[float],
+    *,
+    name: str,
+    budget: float | None = None,
+    method: Method = "t",
+    confidence: float = 0.95,
+) -> Effect:
+    """The geometric mean over seeds of numerator_i / denominator_i, with its interval.
+
+    For steps-to-target ratios: `math.inf` marks a run that did not reach the target within
+    `budget` steps (censored, see the module docstring); `budget` is required when any is.
+    """
+    num, den = _check_paired(numerator, denominator)
+    if np.any(num <= 0) or np.any(den <= 0):
+        raise ValueError("ratios need positive values (math.inf for a censored run)")
+    num_censored, den_censored = np.isinf(num), np.isinf(den)
+    censored = int(num_censored.sum() + den_censored.sum())
+    if censored and budget is None:
+        raise ValueError("censored values (math.inf) need the budget they were censored at")
+    limit = math.inf if budget is None else float(budget)
+    at_budget = lambda x, is_censored: np.where(is_censored, limit, x)
+    # log(inf) = inf: a censored value at infinity leaves its side of the interval unbounded.
+    d_low = np.log(at_budget(num, num_censored)) - np.log(den)
+    d_high = np.log(num) - np.log(at_budget(den, den_censored))
+    d_imputed = np.log(at_budget(num, num_censored)) - np.log(at_budget(den, den_censored))
+    low, high, p = _interval(d_low, d_high, method, confidence)
+    estimate, bound = math.exp(d_imputed.mean()), ""
+    if num_censored.any() and den_censored.any():
+        estimate = math.nan
+    elif num_censored.any():
+        bound = ">="
+    elif den_censored.any():
+        bound = "<="
+    censored_note = (
+        f"{censored} of {_runs(2 * num.size)} did not reach the target within "
+        f"{_significant(budget)} steps"
+        if censored
+        else ""
+    )
+    return Effect(
+        name,
+        estimate,
+        math.exp(low),
+        math.exp(high),
+        p,
+        n=num.size,
+        method=f"{_METHOD_NAMES[method]} on log ratios",
+        unit="x",
+        confidence=confidence,
+        censored=censored,
+        estimate_bound=bound,
+        note=_join(_note(d_imputed, method, confidence), censored_note),
+    )
+
+
+def error_rate(
+    errors: int,
+    n: int,
+    *,
+    name: str,
+    method: Literal["wilson", "clopper_pearson"] = "wilson",
+    confidence: float = 0.95,
+) -> Effect:
+    """A test error rate `errors / n` with its binomial interval (Wilson score or the exact
+    Clopper-Pearson interval)."""
+    if not 0 <= errors <= n or n < 1:
+        raise ValueError(f"need 0 <= errors <= n and n >= 1, got errors={errors}, n={n}")
+    alpha = 1 - confidence
+    if method == "wilson":
+        z = stats.norm.ppf(1 - alpha / 2)
+        centre = (errors + z**2 / 2) / (n + z**2)
+        half = z / (n + z**2) * math.sqrt(errors * (n - errors) / n + z**2 / 4)
+        low, high, label = max(0.0, centre - half), min(1.0, centre + half), "Wilson score"
+    elif method == "clopper_pearson":
+        low = stats.beta.ppf(alpha / 2, errors, n - errors + 1) if errors else 0.0
+        high = stats.beta.ppf(1 - alpha / 2, errors + 1, n - errors) if errors < n else 1.0
+        label = "Clopper-Pearson"
+    else:
+        raise ValueError(f"method={method!r} is not known; allowed values: clopper_pearson, wilson")
+    return Effect(
+        name, errors / n, float(low), float(high), math.nan, n, label, "%", confidence=confidence
+    )
+
+
+def error_difference(
+    errors_a: Sequence[float],
+    errors_b: Sequence[float],
+    n_test: int,
+    *,
+    name: str,
+    confidence: float = 0.95,
+) -> Effect:
+    """The mean over seeds of test error rate a_i - b_i (fractions, both arms on the same `n_test`
+    examples), with an interval for seed and test-set noise together (module docstring)."""
+    a, b = _check_paired(errors_a, errors_b)
+    d = a - b
+    k = d.size
+    mean_a, mean_b = a.mean(), b.mean()
+    test_var = (mean_a * (1 - mean_a) + mean_b * (1 - mean_b)) / n_test
+    mean = float(d.mean())
+    seed_var = d.var(ddof=1) / k if k > 1 else math.nan
+    total = seed_var + test_var
+    if k == 1:
+        low, high, p = -math.inf, math.inf, math.nan
+    elif total == 0:  # every error rate 0 (or 1) on every seed
+        low = high = p = math.nan
+    else:
+        # Satterthwaite: the binomial term has infinite degrees of freedom.
+        df = total**2 / (seed_var**2 / (k - 1)) if seed_var > 0 else math.inf
+        half = stats.t.ppf(1 - (1 - confidence) / 2, df) * math.sqrt(total)
+        low, high = mean - half, mean + half
+        p = float(2 * stats.t.sf(abs(mean) / math.sqrt(total), df))
+    return Effect(
+        name,
+        mean,
+        low,
+        high,
+        p,
+        n=k,
+        method="paired over seeds + test-set binomial",
+        unit="pp",
+        confidence=confidence,
+        note="one seed: no spread to estimate" if k == 1 else "",
+    )
+
+
+def holm(p_values: Sequence[float]) -> list[float]:
+    """Holm's step-down adjusted p-values, in the input order (nan counts as 1)."""
+    p = np.nan_to_num(np.asarray(p_values, dtype=float), nan=1.0)
+    order = np.argsort(p)
+    m = p.size
+    stepped = np.minimum(1.0, (m - np.arange(m)) * p[order])
+    adjusted = np.empty(m)
+    adjusted[order] = np.maximum.accumulate(stepped)
+    return adjusted.tolist()
+
+
+class Outcome(enum.StrEnum):
+    REPRODUCED = "reproduced"
+    NOT_REPRODUCED = "not reproduced"
+    INCONCLUSIVE = "inconclusive"
+
+
+@dataclasses.dataclass(frozen=True)
+class Verdict:
+    """A judge's outcome, why, and the effects it rests on (at least one, with intervals)."""
+
+    outcome: Outcome
+    reason: str
+    effects: tuple[Effect, ...]
+
+    def __post_init__(self) -> None:
+        if not self.effects:
+            raise ValueError("a verdict states at least one effect with its interval")
+
+    def result_line(self) -> str:
+        """The report's `**Result` line: the outcome, every effect with its interval, why."""
+        effects = "; ".join(effect.describe() for effect in self.effects)
+        return f"**Result: {self.outcome}** — {effects}. {self.reason}"
+
+
+def verdict(
+    effect: Effect,
+    *,
+    claim: Claim,
+    margin: float | None = None,
+    p_adjusted: float | None = None,
+) -> Verdict:
+    """Judges `effect` against a claim that it is `claim` ("greater" or "less") than no effect.
+
+    `margin` is the smallest effect the claim asserts (e.g. 2.0 for "at least 2x faster"), in the
+    effect's unit; `p_adjusted` is the Holm p-value where a part makes several comparisons.
+
+    - not reproduced: the interval excludes the margin (the effect is smaller than claimed, even if
+      real), or the effect is significant in the other direction; without a margin a claim can only
+      be refuted by the opposite effect;
+    - reproduced: the interval excludes no effect on the claimed side (and `p_adjusted` is below
+      1 - confidence);
+    - inconclusive otherwise; the reason says whether more seeds or a longer budget is needed.
+    """
+    sign = 1 if claim == "greater" else -1
+    alpha = 1 - effect.confidence
+
+    # Claim-oriented scale: no effect at 0, the claimed side positive, ratios on logs.
+    def oriented(x: float) -> float:
+        with np.errstate(divide="ignore"):
+            return sign * float(np.log(x) if effect.unit == "x" else x)
+
+    if margin is not None and oriented(margin) <= 0:
+        raise ValueError(f"margin={margin!r} is not on the claimed ({claim}) side of no effect")
+    low, high = sorted((oriented(effect.low), oriented(effect.high)))
+    significant = p_adjusted is None or p_adjusted <= alpha
+    holm_text = "" if p_adjusted is None else f" (Holm-adjusted {_p_text(p_adjusted)})"
+    if margin is not None and high < oriented(margin):
+        excluded = f"excludes the claimed effect of {effect.value(margin)} or more"
+        if low > 0 and significant:
+            reason = f"The effect is real but smaller than claimed: its interval {excluded}."
+        else:
+            reason = f"The interval {excluded}."
+        return Verdict(Outcome.NOT_REPRODUCED, reason, (effect,))
+    if high < 0 and significant:
+        return Verdict(
+            Outcome.NOT_REPRODUCED,
+            f"The effect is significant in the other direction{holm_text}.",
+            (effect,),
+        )
+    if low > 0 and significant:
+        return Verdict(
+            Outcome.REPRODUCED,
+            f"The interval excludes no effect ({effect.value(effect.null)}) on the claimed side"
+            f"{holm_text}.",
+            (effect,),
+        )
+    needs = [_seeds_needed(effect, oriented, margin)]
+    if effect.censored:
+        needs.insert(0, f"a longer budget ({_runs(effect.censored)} did not reach the target)")
+    if math.isnan(low + high):
+        reason = "The interval is undefined"
+    else:
+        reason = "The interval includes no effect"
+        reason += " and the claimed effect" if margin is not None else ""
+    reason += f"{holm_text}; needs {' or '.join(needs)}."
+    if margin is None:
+        reason += " No smallest claimed effect is stated, so the data cannot refute the claim."
+    return Verdict(Outcome.INCONCLUSIVE, reason, (effect,))
+
+
+def _seeds_needed(effect: Effect, oriented: Callable[[float], float], margin: float | None) -> str:
+    """About how many seeds would decide, from the current interval and estimate."""
+    low, high = sorted((oriented(effect.low), oriented(effect.high)))
+    estimate = oriented(effect.estimate)
+    if not (math.isfinite(low) and math.isfinite(high) and math.isfinite(estimate)):
+        return f"more seeds (now {effect.n})"
+    # An interval shrinks about as 1 / sqrt(n); it decides once its half-width is below the
+    # distance from the estimate to no effect or to the margin, whichever is larger.
+    distance = abs(estimate)
+    if margin is not None:
+        distance = max(distance, abs(estimate - oriented(margin)))
+    if distance == 0:
+        return f"more seeds (now {effect.n})"
+    seeds = math.ceil(effect.n * ((high - low) / 2 / distance) ** 2)
+    return f"about {max(effect.n + 1, seeds)} seeds at the current spread (now {effect.n})"
+
+
+def combine(verdicts: Sequence[Verdict]) -> Verdict:
+    """One verdict from several conditions of a claim: not reproduced if any is, reproduced if
+    all are, inconclusive otherwise; the reason lists each condition's."""
+    outcomes = {v.outcome for v in verdicts}
+    if Outcome.NOT_REPRODUCED in outcomes:
+        outcome = Outcome.NOT_REPRODUCED
+    elif outcomes == {Outcome.REPRODUCED}:
+        outcome = Outcome.REPRODUCED
+    else:
+        outcome = Outcome.INCONCLUSIVE
+    reason = " ".join(f"{v.effects[0].name}: {v.outcome}. {v.reason}" for v in verdicts)
+    return Verdict(outcome, reason, tuple(e for v in verdicts for e in v.effects))

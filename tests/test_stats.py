@@ -1,0 +1,253 @@
+"""dlresearch.ablation.stats against textbook values and hand computations, and the three verdicts
+on synthetic seeds."""
+
+import math
+
+import numpy as np
+import pytest
+import scipy.stats
+
+from dlresearch.ablation import stats
+from dlresearch.ablation.stats import Outcome
+
+# Student's (1908) sleep data: extra hours of sleep of 10 patients under two drugs.
+SLEEP_DRUG_1 = [0.7, -1.6, -0.2, -1.2, -0.1, 3.4, 3.7, 0.8, 0.0, 2.0]
+SLEEP_DRUG_2 = [1.9, 0.8, 1.1, 0.1, -0.1, 4.4, 5.5, 1.6, 4.6, 3.4]
+T_975_DF2 = 4.302653  # Student t table, two-sided 95%, 2 degrees of freedom
+
+
+def test_paired_t_matches_the_published_sleep_data_analysis():
+    # R's t.test(extra ~ group, data = sleep, paired = TRUE): t = 4.0621, df = 9,
+    # p-value = 0.002833, 95% CI 0.7001142 to 2.4598858, mean difference 1.58.
+    effect = stats.paired_difference(SLEEP_DRUG_2, SLEEP_DRUG_1, name="extra sleep")
+    assert effect.estimate == pytest.approx(1.58)
+    assert (effect.low, effect.high) == pytest.approx((0.7001142, 2.4598858), abs=1e-6)
+    assert effect.p == pytest.approx(0.002833, abs=1e-6)
+    assert effect.n == 10
+    reference = scipy.stats.ttest_rel(SLEEP_DRUG_2, SLEEP_DRUG_1)
+    assert effect.p == pytest.approx(reference.pvalue)
+    assert (effect.low, effect.high) == pytest.approx(tuple(reference.confidence_interval()))
+
+
+def test_paired_t_interval_and_p_by_hand():
+    # d = (1, 2, 3): mean 2, sd 1 (ddof=1), se 1/sqrt(3); t = 2 sqrt(3) on 2 df, whose tail has
+    # the closed form P(T > t) = 1/2 - t / (2 sqrt(2 + t^2)).
+    effect = stats.paired_difference([1.0, 2.0, 3.0], [0.0, 0.0, 0.0], name="d")
+    half = T_975_DF2 / math.sqrt(3)
+    assert (effect.low, effect.high) == pytest.approx((2 - half, 2 + half), rel=1e-6)
+    t = 2 * math.sqrt(3)
+    assert effect.p == pytest.approx(2 * (0.5 - t / (2 * math.sqrt(2 + t**2))))
+
+
+def test_paired_t_with_one_seed_is_unbounded_and_with_no_spread_undefined():
+    one = stats.paired_difference([1.0], [0.0], name="d")
+    assert (one.low, one.high) == (-math.inf, math.inf)
+    assert math.isnan(one.p)
+    assert "95% CI unbounded" in one.describe() and "one seed" in one.note
+    same = stats.paired_difference([1.0, 2.0, 3.0], [0.5, 1.5, 2.5], name="d")
+    assert math.isnan(same.low) and math.isnan(same.high) and math.isnan(same.p)
+    assert "95% CI undefined" in same.describe()
+    for effect in (one, same):
+        assert stats.verdict(effect, claim="greater").outcome == Outcome.INCONCLUSIVE
+
+
+def test_sign_flip_p_is_the_enumerated_fraction():
+    # d = (1, -2, 3, 4) sums to 6. The 16 sums +-1 +-2 +-3 +-4 are 10, 8, 6, 4, 4, 2, 2, 0, 0,
+    # -2, -2, -4, -4, -6, -8, -10: three are >= 6 and three <= -6, so p = 6/16.
+    effect = stats.paired_difference([1, -2, 3, 4], [0, 0, 0, 0], name="d", method="sign_flip")
+    assert effect.p == pytest.approx(6 / 16)
+    assert effect.estimate == pytest.approx(1.5)
+
+
+def test_sign_flip_interval_is_hartigans_subset_means():
+    # n = 6: 64 sign patterns, floor(0.05 * 32) = 1 subset mean cut off per tail, so the interval
+    # runs from the smallest to the largest subset mean, i.e. min(d) to max(d).
+    six = stats.paired_difference(range(1, 7), [0] * 6, name="d", method="sign_flip")
+    assert (six.low, six.high) == (1, 6)
+    assert six.p == pytest.approx(2 / 64)  # all positive: only the observed pattern and its mirror
+    # n = 7: floor(0.05 * 64) = 3 cut off. The smallest subset means of 1..7 are {1} = 1,
+    # {1,2} = 1.5, then 2 ({2}, {1,3}, {1,2,3}): the 3rd smallest is 2, and by symmetry the
+    # 3rd largest is 8 - 2 = 6.
+    seven = stats.paired_difference(range(1, 8), [0] * 7, name="d", method="sign_flip")
+    assert (seven.low, seven.high) == pytest.approx((2, 6))
+
+
+def test_sign_flip_below_six_seeds_cannot_give_a_finite_95_interval():
+    five = stats.paired_difference(range(1, 6), [0] * 5, name="d", method="sign_flip")
+    assert (five.low, five.high) == (-math.inf, math.inf)
+    assert five.p == pytest.approx(2 / 32)
+    assert "needs n >= 6" in five.note
+
+
+@pytest.mark.parametrize(
+    ("errors", "n", "wilson", "clopper_pearson"),
+    [
+        # Newcombe (1998), Statistics in Medicine 17:857, Table I (methods 3 and 5).
+        (81, 263, (0.2553, 0.3662), (0.2527, 0.3676)),
+        (15, 148, (0.0624, 0.1605), (0.0578, 0.1617)),
+        (0, 20, (0.0, 0.1611), (0.0, 0.1684)),
+        (1, 29, (0.0061, 0.1718), (0.0009, 0.1776)),
+    ],
+)
+def test_binomial_intervals_match_newcombe_1998(errors, n, wilson, clopper_pearson):
+    for method, expected in (("wilson", wilson), ("clopper_pearson", clopper_pearson)):
+        effect = stats.error_rate(errors, n, name="error", method=method)
+        assert (effect.low, effect.high) == pytest.approx(expected, abs=5e-5)
+        assert effect.estimate == errors / n
+
+
+def test_clopper_pearson_with_no_errors_by_hand():
+    # P(0 errors | rate u) = (1 - u)^n = 0.025 gives the upper limit 1 - 0.025^(1/n).
+    effect = stats.error_rate(0, 10, name="error", method="clopper_pearson")
+    assert (effect.low, effect.high) == pytest.approx((0.0, 1 - 0.025 ** (1 / 10)))
+
+
+def test_holm_by_hand():
+    # Sorted: 0.005 * 4 = 0.02, 0.01 * 3 = 0.03, 0.03 * 2 = 0.06, then 0.04 * 1 = 0.04 is raised
+    # to the running maximum 0.06.
+    assert stats.holm([0.01, 0.04, 0.03, 0.005]) == pytest.approx([0.03, 0.06, 0.06, 0.02])
+    assert stats.holm([0.5, math.nan]) == pytest.approx([1.0, 1.0])
+
+
+def test_ratio_is_a_paired_t_on_logs():
+    # Ratios 2, 4, 8 are logs ln2 * (1, 2, 3): the interval of example "by hand" above, times ln2.
+    effect = stats.paired_ratio([20, 40, 80], [10, 10, 10], name="ratio")
+    half = T_975_DF2 / math.sqrt(3)
+    assert effect.estimate == pytest.approx(4.0)
+    low, high = (math.exp(math.log(2) * (2 - half)), math.exp(math.log(2) * (2 + half)))
+    assert (effect.low, effect.high) == pytest.approx((low, high))
+    assert effect.describe().startswith("ratio 4x (95% CI ")
+
+
+def test_censored_numerators_give_a_lower_bound():
+    # Never reached within 800 steps: the ratios are at least 800/100, 800/200, 800/400 = 8, 4, 2,
+    # logs ln2 * (3, 2, 1); nothing bounds them above.
+    effect = stats.paired_ratio(
+        [math.inf] * 3, [100, 200, 400], name="Xavier/He steps ratio", budget=800
+    )
+    half = T_975_DF2 / math.sqrt(3)
+    assert effect.low == pytest.approx(math.exp(math.log(2) * (2 - half)))
+    assert effect.high == math.inf
+    assert effect.estimate == pytest.approx(4.0) and effect.estimate_bound == ">="
+    assert effect.censored == 3
+    assert effect.describe().startswith("Xavier/He steps ratio >= 4x (95% CI >= ")
+    assert "3 of 6 runs did not reach the target within 800 steps" in effect.describe()
+
+
+def test_censored_denominators_give_an_upper_bound():
+    effect = stats.paired_ratio([100, 200, 400], [math.inf] * 3, name="ratio", budget=800)
+    half = T_975_DF2 / math.sqrt(3)
+    assert effect.low == 0.0  # exp(-inf): unbounded below
+    assert effect.high == pytest.approx(math.exp(-math.log(2) * (2 - half)))
+    assert effect.estimate_bound == "<="
+    assert "95% CI <= " in effect.describe()
+
+
+def test_censored_values_need_a_budget():
+    with pytest.raises(ValueError, match="budget"):
+        stats.paired_ratio([math.inf, 10], [1, 2], name="ratio")
+
+
+def test_error_difference_adds_test_set_noise_to_seed_noise():
+    # No spread over seeds: only the binomial noise of 10,000 test examples remains, with
+    # variance (0.02 * 0.98 + 0.03 * 0.97) / 10,000 and normal quantile 1.959964.
+    effect = stats.error_difference([0.02, 0.02], [0.03, 0.03], 10_000, name="error gap")
+    half = 1.959964 * math.sqrt((0.02 * 0.98 + 0.03 * 0.97) / 10_000)
+    assert (effect.low, effect.high) == pytest.approx((-0.01 - half, -0.01 + half), rel=1e-6)
+    # Spread over 2 seeds: d = (-0.01, 0.01) has seed variance 0.0002 / 2; Satterthwaite's df is
+    # total^2 / ((seed variance)^2 / 1).
+    spread = stats.error_difference([0.02, 0.04], [0.03, 0.03], 10_000, name="error gap")
+    total = 0.0001 + 2 * 0.03 * 0.97 / 10_000
+    half = scipy.stats.t.ppf(0.975, total**2 / 0.0001**2) * math.sqrt(total)
+    assert (spread.low, spread.high) == pytest.approx((-half, half))
+    assert spread.p == pytest.approx(1.0)
+
+
+def test_error_difference_of_one_seed_is_unbounded():
+    effect = stats.error_difference([0.02], [0.03], 10_000, name="error gap")
+    assert (effect.low, effect.high) == (-math.inf, math.inf)
+
+
+def test_describe_states_the_interval():
+    effect = stats.Effect(
+        "ReLU/tanh steps ratio", 12.2, 9.1, 16.3, 0.0004, 5, "paired t on log ratios", "x"
+    )
+    assert effect.describe() == (
+        "ReLU/tanh steps ratio 12.2x (95% CI 9.1x to 16.3x, paired t on log ratios, n=5, p<0.001)"
+    )
+    gap = stats.Effect("test error gap", -0.0123, -0.02, -0.0046, 0.012, 5, "paired t", "pp")
+    assert gap.describe() == (
+        "test error gap -1.23 pp (95% CI -2 pp to -0.46 pp, paired t, n=5, p=0.012)"
+    )
+
+
+# Synthetic seeds for the judges: steps to a target of two arms over 6 seeds.
+FAST = np.array([400.0, 450, 500, 420, 480, 460])
+
+
+def test_verdict_reproduced_when_the_interval_excludes_no_effect_on_the_claimed_side():
+    effect = stats.paired_ratio(FAST * [6, 7, 5, 6.5, 5.5, 6], FAST, name="tanh/ReLU steps ratio")
+    result = stats.verdict(effect, claim="greater", margin=2.0)
+    assert result.outcome == Outcome.REPRODUCED
+    line = result.result_line()
+    assert line.startswith("**Result: reproduced** — tanh/ReLU steps ratio ")
+    assert "(95% CI " in line
+
+
+def test_verdict_not_reproduced_in_the_other_direction_or_below_the_margin():
+    slower = stats.paired_ratio(FAST * 0.5 * [1, 1.1, 0.9, 1, 1.05, 0.95], FAST, name="ratio")
+    assert stats.verdict(slower, claim="greater").outcome == Outcome.NOT_REPRODUCED
+    # Faster, but about 1.5x where the claim is at least 6x.
+    modest = stats.paired_ratio(FAST * 1.5 * [1, 1.1, 0.9, 1, 1.05, 0.95], FAST, name="ratio")
+    result = stats.verdict(modest, claim="greater", margin=6.0)
+    assert result.outcome == Outcome.NOT_REPRODUCED
+    assert "smaller than claimed" in result.reason
+
+
+def test_verdict_inconclusive_says_what_is_needed():
+    noisy = stats.paired_difference([1.0, -0.5, 2.0], [0.0, 0.0, 0.0], name="gain")
+    result = stats.verdict(noisy, claim="greater", margin=1.0)
+    assert result.outcome == Outcome.INCONCLUSIVE
+    assert "seeds at the current spread (now 3)" in result.reason
+    # Both arms hit the budget on some seeds: only a longer budget can bound the ratio.
+    censored = stats.paired_ratio(
+        [math.inf, 2000, 1500], [math.inf, 400, 500], name="ratio", budget=3000
+    )
+    result = stats.verdict(censored, claim="greater")
+    assert result.outcome == Outcome.INCONCLUSIVE
+    assert "a longer budget (2 runs did not reach the target)" in result.reason
+
+
+def test_holm_adjusted_p_can_make_a_verdict_inconclusive():
+    effect = stats.paired_difference([1.0, 2.0, 0.2, 1.5, 0.5], [0.0] * 5, name="gain")
+    assert 0.025 < effect.p < 0.05 and effect.low > 0
+    assert stats.verdict(effect, claim="greater").outcome == Outcome.REPRODUCED
+    adjusted = stats.holm([effect.p, 0.5])[0]
+    assert adjusted == pytest.approx(2 * effect.p)
+    result = stats.verdict(effect, claim="greater", p_adjusted=adjusted)
+    assert result.outcome == Outcome.INCONCLUSIVE
+
+
+def test_combine_needs_every_condition():
+    up = stats.paired_difference([1.0, 2.0, 3.5, 2.5, 1.5], [0.0] * 5, name="up")
+    noisy = stats.paired_difference([1.0, -0.5, 2.0, -1.0, 0.5], [0.0] * 5, name="noisy")
+    down = stats.paired_difference([-1.0, -2.0, -3.5, -2.5, -1.5], [0.0] * 5, name="down")
+    reproduced, inconclusive, refuted = (
+        stats.verdict(e, claim="greater") for e in (up, noisy, down)
+    )
+    assert stats.combine([reproduced, reproduced]).outcome == Outcome.REPRODUCED
+    assert stats.combine([reproduced, inconclusive]).outcome == Outcome.INCONCLUSIVE
+    combined = stats.combine([reproduced, inconclusive, refuted])
+    assert combined.outcome == Outcome.NOT_REPRODUCED
+    assert combined.effects == (up, noisy, down)
+
+
+def test_bad_inputs_raise():
+    with pytest.raises(ValueError, match="equal-length"):
+        stats.paired_difference([1.0, 2.0], [1.0], name="d")
+    with pytest.raises(ValueError, match="method='bootstrap' is not known"):
+        stats.paired_difference([1.0, 2.0], [0.0, 0.0], name="d", method="bootstrap")
+    with pytest.raises(ValueError, match="margin"):
+        stats.verdict(stats.paired_difference([1.0, 2.0], [0, 0], name="d"), claim="less", margin=1)
+    with pytest.raises(ValueError, match="at least one effect"):
+        stats.Verdict(Outcome.REPRODUCED, "why", ())
