@@ -141,6 +141,7 @@ class MLP(nn.Module):
     activation: Activation
     kernel_init: Initializer
     norm: NormFactory
+    use_bias: bool = True  # of the hidden layers (each followed by `norm`)
     residual: bool = False
     dropout: float = 0.0
     input_dropout: float = 0.0
@@ -154,7 +155,7 @@ class MLP(nn.Module):
         x = x.reshape((x.shape[0], -1))
         x = _dropout(self.input_dropout, x, train)
         for i in range(self.depth):
-            y = dense(self.width, name=f"hidden_{i}")(x)
+            y = dense(self.width, use_bias=self.use_bias, name=f"hidden_{i}")(x)
             y = self.norm(train, f"hidden_norm_{i}")(y)
             y = _activate(self, y, f"hidden_{i}_preact")
             y = _dropout(self.dropout, y, train)
@@ -211,6 +212,7 @@ class CNN(nn.Module):
     activation: Activation
     kernel_init: Initializer
     norm: NormFactory
+    use_bias: bool = True  # of the conv and hidden layers (each followed by `norm`)
     dropout: float = 0.0
     input_dropout: float = 0.0
     dtype: Dtype = jnp.float32
@@ -218,11 +220,12 @@ class CNN(nn.Module):
     @nn.compact
     def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
         layer_kwargs = dict(kernel_init=self.kernel_init, dtype=self.dtype, param_dtype=jnp.float32)
+        hidden_kwargs = dict(use_bias=self.use_bias, **layer_kwargs)
         arch = self.arch
         x = _dropout(self.input_dropout, x, train)
         for i, channels in enumerate(arch.channels):
             k = arch.kernel_size
-            x = nn.Conv(channels, (k, k), padding="SAME", name=f"conv_{i}", **layer_kwargs)(x)
+            x = nn.Conv(channels, (k, k), padding="SAME", name=f"conv_{i}", **hidden_kwargs)(x)
             x = _activate(self, self.norm(train, f"conv_norm_{i}")(x), f"conv_{i}_preact")
             # SAME pooling: 32 -> 16 -> 8 -> 4 for the presets, and tiny inputs never vanish.
             x = nn.max_pool(
@@ -233,7 +236,7 @@ class CNN(nn.Module):
             )
         x = _dropout(self.dropout, x.reshape((x.shape[0], -1)), train)
         for i, width in enumerate(arch.dense):
-            x = nn.Dense(width, name=f"hidden_{i}", **layer_kwargs)(x)
+            x = nn.Dense(width, name=f"hidden_{i}", **hidden_kwargs)(x)
             x = _activate(self, self.norm(train, f"hidden_norm_{i}")(x), f"hidden_{i}_preact")
             x = _dropout(self.dropout, x, train)
         return nn.Dense(self.num_classes, name="output", **layer_kwargs)(x).astype(jnp.float32)
@@ -275,8 +278,7 @@ class ResNetCifar(nn.Module):
     activation: Activation
     kernel_init: Initializer
     norm: NormFactory
-    # A bias before BatchNorm is cancelled by its mean subtraction, so the paper has none.
-    use_bias: bool = False
+    use_bias: bool = True  # of the convs (each followed by `norm`)
     residual: bool = True
     dropout: float = 0.0
     input_dropout: float = 0.0
@@ -287,7 +289,9 @@ class ResNetCifar(nn.Module):
         conv = functools.partial(
             nn.Conv,
             kernel_size=(3, 3),
-            padding="SAME",
+            # The paper's pad-1 convs. With stride 2, "SAME" would pad (0, 1) and centre output
+            # (i, j) on input (2i+1, 2j+1), one pixel off the shortcut's x[:, ::2, ::2].
+            padding=((1, 1), (1, 1)),
             use_bias=self.use_bias,
             kernel_init=self.kernel_init,
             dtype=self.dtype,
@@ -341,11 +345,7 @@ def _build_resnet_cifar(config: ml_collections.ConfigDict, num_classes: int, **l
             "(8, 20, 32, 44, 56, 110, ...)"
         )
     return ResNetCifar(
-        num_classes,
-        blocks_per_stage=(depth - 2) // 6,
-        use_bias=config.normalization != "batchnorm",
-        residual=config.residual,
-        **layers,
+        num_classes, blocks_per_stage=(depth - 2) // 6, residual=config.residual, **layers
     )
 
 
@@ -375,6 +375,10 @@ def build(
         activation=ACTIVATIONS.get(config.activation),
         kernel_init=INITIALIZERS.get(config.kernel_init)(config),
         norm=NORMALIZATIONS.get(config.normalization)(config, axis_name, dtype),
+        # BatchNorm subtracts the batch mean and adds its own shift, so a bias before it is
+        # redundant (the ResNet paper has none). LayerNorm subtracts a mean over the features,
+        # which does not cancel a per-unit bias.
+        use_bias=config.normalization != "batchnorm",
         dropout=_check_rate(config, "dropout"),
         input_dropout=_check_rate(config, "input_dropout"),
         dtype=dtype,

@@ -9,6 +9,7 @@ import ml_collections
 import numpy as np
 import optax
 import pytest
+from flax import linen as nn
 from flax import traverse_util
 
 from dlresearch import models
@@ -245,7 +246,7 @@ def test_batchnorm_statistics_sync_over_axis_name(bn_sync):
     running_mean = fast_jit(jax.vmap(step, axis_name="data"))(shards)
 
     hidden = variables["params"]["hidden_0"]
-    pre_activations = shards.reshape(2, 3, -1) @ hidden["kernel"] + hidden["bias"]
+    pre_activations = shards.reshape(2, 3, -1) @ hidden["kernel"]  # no bias before BatchNorm
     per_shard = pre_activations.mean(axis=1)
     expected = jnp.broadcast_to(per_shard.mean(axis=0), per_shard.shape) if bn_sync else per_shard
     # The shards' own means differ, so the check tells synchronised from per-shard statistics.
@@ -273,3 +274,52 @@ def test_every_hidden_preactivation_is_sown(name, preacts):
     )
     # Compare names only: pytree transforms (eval_shape, grad, jit) return dicts sorted by key.
     assert set(traverse_util.flatten_dict(state["intermediates"], sep="/")) == set(preacts)
+
+
+def test_resnet_downsampling_conv_is_centred_on_the_shortcut_pixels():
+    # The paper's pad-1 3x3 stride-2 conv: output (i, j) = sum_{a,b} x(2i+a-1, 2j+b-1) k(a, b).
+    # A delta at the even pixel (2, 4) reaches only output (1, 2), through the kernel centre
+    # k(1, 1): the pixel where the shortcut x[:, ::2, ::2] puts it. ("SAME" padding is (0, 1)
+    # at stride 2: the delta would reach outputs (0..1, 1..2) through the kernel corners.)
+    model = models.build(tiny_model_config("resnet_cifar", normalization="batchnorm"), NUM_CLASSES)
+    x = images((1, 8, 8, 3))
+    variables = fast_jit(functools.partial(init, model))(x)
+    delta = jnp.zeros((1, 8, 8, 16)).at[0, 2, 4, 0].set(1.0)
+    outputs = []
+
+    def feed_delta_to_the_downsampling_conv(next_fun, args, kwargs, context):
+        module = context.module
+        if module.name == "conv_0" and module.parent.name == "stage1_block0":
+            outputs.append(next_fun(delta))
+            return outputs[-1]
+        return next_fun(*args, **kwargs)
+
+    with nn.intercept_methods(feed_delta_to_the_downsampling_conv):
+        model.apply(variables, x, train=False)
+    kernel = variables["params"]["stage1_block0"]["conv_0"]["kernel"]
+    expected = jnp.zeros((1, 4, 4, 32)).at[0, 1, 2].set(kernel[1, 1, 0])
+    (output,) = outputs
+    np.testing.assert_allclose(output, expected, atol=1e-6)
+
+
+@pytest.mark.parametrize("normalization", ["batchnorm", "layernorm", "none"])
+@pytest.mark.parametrize(
+    ("name", "layers"),
+    [
+        ("mlp", {"hidden_0", "hidden_1"}),
+        ("cnn", {"conv_0", "conv_1", "hidden_0"}),
+        (
+            "resnet_cifar",
+            {"stem_conv"} | {f"stage{s}_block0/conv_{i}" for s in range(3) for i in range(2)},
+        ),
+    ],
+)
+def test_only_layers_followed_by_batchnorm_drop_their_bias(name, layers, normalization):
+    # BatchNorm subtracts the batch mean, which cancels a bias; LayerNorm does not.
+    model = models.build(tiny_model_config(name, normalization=normalization), NUM_CLASSES)
+    params = jax.eval_shape(functools.partial(init, model), images((2, 8, 8, 3)))["params"]
+    paths = traverse_util.flatten_dict(params, sep="/")
+    kernels = {path.removesuffix("/kernel") for path in paths if path.endswith("/kernel")}
+    assert kernels == layers | {"output"}
+    biased = {layer for layer in kernels if f"{layer}/bias" in paths}
+    assert biased == ({"output"} if normalization == "batchnorm" else kernels)

@@ -1,5 +1,7 @@
 """Every optimizer and schedule builds and takes a finite step; sweepable hyperparameters."""
 
+import math
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -76,3 +78,62 @@ def test_unknown_names_list_the_allowed_ones() -> None:
         optim.build(small_config(**{"optim.name": "lbfgs"}).optim, 10)
     with pytest.raises(ConfigError, match=r"optim\.schedule"):
         optim.build(small_config(**{"optim.schedule": "step"}).optim, 10)
+
+
+def test_piecewise_boundaries_are_absolute_steps_after_a_warmup():
+    config = small_config(
+        **{"optim.schedule": "piecewise", "optim.boundaries": (30, 60), "optim.warmup_steps": 10}
+    )
+    schedule = optim.build(config.optim, total_steps=100).schedule
+    steps = [0, 5, 10, 29, 30, 59, 60, 99]
+    # Ramp 0 -> 1 over steps 0..10, then x0.1 from step 30 and again from step 60.
+    expected = [0, 0.5, 1, 1, 0.1, 0.1, 0.01, 0.01]
+    np.testing.assert_allclose([schedule(s) for s in steps], expected, rtol=1e-6)
+
+
+def test_piecewise_boundaries_inside_the_warmup_are_rejected():
+    config = small_config(
+        **{"optim.schedule": "piecewise", "optim.boundaries": (10, 60), "optim.warmup_steps": 10}
+    )
+    with pytest.raises(ConfigError, match=r"optim\.boundaries=\(10, 60\) .*optim\.warmup_steps=10"):
+        optim.build(config.optim, total_steps=100)
+
+
+def test_adadelta_first_step_uses_zeilers_rho_and_eps():
+    # Zeiler (2012) Algorithm 1 with rho 0.95, eps 1e-6, starting from E[g^2] = E[dx^2] = 0:
+    # E[g^2] = (1 - rho) g^2 and dx = -sqrt(0 + eps) / sqrt(E[g^2] + eps) * g.
+    config = small_config(**{"optim.name": "adadelta", "optim.lr": 1.0})
+    opt = optim.build(config.optim, total_steps=10)
+    params = {"w": jnp.array([1.0])}
+    grads = {"w": jnp.array([2.0])}
+    updates, _ = opt.tx.update(grads, opt.tx.init(params), params)
+    expected = -math.sqrt(1e-6) / math.sqrt(0.05 * 2.0**2 + 1e-6) * 2.0
+    np.testing.assert_allclose(updates["w"], [expected], rtol=1e-5)
+
+
+def test_describe_states_every_hyperparameter_in_force():
+    config = small_config(
+        **{
+            "optim.name": "nesterov",
+            "optim.lr": 0.1,
+            "optim.momentum": 0.9,
+            "optim.weight_decay": 1e-4,
+            "optim.schedule": "piecewise",
+            "optim.boundaries": (32_000, 48_000),
+            "optim.warmup_steps": 400,
+        }
+    )
+    assert optim.describe(config.optim) == (
+        "nesterov (momentum 0.9), lr 0.1, weight decay 0.0001 x params added to the gradient, "
+        "lr x0.1 at steps 32,000, 48,000, linear warm-up over the first 400 steps"
+    )
+    adadelta = small_config(
+        **{"optim.name": "adadelta", "optim.lr": 1.0, "optim.grad_clip_norm": 5.0}
+    )
+    assert optim.describe(adadelta.optim) == (
+        "adadelta (rho 0.95, eps 1e-06), lr 1, gradients clipped to global norm 5"
+    )
+    adam = small_config(**{"optim.name": "adam", "optim.schedule": "cosine"})
+    assert optim.describe(adam.optim) == (
+        "adam (b1 0.9, b2 0.999, eps 1e-08), lr 0.01, cosine decay to 0 by the last step"
+    )
