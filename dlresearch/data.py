@@ -393,27 +393,33 @@ def _cifar10(config: ml_collections.ConfigDict) -> Splits:
 
 @DATASETS.register("tfds")
 def _tfds(config: ml_collections.ConfigDict) -> Splits:
-    """A dataset already prepared with TFDS (ArrayRecord), named by data.tfds_name."""
+    """A TFDS dataset (ArrayRecord) named by data.tfds_name: prepared already, or downloaded and
+    prepared by TFDS when data.tfds_download is set."""
     # Imported here: only this dataset needs TFDS, and its import is slow.
     import tensorflow_datasets as tfds
 
     name, data_dir = config.get("tfds_name", ""), config.get("dir", "") or None
     if not name:
         raise ConfigError("data.tfds_name must name a prepared TFDS dataset when data.name='tfds'")
+    # Off by default: a run then needs no network and writes nothing outside its workdir.
+    allow_download = bool(config.get("tfds_download", False))
     where = f"data.tfds_name={name!r} (data.dir={data_dir or 'the TFDS default'})"
     try:
-        # download=False: no machine here reaches the internet, and load() writes nothing.
         train, test = tfds.data_source(
-            name, split=["train", "test"], data_dir=data_dir, download=False
+            name, split=["train", "test"], data_dir=data_dir, download=allow_download
         )
     except Exception as error:  # TFDS raises KeyError, AssertionError, ValueError, ... for these
         # The first line only (DatasetNotFoundError lists every known dataset after it).
         text = str(error).strip().strip("'\"")
         reason = text.splitlines()[0].rstrip(".") if text else type(error).__name__
-        raise ConfigError(
-            f"TFDS cannot read {where}: {reason}. TFDS cannot download here: prepare the dataset "
-            "first (array_record format) and point data.dir at its data_dir"
-        ) from None
+        remedy = (
+            "TFDS could not download and prepare it (most stock builders need tensorflow "
+            "installed, and all need the internet)"
+            if allow_download
+            else "prepare the dataset first (array_record format) and point data.dir at its "
+            "data_dir, or set data.tfds_download=True to let TFDS download and prepare it"
+        )
+        raise ConfigError(f"TFDS cannot read {where}: {reason}. {remedy}") from None
     features = train.dataset_info.features
     if "image" not in features or "label" not in features:
         raise ConfigError(f"{where} needs 'image' and 'label' features, has {list(features)}")
