@@ -2,8 +2,9 @@
 
 `load(config.data)` reads a registered dataset from local files (`data.dir`, or else the download
 cache that `dataset_dir` fills, see `dlresearch.download`), checks it against the published
-checksums, applies the optional hold-out split and computes the per-channel statistics. `normalize`, `augment_crop_flip` and `epoch_permutation` are pure JAX, so
-the training step can build every batch on the device.
+checksums, applies the optional hold-out split and computes the per-channel statistics.
+`normalize`, `augment_crop_flip` and `epoch_permutation` are pure JAX, so the training step can
+build every batch on the device.
 """
 
 import dataclasses

@@ -66,7 +66,7 @@ def cache_dir() -> Path:
 
 
 def base_urls(dataset: str, source: Source) -> list[str]:
-    """The base URLs of `dataset` in the order tried: `$DLRESEARCH_DATA_MIRROR`'s, then the public ones."""
+    """The base URLs of `dataset` in the order tried: the user's mirrors, then the public ones."""
     user = [b.strip().rstrip("/") for b in os.environ.get(MIRROR_ENV, "").split(",") if b.strip()]
     return [f"{base}/{dataset}/" for base in user] + list(source.mirrors)
 
