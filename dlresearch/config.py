@@ -31,6 +31,9 @@ def base_config() -> ml_collections.ConfigDict:
     c.data.name = "digits"
     c.data.dir = ""
     c.data.tfds_name = ""
+    # data.name="tfds": let TFDS download and prepare data.tfds_name into data.dir (or its default,
+    # ~/tensorflow_datasets) when it is not prepared there. Most stock builders need tensorflow.
+    c.data.tfds_download = False
     # > 0: the last `holdout` training examples become the evaluation (validation) split.
     c.data.holdout = 0
     c.data.augment = "auto"

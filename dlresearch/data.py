@@ -1,9 +1,10 @@
 """Datasets as whole in-memory uint8 arrays, plus the on-device pieces of the input pipeline.
 
-`load(config.data)` reads a registered dataset from local files (nothing is downloaded or cached),
-checks it against the published checksums, applies the optional hold-out split and computes the
-per-channel statistics. `normalize`, `augment_crop_flip` and `epoch_permutation` are pure JAX, so
-the training step can build every batch on the device.
+`load(config.data)` reads a registered dataset from local files (`data.dir`, or else the download
+cache that `dataset_dir` fills, see `dlresearch.download`), checks it against the published
+checksums, applies the optional hold-out split and computes the per-channel statistics.
+`normalize`, `augment_crop_flip` and `epoch_permutation` are pure JAX, so the training step can
+build every batch on the device.
 """
 
 import dataclasses
@@ -22,6 +23,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
+from dlresearch import download
 from dlresearch.registry import ConfigError, Registry
 
 
@@ -120,6 +122,25 @@ CHECKSUMS: dict[str, dict[str, str]] = {
             ),
             strict=True,
         )
+    ),
+}
+# What `dataset_dir` downloads: the published files and their public mirrors. Tests replace the
+# mirrors with a local server.
+_IDX_DOWNLOADS = tuple(download.Published(f"{name}.gz") for name in IDX_FILES)
+DOWNLOADS: dict[str, download.Source] = {
+    "mnist": download.Source(
+        _IDX_DOWNLOADS,
+        mirrors=(
+            "https://ossci-datasets.s3.amazonaws.com/mnist/",
+            "https://storage.googleapis.com/cvdf-datasets/mnist/",
+        ),
+    ),
+    "fashion_mnist": download.Source(
+        _IDX_DOWNLOADS, mirrors=("http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",)
+    ),
+    "cifar10": download.Source(
+        (download.Published("cifar-10-binary.tar.gz", members=CIFAR10_FILES),),
+        mirrors=("https://www.cs.toronto.edu/~kriz/",),
     ),
 }
 _CIFAR_RECORD = 1 + 32 * 32 * 3  # label byte, then the R, G and B planes, each row-major
@@ -224,11 +245,28 @@ def _check_labels(name: str, labels: np.ndarray, num_classes: int) -> None:
 
 
 # -- files -------------------------------------------------------------------------------------
+def dataset_dir(name: str) -> Path:
+    """The cache directory holding dataset `name`'s files, downloaded into it first if absent.
+
+    Raises `ConfigError` when `name` is not downloadable or the files can be had from nowhere.
+    """
+    if name not in DOWNLOADS:
+        raise ConfigError(
+            f"data.name={name!r} cannot be downloaded; downloadable: {', '.join(DOWNLOADS)}"
+        )
+    return download.fetch(name, DOWNLOADS[name], functools.partial(_check_download, name))
+
+
+def _check_download(dataset: str, path: Path, name: str) -> None:
+    _content(path.read_bytes(), dataset, name, where=name)
+
+
 def _directory(config: ml_collections.ConfigDict, files: tuple[str, ...]) -> Path:
-    what = f"the {config.name} files ({', '.join(files)}; each plain or .gz)"
+    """data.dir, or the download cache when it is empty."""
     directory = config.get("dir", "")
     if not directory:
-        raise ConfigError(f"data.dir must point at the directory holding {what}")
+        return dataset_dir(config.name)
+    what = f"the {config.name} files ({', '.join(files)}; each plain or .gz)"
     if not Path(directory).is_dir():
         raise ConfigError(f"data.dir={directory!r} is not a directory; it must hold {what}")
     return Path(directory)
@@ -240,26 +278,34 @@ def _read(directory: Path, dataset: str, name: str) -> tuple[Path, bytes]:
     path = plain if plain.is_file() else packed
     if not path.is_file():
         raise ConfigError(f"missing {plain}: {dataset} expects {name} or {name}.gz in data.dir")
-    content = path.read_bytes()
+    return path, _content(path.read_bytes(), dataset, path.name, where=str(path))
+
+
+def _content(stored: bytes, dataset: str, stored_name: str, where: str) -> bytes:
+    """The content of `stored`, a copy of one of `dataset`'s files named `stored_name` (gzipped if
+    it ends in .gz), checked against `CHECKSUMS`; `where` names the copy in errors."""
     expected = CHECKSUMS.get(dataset, {})
-    if path is packed and packed.name in expected:
-        _verify(path, content, expected[packed.name], "the published .gz file")
-    if path is packed:
+    gzipped = stored_name.endswith(".gz")
+    content = stored
+    if gzipped:
+        if stored_name in expected:
+            _verify(where, stored, expected[stored_name], "the published .gz file")
         try:
-            content = gzip.decompress(content)
+            content = gzip.decompress(stored)
         except (OSError, EOFError, zlib.error) as error:
-            raise ConfigError(f"{path} is not a valid gzip file: {error}") from None
+            raise ConfigError(f"{where} is not a valid gzip file: {error}") from None
+    name = stored_name.removesuffix(".gz")
     if name in expected:
-        what = "decompressed content" if path is packed else "content"
-        _verify(path, content, expected[name], what)
-    return path, content
+        what = "decompressed content" if gzipped else "content"
+        _verify(where, content, expected[name], what)
+    return content
 
 
-def _verify(path: Path, content: bytes, expected: str, what: str) -> None:
+def _verify(where: str, content: bytes, expected: str, what: str) -> None:
     actual = hashlib.sha256(content).hexdigest()
     if actual != expected:
         raise ConfigError(
-            f"checksum mismatch for {path} ({what}): expected sha256 {expected}, got {actual}"
+            f"checksum mismatch for {where} ({what}): expected sha256 {expected}, got {actual}"
         )
 
 
@@ -318,7 +364,7 @@ def _digits(config: ml_collections.ConfigDict) -> Splits:
 
 
 def _idx_dataset(dataset: str, config: ml_collections.ConfigDict) -> Splits:
-    """MNIST-format IDX files in data.dir."""
+    """MNIST-format IDX files in data.dir (or the download cache)."""
     directory = _directory(config, IDX_FILES)
     train_images, train_labels = _idx_split(directory, dataset, *IDX_FILES[:2])
     test_images, test_labels = _idx_split(directory, dataset, *IDX_FILES[2:])
@@ -331,7 +377,7 @@ DATASETS.add("fashion_mnist", functools.partial(_idx_dataset, "fashion_mnist"))
 
 @DATASETS.register("cifar10")
 def _cifar10(config: ml_collections.ConfigDict) -> Splits:
-    """The CIFAR-10 "binary version" batches in data.dir."""
+    """The CIFAR-10 "binary version" batches in data.dir (or the download cache)."""
     directory = _directory(config, CIFAR10_FILES)
     train = [_cifar_batch(directory, name) for name in CIFAR10_FILES[:-1]]
     test_images, test_labels = _cifar_batch(directory, CIFAR10_FILES[-1])
@@ -348,27 +394,33 @@ def _cifar10(config: ml_collections.ConfigDict) -> Splits:
 
 @DATASETS.register("tfds")
 def _tfds(config: ml_collections.ConfigDict) -> Splits:
-    """A dataset already prepared with TFDS (ArrayRecord), named by data.tfds_name."""
+    """A TFDS dataset (ArrayRecord) named by data.tfds_name: prepared already, or downloaded and
+    prepared by TFDS when data.tfds_download is set."""
     # Imported here: only this dataset needs TFDS, and its import is slow.
     import tensorflow_datasets as tfds
 
     name, data_dir = config.get("tfds_name", ""), config.get("dir", "") or None
     if not name:
         raise ConfigError("data.tfds_name must name a prepared TFDS dataset when data.name='tfds'")
+    # Off by default: a run then needs no network and writes nothing outside its workdir.
+    allow_download = bool(config.get("tfds_download", False))
     where = f"data.tfds_name={name!r} (data.dir={data_dir or 'the TFDS default'})"
     try:
-        # download=False: no machine here reaches the internet, and load() writes nothing.
         train, test = tfds.data_source(
-            name, split=["train", "test"], data_dir=data_dir, download=False
+            name, split=["train", "test"], data_dir=data_dir, download=allow_download
         )
     except Exception as error:  # TFDS raises KeyError, AssertionError, ValueError, ... for these
         # The first line only (DatasetNotFoundError lists every known dataset after it).
         text = str(error).strip().strip("'\"")
         reason = text.splitlines()[0].rstrip(".") if text else type(error).__name__
-        raise ConfigError(
-            f"TFDS cannot read {where}: {reason}. TFDS cannot download here: prepare the dataset "
-            "first (array_record format) and point data.dir at its data_dir"
-        ) from None
+        remedy = (
+            "TFDS could not download and prepare it (most stock builders need tensorflow "
+            "installed, and all need the internet)"
+            if allow_download
+            else "prepare the dataset first (array_record format) and point data.dir at its "
+            "data_dir, or set data.tfds_download=True to let TFDS download and prepare it"
+        )
+        raise ConfigError(f"TFDS cannot read {where}: {reason}. {remedy}") from None
     features = train.dataset_info.features
     if "image" not in features or "label" not in features:
         raise ConfigError(f"{where} needs 'image' and 'label' features, has {list(features)}")

@@ -29,6 +29,9 @@ def main(argv: list[str]) -> None:
     if len(argv) > 1:
         fail(f"unexpected arguments: {' '.join(argv[1:])}")
     logging.get_absl_handler().addFilter(_not_orbax_info)
+    # JAX logs each absent backend it probes (libtpu on every non-TPU machine) at INFO; a backend
+    # that should be there and fails is a WARNING, which stays.
+    pylogging.getLogger("jax._src.xla_bridge").setLevel(pylogging.WARNING)
     try:
         train.run(_CONFIG.value, _WORKDIR.value, overwrite=_OVERWRITE.value)
     except ConfigError as error:

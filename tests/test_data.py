@@ -147,9 +147,8 @@ def test_missing_file_names_the_path_and_both_accepted_names(
 
 
 @pytest.mark.parametrize("name", ["mnist", "fashion_mnist", "cifar10"])
-def test_missing_or_empty_dir(tmp_path: Path, name: str) -> None:
-    with pytest.raises(ConfigError, match="must point at the directory holding"):
-        data.load(make_config(name=name))
+def test_missing_dir(tmp_path: Path, name: str) -> None:
+    # An empty data.dir means the download cache: tests/test_download.py.
     with pytest.raises(ConfigError, match=re.escape(str(tmp_path / "nowhere"))):
         data.load(make_config(name=name, dir=str(tmp_path / "nowhere")))
 
@@ -372,9 +371,31 @@ def test_tfds_errors_say_what_to_prepare(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"no_such_dataset_xyz.*prepare the dataset first"):
         data.load(make_config(name="tfds", tfds_name="no_such_dataset_xyz"))
     # Known to TFDS but not prepared in data_dir: an error, not a download attempt.
-    match = re.escape(f"data.dir={tmp_path})") + ".*cannot download here"
+    match = re.escape(f"data.dir={tmp_path})") + ".*set data.tfds_download=True"
     with pytest.raises(ConfigError, match=match):
         data.load(make_config(name="tfds", tfds_name="mnist", dir=str(tmp_path)))
+    assert not any(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("allow", [False, True])
+def test_tfds_download_flag_reaches_tfds(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, allow: bool
+) -> None:
+    tfds = pytest.importorskip("tensorflow_datasets")
+    calls = []
+
+    def data_source(name: str, **kwargs: object) -> None:
+        calls.append((name, kwargs))
+        raise ConnectionError("no network")
+
+    monkeypatch.setattr(tfds, "data_source", data_source)
+    config = make_config(name="tfds", tfds_name="mnist", dir=str(tmp_path), tfds_download=allow)
+    remedy = "could not download and prepare it" if allow else "set data.tfds_download=True"
+    with pytest.raises(ConfigError, match=f"no network. .*{remedy}"):
+        data.load(config)
+    assert calls == [
+        ("mnist", {"split": ["train", "test"], "data_dir": str(tmp_path), "download": allow})
+    ]
 
 
 # -- the real data --------------------------------------------------------------------------------
