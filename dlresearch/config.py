@@ -6,6 +6,7 @@ resolved config written to `WORKDIR/config.json` always has every field.
 
 import itertools
 import json
+from collections.abc import Mapping
 from typing import Any
 
 import ml_collections
@@ -171,6 +172,25 @@ def sweep_members(config: ml_collections.ConfigDict) -> list[dict[str, float]]:
 
 def swept_axes(config: ml_collections.ConfigDict) -> list[str]:
     return [axis for axis in SWEEP_AXES if len(config.sweep[axis]) > 0]
+
+
+def apply_overrides(
+    config: ml_collections.ConfigDict, overrides: Mapping[str, Any]
+) -> ml_collections.ConfigDict:
+    """A copy of `config` with dotted fields ("model.depth") set; unknown fields raise ConfigError."""
+    config = ml_collections.ConfigDict(config.to_dict())
+    for field, value in overrides.items():
+        section = config
+        *parents, leaf = field.split(".")
+        try:
+            for part in parents:
+                section = section[part]
+            if leaf not in section:
+                raise KeyError(leaf)
+        except (KeyError, TypeError):
+            raise ConfigError(f"unknown config field {field!r}") from None
+        section[leaf] = tuple(value) if isinstance(value, list) else value
+    return config
 
 
 def to_json(config: ml_collections.ConfigDict) -> str:

@@ -17,10 +17,10 @@ Parts:
 
 import numpy as np
 
-from dlresearch import report
+from dlresearch import ablation
 
 ACTIVATIONS = ("relu", "tanh", "sigmoid")
-TARGET = report.Target("train/accuracy", 0.75)  # 25% training error
+TARGET = ablation.Target("train/accuracy", 0.75)  # 25% training error
 # preset -> (speed steps, lr grid, MLP width, gradients depth, gradients steps)
 SIZES = {
     "test": (60, (0.03, 0.1), 16, 4, 40),
@@ -30,16 +30,16 @@ SIZES = {
 GRADIENT_LR = 0.01
 
 
-def _variants() -> tuple[report.Variant, ...]:
-    return tuple(report.Variant(a, {"model.activation": a}) for a in ACTIVATIONS)
+def _variants() -> tuple[ablation.Variant, ...]:
+    return tuple(ablation.Variant(a, {"model.activation": a}) for a in ACTIVATIONS)
 
 
-def parts(preset: str, data: report.Data) -> list[report.Part]:
+def parts(preset: str, dirs: ablation.DataDirs) -> list[ablation.Part]:
     steps, lrs, width, depth, gradient_steps = SIZES[preset]
     common = {"optim.name": "momentum", "optim.momentum": 0.9, "train.batch_size": 128}
     if preset == "paper":
         # 40 epochs of CIFAR-10 at batch 128: the paper's Fig. 1 spans 35.
-        model = {"model.name": "cnn", "model.cnn_preset": "krizhevsky2012", **data.cifar10()}
+        model = {"model.name": "cnn", "model.cnn_preset": "krizhevsky2012", **dirs.cifar10()}
         differences = (
             "The paper does not specify the net beyond 'four-layer convolutional'; "
             "`krizhevsky2012` is our cuda-convnet-style choice (see dlresearch/models.py), "
@@ -49,7 +49,7 @@ def parts(preset: str, data: report.Data) -> list[report.Part]:
             "loop on a slow path)."
         )
     else:
-        model = {"model.depth": 3, "model.width": width, **data.mnist()}
+        model = {"model.depth": 3, "model.width": width, **dirs.mnist()}
         differences = (
             "Not the paper's conv net on CIFAR-10 (40 epochs take days on a 2-core CPU): a four-layer "
             f"MLP (3 x {width} hidden units) on MNIST with the same recipe: N(0, 0.01^2) "
@@ -57,7 +57,7 @@ def parts(preset: str, data: report.Data) -> list[report.Part]:
             f"preprocessing), momentum 0.9, no regularisation, {steps:,} steps, the paper's 25% "
             "training-error target."
         )
-    speed = report.make_config(
+    speed = ablation.make_config(
         common,
         model,
         {
@@ -69,21 +69,21 @@ def parts(preset: str, data: report.Data) -> list[report.Part]:
             "sweep.lr": lrs,
         },
         # A train log line every 20 steps: the resolution of the steps to the target.
-        report.cadence(steps, logs=steps // 20, evals=4),
+        ablation.cadence(steps, logs=steps // 20, evals=4),
     )
-    gradients = report.make_config(
+    gradients = ablation.make_config(
         common,
-        data.mnist(),
+        dirs.mnist(),
         {
             "model.depth": depth,
             "model.width": width,
             "model.kernel_init": "xavier_uniform",
             "optim.lr": GRADIENT_LR,
         },
-        report.cadence(gradient_steps, logs=20, evals=5, diagnostics=10),
+        ablation.cadence(gradient_steps, logs=20, evals=5, diagnostics=10),
     )
     return [
-        report.Part(
+        ablation.Part(
             name="speed",
             title="(a) Training speed: steps to 25% training error (Fig. 1)",
             claim="A network with ReLUs reaches 25% training error on CIFAR-10 six times faster "
@@ -99,7 +99,7 @@ def parts(preset: str, data: report.Data) -> list[report.Part]:
             target=TARGET,
             init_diagnostics=True,
         ),
-        report.Part(
+        ablation.Part(
             name="gradients",
             title=f"(b) Vanishing gradients in a {depth}-layer MLP",
             claim="Through sigmoid units the gradient shrinks layer by layer toward the input "
@@ -121,15 +121,13 @@ def parts(preset: str, data: report.Data) -> list[report.Part]:
     ]
 
 
-def judge_speed(runs: dict[str, report.Run], outdir: str) -> report.Findings:
-    best = {
-        g.run.variant.name: g for g in report.best_groups(runs, "lr", report.target_score(TARGET))
-    }
+def judge_speed(runs: dict[str, ablation.Run], outdir: str) -> ablation.Findings:
+    best = ablation.best_groups(runs, "lr", ablation.target_score(TARGET))
     total = runs["relu"].config.train.steps
-    steps = {name: report.mean_steps(g.steps_to(TARGET), total) for name, g in best.items()}
+    steps = {name: ablation.mean_steps(g.steps_to(TARGET), total) for name, g in best.items()}
     ratio = steps["tanh"] / steps["relu"]
-    table = report.summary_table(report.groups_by(runs, "lr"), TARGET)
-    plot = report.plot_curves(
+    table = ablation.summary_table(ablation.groups_by(runs, "lr"), TARGET)
+    plot = ablation.plot_curves(
         outdir,
         "activations_speed.png",
         list(best.values()),
@@ -138,14 +136,14 @@ def judge_speed(runs: dict[str, report.Run], outdir: str) -> report.Findings:
         ylabel="training accuracy (mean of the steps since the previous log line)",
         hline=TARGET.threshold,
     )
-    when = {name: report.steps_phrase(g.steps_to(TARGET), total) for name, g in best.items()}
+    when = {name: ablation.steps_phrase(g.steps_to(TARGET), total) for name, g in best.items()}
     reason = (
         f"ReLU reached 25% training error in {when['relu']} steps vs tanh {when['tanh']} "
         f"({ratio:.1f}x) and sigmoid {when['sigmoid']}"
     )
     # Saturation is the paper's explanation: measured on the initial nets, first hidden layer.
     saturated = {
-        name: report.layer_matrix(best[name], "diag/saturated", None)[1][:, 0].mean()
+        name: ablation.layer_matrix(best[name], "diag/saturated", None)[1][:, 0].mean()
         for name in ("tanh", "sigmoid")
     }
     notes = [
@@ -154,11 +152,11 @@ def judge_speed(runs: dict[str, report.Run], outdir: str) -> report.Findings:
         + " are saturated (within 0.02 of a bound of their range), driven there by the raw "
         "pixel values; `--config.data.scale=standardize` gives unit-variance inputs instead."
     ]
-    return report.Findings(
-        report.Verdict(ratio >= 2.0, reason),
+    return ablation.Findings(
+        ablation.Verdict(ratio >= 2.0, reason),
         [table],
         [
-            report.Plot(
+            ablation.Plot(
                 plot,
                 "Training accuracy at each activation's best rate, mean ± std over "
                 "seeds; the dotted line is the 25%-error target.",
@@ -168,18 +166,21 @@ def judge_speed(runs: dict[str, report.Run], outdir: str) -> report.Findings:
     )
 
 
-def _first_to_last(group: report.Group, step: int | None) -> float:
+def _first_to_last(group: ablation.Group, step: int | None) -> float:
     """Mean over seeds of |grad| of the first hidden layer / |grad| of the last hidden layer."""
-    names, values = report.layer_matrix(group, "diag/grad_norm", step)
+    names, values = ablation.layer_matrix(group, "diag/grad_norm", step)
     hidden = [i for i, name in enumerate(names) if name.startswith("hidden_")]
     return float(np.mean(values[:, hidden[0]] / values[:, hidden[-1]]))
 
 
-def judge_gradients(runs: dict[str, report.Run], outdir: str) -> report.Findings:
-    rows = report.groups(runs)
+def judge_gradients(runs: dict[str, ablation.Run], outdir: str) -> ablation.Findings:
+    by_name = ablation.groups(runs)
+    rows = list(by_name.values())
     end = runs["relu"].config.train.steps
-    ratios = {g.run.variant.name: (_first_to_last(g, None), _first_to_last(g, end)) for g in rows}
-    table = report.markdown_table(
+    ratios = {
+        name: (_first_to_last(g, None), _first_to_last(g, end)) for name, g in by_name.items()
+    }
+    table = ablation.markdown_table(
         [
             "activation",
             "first/last hidden grad norm at init",
@@ -190,15 +191,15 @@ def judge_gradients(runs: dict[str, report.Run], outdir: str) -> report.Findings
         [
             [
                 g.label,
-                f"{ratios[g.run.variant.name][0]:.2e}",
-                f"{ratios[g.run.variant.name][1]:.2e}",
-                report.mean_std(g.final("train/loss")),
-                report.mean_std(g.final(f"{g.run.eval_split}/accuracy")),
+                f"{ratios[name][0]:.2e}",
+                f"{ratios[name][1]:.2e}",
+                ablation.mean_std(g.final("train/loss")),
+                ablation.mean_std(g.final(f"{g.run.eval_split}/accuracy")),
             ]
-            for g in rows
+            for name, g in by_name.items()
         ],
     )
-    layers = report.plot_layers(
+    layers = ablation.plot_layers(
         outdir,
         "activations_gradients.png",
         [
@@ -206,7 +207,7 @@ def judge_gradients(runs: dict[str, report.Run], outdir: str) -> report.Findings
             (f"gradient norm after {end:,} steps", "diag/grad_norm", [(g, end) for g in rows]),
         ],
     )
-    loss = report.plot_curves(
+    loss = ablation.plot_curves(
         outdir,
         "activations_gradients_loss.png",
         rows,
@@ -220,17 +221,17 @@ def judge_gradients(runs: dict[str, report.Run], outdir: str) -> report.Findings
         f"first/last hidden-layer gradient norm {sigmoid[0]:.1e} at init and {sigmoid[1]:.1e} "
         f"at the end for sigmoid vs {relu[0]:.2f} and {relu[1]:.2f} for ReLU"
     )
-    return report.Findings(
-        report.Verdict(reproduced, reason),
+    return ablation.Findings(
+        ablation.Verdict(reproduced, reason),
         [table],
         [
-            report.Plot(layers, "Gradient norm per layer (log scale), mean ± std over seeds."),
-            report.Plot(loss, "Training loss, mean ± std over seeds (log scale)."),
+            ablation.Plot(layers, "Gradient norm per layer (log scale), mean ± std over seeds."),
+            ablation.Plot(loss, "Training loss, mean ± std over seeds (log scale)."),
         ],
     )
 
 
-EXPERIMENT = report.Experiment("activations", "ReLU vs sigmoid vs tanh", parts)
+EXPERIMENT = ablation.Experiment("activations", "ReLU vs sigmoid vs tanh", parts)
 
 if __name__ == "__main__":
-    report.main(EXPERIMENT)
+    ablation.main(EXPERIMENT)

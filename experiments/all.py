@@ -4,7 +4,7 @@ Each experiment writes into WORKDIR/<name>/ exactly what its own script writes; 
 links their reports with their verdicts. The flags are those of the single scripts (but --parts).
 """
 
-from dlresearch import report
+from dlresearch import ablation
 from experiments import activations, batchnorm, initialization, optimizers, residual
 
 EXPERIMENTS = (
@@ -16,4 +16,4 @@ EXPERIMENTS = (
 )
 
 if __name__ == "__main__":
-    report.main_all(EXPERIMENTS)
+    ablation.main_all(EXPERIMENTS)

@@ -15,7 +15,7 @@ Parts:
 
 import numpy as np
 
-from dlresearch import report
+from dlresearch import ablation
 
 # preset -> (fig1 steps, deep steps, deep depth, width, batch, deep learning-rate grid)
 SIZES = {
@@ -27,21 +27,21 @@ SIZES = {
 # the baseline trains fastest in a 5,000-step grid of 0.25-4 (measured; BN is fast at all of them).
 LEARNING_RATE = 1.0
 VARIANTS = (
-    report.Variant("baseline", {"model.normalization": "none"}, "without BatchNorm"),
-    report.Variant("batchnorm", {"model.normalization": "batchnorm"}, "with BatchNorm"),
+    ablation.Variant("baseline", {"model.normalization": "none"}, "without BatchNorm"),
+    ablation.Variant("batchnorm", {"model.normalization": "batchnorm"}, "with BatchNorm"),
 )
 
 
-def parts(preset: str, data: report.Data) -> list[report.Part]:
+def parts(preset: str, dirs: ablation.DataDirs) -> list[ablation.Part]:
     steps, deep_steps, deep_depth, width, batch, deep_lrs = SIZES[preset]
     common = {
-        **data.mnist(),
+        **dirs.mnist(),
         "model.width": width,
         "model.activation": "sigmoid",
         "optim.name": "sgd",
         "train.batch_size": batch,
     }
-    fig1 = report.make_config(
+    fig1 = ablation.make_config(
         common,
         {
             "model.depth": 3,
@@ -51,16 +51,16 @@ def parts(preset: str, data: report.Data) -> list[report.Part]:
             "diagnostics.layer": -1,
             "diagnostics.unit": 0,
         },
-        report.cadence(steps, logs=50, evals=25, diagnostics=25),
+        ablation.cadence(steps, logs=50, evals=25, diagnostics=25),
     )
-    deep = report.make_config(
+    deep = ablation.make_config(
         common,
         {"model.depth": deep_depth, "model.kernel_init": "xavier_uniform", "sweep.lr": deep_lrs},
-        report.cadence(deep_steps, logs=30, evals=5),
+        ablation.cadence(deep_steps, logs=30, evals=5),
     )
     fewer = "" if preset == "paper" else f" This preset trains {steps:,} steps, not 50,000."
     return [
-        report.Part(
+        ablation.Part(
             name="fig1",
             title="(a) Faster, steadier training of a sigmoid MLP (Fig. 1)",
             claim="With Batch Normalization the 3x100 sigmoid MLP reaches higher test accuracy "
@@ -78,7 +78,7 @@ def parts(preset: str, data: report.Data) -> list[report.Part]:
             f"{LEARNING_RATE:g} for both nets and N(0, 0.01^2) weights (its 'small random "
             f"Gaussian values').{fewer}",
         ),
-        report.Part(
+        ablation.Part(
             name="deep",
             title=f"(b) BatchNorm trains a {deep_depth}-layer sigmoid MLP that does not train "
             "without it",
@@ -99,7 +99,7 @@ def parts(preset: str, data: report.Data) -> list[report.Part]:
     ]
 
 
-def _drift(group: report.Group) -> np.ndarray:
+def _drift(group: ablation.Group) -> np.ndarray:
     """Per seed: range of the unit's median input over training / its final 15-85% spread."""
     out = []
     for m in group.members:
@@ -110,7 +110,7 @@ def _drift(group: report.Group) -> np.ndarray:
     return np.asarray(out)
 
 
-def _mean_accuracy(group: report.Group) -> tuple[np.ndarray, np.ndarray]:
+def _mean_accuracy(group: ablation.Group) -> tuple[np.ndarray, np.ndarray]:
     split = group.run.eval_split
     steps, values = zip(
         *(group.run.series(f"{split}/accuracy", m) for m in group.members), strict=True
@@ -118,8 +118,9 @@ def _mean_accuracy(group: report.Group) -> tuple[np.ndarray, np.ndarray]:
     return steps[0], np.mean(values, axis=0)
 
 
-def judge_fig1(runs: dict[str, report.Run], outdir: str) -> report.Findings:
-    base, bn = report.groups(runs)
+def judge_fig1(runs: dict[str, ablation.Run], outdir: str) -> ablation.Findings:
+    by_name = ablation.groups(runs)
+    base, bn = by_name["baseline"], by_name["batchnorm"]
     steps, acc_base = _mean_accuracy(base)
     _, acc_bn = _mean_accuracy(bn)
     late = steps >= 0.1 * base.run.config.train.steps
@@ -128,8 +129,8 @@ def judge_fig1(runs: dict[str, report.Run], outdir: str) -> report.Findings:
     steady = drift_bn < drift_base
     split = base.run.eval_split
     plots = [
-        report.Plot(
-            report.plot_curves(
+        ablation.Plot(
+            ablation.plot_curves(
                 outdir,
                 "batchnorm_fig1a_accuracy.png",
                 [base, bn],
@@ -139,8 +140,8 @@ def judge_fig1(runs: dict[str, report.Run], outdir: str) -> report.Findings:
             ),
             f"Fig. 1a: {split} accuracy of the 3x100 sigmoid MLP, mean ± std over seeds.",
         ),
-        report.Plot(
-            report.plot_percentiles(
+        ablation.Plot(
+            ablation.plot_percentiles(
                 outdir,
                 "batchnorm_fig1bc_percentiles.png",
                 [base, bn],
@@ -149,9 +150,9 @@ def judge_fig1(runs: dict[str, report.Run], outdir: str) -> report.Findings:
             "Fig. 1b-c: the distribution of one sigmoid's input over training, first seed.",
         ),
     ]
-    table = report.summary_table(
+    table = ablation.summary_table(
         [base, bn],
-        extra={"median drift": lambda g: report.mean_std(_drift(g), ".2f")},
+        extra={"median drift": lambda g: ablation.mean_std(_drift(g), ".2f")},
     )
     behind = int(np.sum(acc_bn[late] < acc_base[late]))
     reason = (
@@ -159,16 +160,17 @@ def judge_fig1(runs: dict[str, report.Run], outdir: str) -> report.Findings:
         f"BatchNorm behind at {behind} of {int(late.sum())} evaluations after the first 10%; "
         f"median drift {drift_bn:.2f} with vs {drift_base:.2f} without"
     )
-    return report.Findings(report.Verdict(ahead and steady, reason), [table], plots)
+    return ablation.Findings(ablation.Verdict(ahead and steady, reason), [table], plots)
 
 
-def judge_deep(runs: dict[str, report.Run], outdir: str) -> report.Findings:
-    base, bn = report.best_groups(runs, "lr", report.final_score("train/loss"))
+def judge_deep(runs: dict[str, ablation.Run], outdir: str) -> ablation.Findings:
+    best = ablation.best_groups(runs, "lr", ablation.final_score("train/loss"))
+    base, bn = best["baseline"], best["batchnorm"]
     split = base.run.eval_split
     acc_base = float(np.nanmean(base.final(f"{split}/accuracy")))
     acc_bn = float(np.nanmean(bn.final(f"{split}/accuracy")))
     depth = base.run.config.model.depth
-    plot = report.plot_curves(
+    plot = ablation.plot_curves(
         outdir,
         "batchnorm_deep_loss.png",
         [base, bn],
@@ -181,18 +183,18 @@ def judge_deep(runs: dict[str, report.Run], outdir: str) -> report.Findings:
         f"{depth}-layer sigmoid MLP: final {split} accuracy {acc_bn:.4f} with BatchNorm vs "
         f"{acc_base:.4f} without"
     )
-    return report.Findings(
-        report.Verdict(acc_base < 0.2 and acc_bn > 0.9, reason),
-        [report.summary_table(report.groups_by(runs, "lr"))],
+    return ablation.Findings(
+        ablation.Verdict(acc_base < 0.2 and acc_bn > 0.9, reason),
+        [ablation.summary_table(ablation.groups_by(runs, "lr"))],
         [
-            report.Plot(
+            ablation.Plot(
                 plot, f"Training loss of the {depth}-layer sigmoid MLP, mean ± std over seeds."
             )
         ],
     )
 
 
-EXPERIMENT = report.Experiment("batchnorm", "Batch normalization (Ioffe & Szegedy 2015)", parts)
+EXPERIMENT = ablation.Experiment("batchnorm", "Batch normalization (Ioffe & Szegedy 2015)", parts)
 
 if __name__ == "__main__":
-    report.main(EXPERIMENT)
+    ablation.main(EXPERIMENT)

@@ -19,22 +19,22 @@ Parts:
 import ml_collections
 import numpy as np
 
-from dlresearch import report
+from dlresearch import ablation
 
 GLOROT_VARIANTS = (
-    report.Variant(
+    ablation.Variant(
         "softsign", {"model.activation": "softsign", "model.kernel_init": "standard"}, "Softsign"
     ),
-    report.Variant(
+    ablation.Variant(
         "softsign_n",
         {"model.activation": "softsign", "model.kernel_init": "xavier_uniform"},
         "Softsign N",
     ),
-    report.Variant("tanh", {"model.activation": "tanh", "model.kernel_init": "standard"}, "Tanh"),
-    report.Variant(
+    ablation.Variant("tanh", {"model.activation": "tanh", "model.kernel_init": "standard"}, "Tanh"),
+    ablation.Variant(
         "tanh_n", {"model.activation": "tanh", "model.kernel_init": "xavier_uniform"}, "Tanh N"
     ),
-    report.Variant(
+    ablation.Variant(
         "sigmoid", {"model.activation": "sigmoid", "model.kernel_init": "standard"}, "Sigmoid"
     ),
 )
@@ -49,7 +49,7 @@ PAPER_ERRORS = {
         "sigmoid": 57.28,
     },
 }
-HE_TARGET = report.Target("train/accuracy", 0.9)
+HE_TARGET = ablation.Target("train/accuracy", 0.9)
 # At 0.01 the 30-layer He-init net is unstable in 2 of 3 seeds (measured); 0.003 trains it.
 HE_LR = 0.003
 # preset -> (glorot width, glorot steps, glorot lr grid, He depths, He width, He steps)
@@ -60,7 +60,7 @@ SIZES = {
 }
 
 
-def parts(preset: str, data: report.Data) -> list[report.Part]:
+def parts(preset: str, dirs: ablation.DataDirs) -> list[ablation.Part]:
     width, steps, lrs, depths, he_width, he_steps = SIZES[preset]
     glorot = {
         "model.depth": 5,
@@ -68,7 +68,7 @@ def parts(preset: str, data: report.Data) -> list[report.Part]:
         "optim.name": "sgd",
         "train.batch_size": 10,
         "sweep.lr": lrs,
-        **report.cadence(steps, logs=20, evals=5, diagnostics=10),
+        **ablation.cadence(steps, logs=20, evals=5, diagnostics=10),
     }
     fewer = (
         ""
@@ -77,13 +77,13 @@ def parts(preset: str, data: report.Data) -> list[report.Part]:
         f"{steps:,} steps ({steps * 10 / 60_000:.1f} epochs) instead of training to convergence, "
         "so the errors are far above the paper's; only their order is compared."
     )
-    out = [_glorot_part("glorot", "MNIST", report.make_config(glorot, data.mnist()), fewer)]
+    out = [_glorot_part("glorot", "MNIST", ablation.make_config(glorot, dirs.mnist()), fewer)]
     if preset == "paper":
         # The paper's CIFAR-10 numbers are without augmentation.
-        cifar = report.make_config(glorot, data.cifar10(), {"data.augment": "none"})
+        cifar = ablation.make_config(glorot, dirs.cifar10(), {"data.augment": "none"})
         out.append(_glorot_part("glorot_cifar", "CIFAR-10", cifar, ""))
-    he = report.make_config(
-        data.mnist(),
+    he = ablation.make_config(
+        dirs.mnist(),
         {
             "model.width": he_width,
             "model.activation": "relu",
@@ -92,11 +92,11 @@ def parts(preset: str, data: report.Data) -> list[report.Part]:
             "train.batch_size": 128,
         },
         # A train log line every 50 steps: the resolution of the steps to the target.
-        report.cadence(he_steps, logs=max(20, he_steps // 50), evals=5),
+        ablation.cadence(he_steps, logs=max(20, he_steps // 50), evals=5),
     )
     shallow, deep = depths
     he_variants = tuple(
-        report.Variant(
+        ablation.Variant(
             f"{init}_{depth}",
             {"model.depth": depth, "model.kernel_init": f"{init}_normal"},
             f"{depth} layers, {'Xavier' if init == 'xavier' else 'He'}",
@@ -105,7 +105,7 @@ def parts(preset: str, data: report.Data) -> list[report.Part]:
         for init in ("xavier", "he")
     )
     out.append(
-        report.Part(
+        ablation.Part(
             name="he",
             title=f"(b) Xavier vs He init in {shallow}- and {deep}-layer ReLU nets",
             claim=f"With Xavier init a {deep}-layer ReLU net stalls while He init "
@@ -131,8 +131,8 @@ def parts(preset: str, data: report.Data) -> list[report.Part]:
 
 def _glorot_part(
     name: str, dataset: str, config: ml_collections.ConfigDict, fewer: str
-) -> report.Part:
-    return report.Part(
+) -> ablation.Part:
+    return ablation.Part(
         name=name,
         title=f"(a) Standard vs normalized init, 5 x {config.model.width} MLP on {dataset} "
         "(Table 1)",
@@ -154,23 +154,20 @@ def _glorot_part(
     )
 
 
-def _shrink(group: report.Group) -> float:
+def _shrink(group: ablation.Group) -> float:
     """At init, mean over seeds of act_std(last hidden layer) / act_std(first hidden layer)."""
-    _, values = report.layer_matrix(group, "diag/act_std", None)
+    _, values = ablation.layer_matrix(group, "diag/act_std", None)
     return float(np.mean(values[:, -1] / values[:, 0]))
 
 
-def judge_glorot(runs: dict[str, report.Run], outdir: str) -> report.Findings:
-    best = {
-        g.run.variant.name: g
-        for g in report.best_groups(runs, "lr", report.final_score("train/loss"))
-    }
+def judge_glorot(runs: dict[str, ablation.Run], outdir: str) -> ablation.Findings:
+    best = ablation.best_groups(runs, "lr", ablation.final_score("train/loss"))
     split = next(iter(runs.values())).eval_split
     errors = {k: g.error_percent(f"{split}/accuracy") for k, g in best.items()}
     error = {k: float(np.nanmean(e)) for k, e in errors.items()}
     paper = PAPER_ERRORS.get(next(iter(runs.values())).config.data.name, {})
     shrink = {k: _shrink(best[k]) for k in ("tanh", "tanh_n")}
-    table = report.markdown_table(
+    table = ablation.markdown_table(
         [
             "variant",
             f"{split} error % (ours)",
@@ -182,13 +179,13 @@ def judge_glorot(runs: dict[str, report.Run], outdir: str) -> report.Findings:
         [
             [
                 g.label,
-                report.mean_std(errors[k], ".2f"),
+                ablation.mean_std(errors[k], ".2f"),
                 f"{paper[k]:.2f}" if k in paper else "n/a",
                 f"{_shrink(g):.3f}",
-                report.mean_std(
+                ablation.mean_std(
                     g.final(f"diag/saturated/hidden_{g.run.config.model.depth - 1}"), ".2f"
                 ),
-                report.mean_std(g.final("train/loss")),
+                ablation.mean_std(g.final("train/loss")),
             ]
             for k, g in best.items()
         ],
@@ -196,8 +193,8 @@ def judge_glorot(runs: dict[str, report.Run], outdir: str) -> report.Findings:
     end = next(iter(runs.values())).config.train.steps
     rows = list(best.values())
     plots = [
-        report.Plot(
-            report.plot_layers(
+        ablation.Plot(
+            ablation.plot_layers(
                 outdir,
                 f"initialization_{runs['tanh'].part}_layers.png",
                 [
@@ -209,8 +206,8 @@ def judge_glorot(runs: dict[str, report.Run], outdir: str) -> report.Findings:
             "Per-layer activation std and gradient norm (log scale), mean ± std over seeds; "
             "each variant at its best rate.",
         ),
-        report.Plot(
-            report.plot_curves(
+        ablation.Plot(
+            ablation.plot_curves(
                 outdir,
                 f"initialization_{runs['tanh'].part}_accuracy.png",
                 rows,
@@ -222,11 +219,11 @@ def judge_glorot(runs: dict[str, report.Run], outdir: str) -> report.Findings:
         ),
     ]
     order = max(error, key=error.get) == "sigmoid"
-    lower = report.clearly_below(errors["tanh_n"], errors["tanh"])
+    lower = ablation.clearly_below(errors["tanh_n"], errors["tanh"])
     reproduced = lower and order and shrink["tanh"] < shrink["tanh_n"]
     reason = (
-        f"{split} error Tanh {report.mean_std(errors['tanh'], '.2f')}% -> Tanh N "
-        f"{report.mean_std(errors['tanh_n'], '.2f')}%"
+        f"{split} error Tanh {ablation.mean_std(errors['tanh'], '.2f')}% -> Tanh N "
+        f"{ablation.mean_std(errors['tanh_n'], '.2f')}%"
         + ("" if lower else " (within the seeds' spread)")
         + f", Sigmoid {error['sigmoid']:.2f}% ({'the highest' if order else 'not the highest'}); tanh "
         f"activation std last/first layer at init {shrink['tanh']:.2f} (standard) vs "
@@ -241,16 +238,16 @@ def judge_glorot(runs: dict[str, report.Run], outdir: str) -> report.Findings:
             "to convergence and ends at 2.21%). The order is reproduced, the size of the gap "
             "is not."
         )
-    return report.Findings(report.Verdict(reproduced, reason), [table], plots, notes)
+    return ablation.Findings(ablation.Verdict(reproduced, reason), [table], plots, notes)
 
 
-def judge_he(runs: dict[str, report.Run], outdir: str) -> report.Findings:
-    rows = report.groups(runs)
-    by_name = {g.run.variant.name: g for g in rows}
+def judge_he(runs: dict[str, ablation.Run], outdir: str) -> ablation.Findings:
+    by_name = ablation.groups(runs)
+    rows = list(by_name.values())
     depths = sorted({g.run.config.model.depth for g in rows})
     shallow, deep = depths[0], depths[-1]
     total = rows[0].run.config.train.steps
-    steps = {k: report.mean_steps(g.steps_to(HE_TARGET), total) for k, g in by_name.items()}
+    steps = {k: ablation.mean_steps(g.steps_to(HE_TARGET), total) for k, g in by_name.items()}
     reached = {k: any(s is not None for s in g.steps_to(HE_TARGET)) for k, g in by_name.items()}
     reproduced = (
         all(s is not None for s in by_name[f"he_{deep}"].steps_to(HE_TARGET))
@@ -259,7 +256,7 @@ def judge_he(runs: dict[str, report.Run], outdir: str) -> report.Findings:
     )
 
     def when(name: str) -> str:
-        return report.steps_phrase(by_name[name].steps_to(HE_TARGET), total)
+        return ablation.steps_phrase(by_name[name].steps_to(HE_TARGET), total)
 
     reason = (
         f"steps to {HE_TARGET.threshold:.0%} training accuracy: {deep} layers He "
@@ -267,7 +264,7 @@ def judge_he(runs: dict[str, report.Run], outdir: str) -> report.Findings:
         f"{np.nanmean(by_name[f'xavier_{deep}'].final('train/loss')):.2f}); {shallow} layers He "
         f"{when(f'he_{shallow}')} vs Xavier {when(f'xavier_{shallow}')}"
     )
-    plot = report.plot_curves(
+    plot = ablation.plot_curves(
         outdir,
         "initialization_he_loss.png",
         rows,
@@ -276,16 +273,16 @@ def judge_he(runs: dict[str, report.Run], outdir: str) -> report.Findings:
         ylabel="training loss",
         log_y=True,
     )
-    return report.Findings(
-        report.Verdict(reproduced, reason),
-        [report.summary_table(rows, HE_TARGET)],
-        [report.Plot(plot, "Training loss, mean ± std over seeds (log scale).")],
+    return ablation.Findings(
+        ablation.Verdict(reproduced, reason),
+        [ablation.summary_table(rows, HE_TARGET)],
+        [ablation.Plot(plot, "Training loss, mean ± std over seeds (log scale).")],
     )
 
 
-EXPERIMENT = report.Experiment(
+EXPERIMENT = ablation.Experiment(
     "initialization", "Weight initialisation (Glorot & Bengio 2010; He et al. 2015)", parts
 )
 
 if __name__ == "__main__":
-    report.main(EXPERIMENT)
+    ablation.main(EXPERIMENT)

@@ -16,7 +16,7 @@ larger of the two standard deviations over seeds (a lead within the seeds' sprea
 import ml_collections
 import numpy as np
 
-from dlresearch import report
+from dlresearch import ablation
 
 GRIDS = {
     "nesterov": (0.01, 0.03, 0.1),
@@ -39,29 +39,29 @@ TRAIN_SIZE = {"digits": 1_437, "mnist": 60_000, "cifar10": 50_000}
 HOLDOUT = {"digits": 200, "mnist": 10_000, "cifar10": 5_000}
 
 
-def _variants(names: tuple[str, ...]) -> tuple[report.Variant, ...]:
+def _variants(names: tuple[str, ...]) -> tuple[ablation.Variant, ...]:
     return tuple(
-        report.Variant(n, {"optim.name": n, "sweep.lr": GRIDS[n]}, NAMES[n]) for n in names
+        ablation.Variant(n, {"optim.name": n, "sweep.lr": GRIDS[n]}, NAMES[n]) for n in names
     )
 
 
-def _epochs_config(data: dict, epochs: int, *overrides: dict) -> ml_collections.ConfigDict:
+def _epochs_config(dataset: dict, epochs: int, *overrides: dict) -> ml_collections.ConfigDict:
     """A config for `epochs` passes over the training split left after the hold-out."""
-    holdout = HOLDOUT[data["data.name"]]
-    steps = epochs * (TRAIN_SIZE[data["data.name"]] - holdout) // 128
-    return report.make_config(
-        data,
+    holdout = HOLDOUT[dataset["data.name"]]
+    steps = epochs * (TRAIN_SIZE[dataset["data.name"]] - holdout) // 128
+    return ablation.make_config(
+        dataset,
         {"data.holdout": holdout, "train.batch_size": 128, "model.activation": "relu"},
         *overrides,
         # About 20 training-cost points per epoch: the x-axis of the figure is epochs.
-        report.cadence(steps, logs=20 * epochs, evals=2 * epochs),
+        ablation.cadence(steps, logs=20 * epochs, evals=2 * epochs),
     )
 
 
-def parts(preset: str, data: report.Data) -> list[report.Part]:
+def parts(preset: str, dirs: ablation.DataDirs) -> list[ablation.Part]:
     width, epochs, cnn_epochs = SIZES[preset]
     mlp = _epochs_config(
-        data.mnist(), epochs, {"model.depth": 2, "model.width": width, "model.dropout": 0.5}
+        dirs.mnist(), epochs, {"model.depth": 2, "model.width": width, "model.dropout": 0.5}
     )
     fewer = (
         ""
@@ -69,7 +69,7 @@ def parts(preset: str, data: report.Data) -> list[report.Part]:
         else f" {width} instead of 1,000 units per layer, and {epochs} epochs instead of 200."
     )
     out = [
-        report.Part(
+        ablation.Part(
             name="mlp",
             title=f"(a) MNIST MLP 2 x {width} with dropout (Fig. 2)",
             claim="On a multilayer ReLU net with dropout, Adam lowers the training cost faster "
@@ -90,7 +90,7 @@ def parts(preset: str, data: report.Data) -> list[report.Part]:
     ]
     if preset == "paper":
         cnn = _epochs_config(
-            data.cifar10(),
+            dirs.cifar10(),
             cnn_epochs,
             {
                 "model.name": "cnn",
@@ -101,7 +101,7 @@ def parts(preset: str, data: report.Data) -> list[report.Part]:
             },
         )
         out.append(
-            report.Part(
+            ablation.Part(
                 name="cnn",
                 title="(b) CIFAR-10 conv net c64-c64-c128-1000 (Fig. 3)",
                 claim="On the CIFAR-10 conv net, Adam and SGD with Nesterov momentum lower the "
@@ -121,7 +121,7 @@ def parts(preset: str, data: report.Data) -> list[report.Part]:
     return out
 
 
-def _last_epoch_cost(group: report.Group) -> np.ndarray:
+def _last_epoch_cost(group: ablation.Group) -> np.ndarray:
     """Per seed, the mean training loss logged over the last epoch (the figure's last point)."""
     run = group.run
     steps_per_epoch = run.num_train // run.config.train.batch_size
@@ -132,36 +132,36 @@ def _last_epoch_cost(group: report.Group) -> np.ndarray:
     return np.asarray(out)
 
 
-def judge(runs: dict[str, report.Run], outdir: str) -> report.Findings:
-    best = report.best_groups(runs, "lr", report.final_score("validation/loss"))
-    costs = {g.run.variant.name: _last_epoch_cost(g) for g in best}
+def judge(runs: dict[str, ablation.Run], outdir: str) -> ablation.Findings:
+    best = ablation.best_groups(runs, "lr", ablation.final_score("validation/loss"))
+    costs = {name: _last_epoch_cost(g) for name, g in best.items()}
     mean = {name: float(np.mean(c)) for name, c in costs.items()}
-    part = best[0].run.part
-    plot = report.plot_curves(
+    rows = list(best.values())
+    plot = ablation.plot_curves(
         outdir,
-        f"optimizers_{part}_training_cost.png",
-        best,
+        f"optimizers_{rows[0].run.part}_training_cost.png",
+        rows,
         "train/loss",
         title="training cost at each optimizer's best rate",
         ylabel="training cost (cross-entropy, dropout on)",
         log_y=True,
         epochs=True,
     )
-    table = report.summary_table(
-        best,
-        extra={"last-epoch training cost": lambda g: report.mean_std(_last_epoch_cost(g), ".4f")},
+    table = ablation.summary_table(
+        rows,
+        extra={"last-epoch training cost": lambda g: ablation.mean_std(_last_epoch_cost(g), ".4f")},
     )
-    grid = report.summary_table(report.groups_by(runs, "lr"))
+    grid = ablation.summary_table(ablation.groups_by(runs, "lr"))
     ranking = sorted(mean, key=mean.get)
-    clear = all(report.clearly_below(costs["adam"], costs[o]) for o in costs if o != "adam")
+    clear = all(ablation.clearly_below(costs["adam"], costs[o]) for o in costs if o != "adam")
     reason = "last-epoch training cost " + ", ".join(f"{NAMES[n]} {mean[n]:.4f}" for n in ranking)
     if ranking[0] == "adam" and not clear:
         reason += " (Adam's lead is within the seeds' spread)"
-    return report.Findings(
-        report.Verdict(ranking[0] == "adam" and clear, reason),
+    return ablation.Findings(
+        ablation.Verdict(ranking[0] == "adam" and clear, reason),
         ["At each optimizer's best rate:", "", table, "", "Every rate of the grids:", "", grid],
         [
-            report.Plot(
+            ablation.Plot(
                 plot,
                 "Training cost over epochs at each optimizer's best rate (log scale), "
                 "mean ± std over seeds.",
@@ -170,7 +170,7 @@ def judge(runs: dict[str, report.Run], outdir: str) -> report.Findings:
     )
 
 
-EXPERIMENT = report.Experiment("optimizers", "Adaptive optimizers (Kingma & Ba 2015)", parts)
+EXPERIMENT = ablation.Experiment("optimizers", "Adaptive optimizers (Kingma & Ba 2015)", parts)
 
 if __name__ == "__main__":
-    report.main(EXPERIMENT)
+    ablation.main(EXPERIMENT)

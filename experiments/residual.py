@@ -16,7 +16,7 @@ net's, and (3) the residual nets' rise in training error from the shallowest to 
 import ml_collections
 import numpy as np
 
-from dlresearch import report
+from dlresearch import ablation
 
 # He et al. (2016) Table 6: CIFAR-10 test error (%) of the ResNets.
 PAPER_TEST_ERRORS = {20: 8.75, 32: 7.51, 44: 7.17, 56: 6.97, 110: 6.43}
@@ -37,15 +37,15 @@ CLAIM = (
 )
 
 
-def _variant(kind: str, depth: int, extra: dict | None = None) -> report.Variant:
-    return report.Variant(
+def _variant(kind: str, depth: int, extra: dict | None = None) -> ablation.Variant:
+    return ablation.Variant(
         f"{kind}_{depth}",
         {"model.depth": depth, "model.residual": kind == "residual", **(extra or {})},
         f"{kind}-{depth}",
     )
 
 
-def parts(preset: str, data: report.Data) -> list[report.Part]:
+def parts(preset: str, dirs: ablation.DataDirs) -> list[ablation.Part]:
     common = {
         "model.activation": "relu",
         "model.kernel_init": "he_normal",
@@ -55,9 +55,9 @@ def parts(preset: str, data: report.Data) -> list[report.Part]:
         "train.batch_size": 128,
     }
     if preset == "paper":
-        config = report.make_config(
+        config = ablation.make_config(
             common,
-            data.cifar10(),  # augmentation (pad-4 crop + flip) is the dataset's default
+            dirs.cifar10(),  # augmentation (pad-4 crop + flip) is the dataset's default
             {
                 "model.name": "resnet_cifar",
                 "optim.lr": 0.1,
@@ -66,7 +66,7 @@ def parts(preset: str, data: report.Data) -> list[report.Part]:
                 "optim.boundaries": (32_000, 48_000),
                 "optim.decay_factor": 0.1,
             },
-            report.cadence(64_000, logs=320, evals=32, checkpoints=32),
+            ablation.cadence(64_000, logs=320, evals=32, checkpoints=32),
         )
         # ResNet-110 starts at lr 0.01 until training error is below 80% (~400 steps) in the
         # paper; here a linear warm-up over those steps.
@@ -87,11 +87,11 @@ def parts(preset: str, data: report.Data) -> list[report.Part]:
             )
         ]
     depths, width, steps = MLP_SIZES[preset]
-    config = report.make_config(
+    config = ablation.make_config(
         common,
-        data.mnist(),
+        dirs.mnist(),
         {"model.width": width, "optim.lr": MLP_LR},
-        report.cadence(steps, logs=30, evals=5),
+        ablation.cadence(steps, logs=30, evals=5),
     )
     variants = [_variant(kind, d) for d in depths for kind in ("plain", "residual")]
     return [
@@ -112,10 +112,10 @@ def _part(
     name: str,
     title: str,
     config: ml_collections.ConfigDict,
-    variants: list[report.Variant],
+    variants: list[ablation.Variant],
     differences: str,
-) -> report.Part:
-    return report.Part(
+) -> ablation.Part:
+    return ablation.Part(
         name=name,
         title=title,
         claim=CLAIM,
@@ -128,14 +128,14 @@ def _part(
     )
 
 
-def _error(group: report.Group, key: str) -> float:
+def _error(group: ablation.Group, key: str) -> float:
     return float(np.nanmean(group.error_percent(key)))
 
 
-def judge(runs: dict[str, report.Run], outdir: str) -> report.Findings:
-    rows = report.groups(runs)
+def judge(runs: dict[str, ablation.Run], outdir: str) -> ablation.Findings:
+    rows = list(ablation.groups(runs).values())
     split = rows[0].run.eval_split
-    by_kind: dict[str, dict[int, report.Group]] = {"plain": {}, "residual": {}}
+    by_kind: dict[str, dict[int, ablation.Group]] = {"plain": {}, "residual": {}}
     for g in rows:
         kind = "residual" if g.run.config.model.residual else "plain"
         by_kind[kind][g.run.config.model.depth] = g
@@ -166,8 +166,8 @@ def judge(runs: dict[str, report.Run], outdir: str) -> report.Findings:
         if is_cifar:
             line.append(f"{PAPER_TEST_ERRORS[d]:.2f}" if d in PAPER_TEST_ERRORS else "")
         lines.append(line)
-    table = report.markdown_table(headers, lines)
-    plot = report.plot_curves(
+    table = ablation.markdown_table(headers, lines)
+    plot = ablation.plot_curves(
         outdir,
         "residual_training_loss.png",
         rows,
@@ -185,14 +185,14 @@ def judge(runs: dict[str, report.Run], outdir: str) -> report.Findings:
         f"{plain[deep]:.2f}% vs residual-{shallow} {res[shallow]:.2f}% -> residual-{deep} "
         f"{res[deep]:.2f}%"
     )
-    return report.Findings(
-        report.Verdict(degrades and fixes, reason),
-        [table, "", report.summary_table(rows)],
-        [report.Plot(plot, "Training loss (log scale), mean ± std over seeds.")],
+    return ablation.Findings(
+        ablation.Verdict(degrades and fixes, reason),
+        [table, "", ablation.summary_table(rows)],
+        [ablation.Plot(plot, "Training loss (log scale), mean ± std over seeds.")],
     )
 
 
-EXPERIMENT = report.Experiment("residual", "Residual connections (He et al. 2016)", parts)
+EXPERIMENT = ablation.Experiment("residual", "Residual connections (He et al. 2016)", parts)
 
 if __name__ == "__main__":
-    report.main(EXPERIMENT)
+    ablation.main(EXPERIMENT)

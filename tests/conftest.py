@@ -10,7 +10,7 @@ os.environ["XLA_FLAGS"] = (
 import ml_collections
 import pytest
 
-from dlresearch.config import base_config
+from dlresearch.config import apply_overrides, base_config
 
 
 def small_config(**overrides: object) -> ml_collections.ConfigDict:
@@ -25,13 +25,7 @@ def small_config(**overrides: object) -> ml_collections.ConfigDict:
     config.train.log_every_steps = 10
     config.eval.every_steps = 20
     config.checkpoint.every_steps = 20
-    for field, value in overrides.items():
-        section = config
-        *parents, leaf = field.split(".")
-        for part in parents:
-            section = section[part]
-        section[leaf] = value
-    return config
+    return apply_overrides(config, overrides)
 
 
 @pytest.fixture

@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 
 from dlresearch import config as config_lib
-from dlresearch import report
+from dlresearch import train
+from dlresearch.ablation import runner, spec
 from dlresearch.metrics import METRICS_FILE, read_jsonl
 from dlresearch.registry import ConfigError
 from experiments import all as all_experiments
@@ -23,23 +24,23 @@ ROOT = Path(__file__).resolve().parents[1]
 SINGLE = {"parallel.mode": "single"}
 
 
-@pytest.mark.parametrize("preset", report.PRESETS)
+@pytest.mark.parametrize("preset", spec.PRESETS)
 @pytest.mark.parametrize("name", sorted(EXPERIMENTS))
 def test_every_preset_is_a_valid_grid(name: str, preset: str) -> None:
-    parts = EXPERIMENTS[name].parts(preset, report.Data("/mnist", "/cifar10"))
+    parts = EXPERIMENTS[name].parts(preset, spec.DataDirs("/mnist", "/cifar10"))
     assert len({p.name for p in parts}) == len(parts)
     for part in parts:
         assert len({v.name for v in part.variants}) == len(part.variants) > 1
-        configs = report.run_configs(part, report.DEFAULT_SEEDS[preset], {})  # validates each
-        assert all(c.sweep.seed == report.DEFAULT_SEEDS[preset] for c in configs)
+        configs = runner.run_configs(part, spec.DEFAULT_SEEDS[preset], {})  # validates each
+        assert all(c.sweep.seed == spec.DEFAULT_SEEDS[preset] for c in configs)
         if preset != "test":
             assert {c.data.name for c in configs} <= {"mnist", "cifar10"}
 
 
-def _check_outputs(workdir: Path, parts: list[report.Part], seeds: tuple[int, ...]) -> None:
+def _check_outputs(workdir: Path, parts: list[spec.Part], seeds: tuple[int, ...]) -> None:
     """results.csv has a row per member of every variant, report.md one verdict and its plots."""
     rows = list(csv.DictReader((workdir / "results.csv").open()))
-    configs = [c for p in parts for c in report.run_configs(p, seeds, SINGLE)]
+    configs = [c for p in parts for c in runner.run_configs(p, seeds, SINGLE)]
     assert len(rows) == sum(len(config_lib.sweep_members(c)) for c in configs)
     for column in ("part", "variant", "seed", "train_loss", "train_accuracy", "test_accuracy"):
         assert all(row[column] != "" for row in rows), column
@@ -61,11 +62,11 @@ def _check_outputs(workdir: Path, parts: list[report.Part], seeds: tuple[int, ..
 def test_end_to_end_on_a_tiny_grid(name: str, tmp_path: Path) -> None:
     """Every part of every experiment (10-50 s each here: about 5 compilations per variant)."""
     experiment = EXPERIMENTS[name]
-    outcome = report.run_experiment(
+    outcome = runner.run_experiment(
         experiment, preset="test", workdir=str(tmp_path), overrides=SINGLE, log=lambda s: None
     )
     assert outcome.verdict.reason
-    _check_outputs(tmp_path, experiment.parts("test", report.Data()), report.DEFAULT_SEEDS["test"])
+    _check_outputs(tmp_path, experiment.parts("test", spec.DataDirs()), spec.DEFAULT_SEEDS["test"])
 
 
 def _metrics(workdir: Path, keep: tuple[str, ...] = ("",)) -> dict[str, list[dict]]:
@@ -82,7 +83,7 @@ def test_run_read_back_and_resume(tmp_path: Path) -> None:
     """One experiment end to end (batchnorm's fig1, the cheapest part), then twice again."""
     experiment = EXPERIMENTS["batchnorm"]
     run = functools.partial(
-        report.run_experiment,
+        runner.run_experiment,
         experiment,
         preset="test",
         workdir=str(tmp_path),
@@ -91,7 +92,7 @@ def test_run_read_back_and_resume(tmp_path: Path) -> None:
         log=lambda s: None,
     )
     run()
-    _check_outputs(tmp_path, experiment.parts("test", report.Data())[:1], (0, 1))
+    _check_outputs(tmp_path, experiment.parts("test", spec.DataDirs())[:1], (0, 1))
     before = _metrics(tmp_path)
 
     # Asked again, it trains nothing: every run is read back and the outputs are rewritten.
@@ -110,6 +111,76 @@ def test_run_read_back_and_resume(tmp_path: Path) -> None:
     shutil.rmtree(newest)
     run()
     assert _metrics(tmp_path, state) == finished
+
+
+def _untimed(records: list[dict]) -> list[dict]:
+    """Metric records without their wall-clock measurement."""
+    return [{k: v for k, v in r.items() if k != "examples_per_sec"} for r in records]
+
+
+def test_results_csv_holds_what_train_run_logs_for_the_same_config(tmp_path: Path) -> None:
+    """Pins the runner: each variant's config is the part's base config, then the variant's
+    overrides, the seeds and the user's overrides; trained on its own by `train.run`, that config
+    logs the same metrics, and results.csv holds their final values (6 significant digits)."""
+    experiment = EXPERIMENTS["batchnorm"]
+    runner.run_experiment(
+        experiment,
+        preset="test",
+        workdir=str(tmp_path / "experiment"),
+        overrides=SINGLE,
+        only=("fig1",),
+        log=lambda s: None,
+    )
+    rows = list(csv.DictReader((tmp_path / "experiment" / "results.csv").open()))
+    assert list(rows[0]) == [
+        "part",
+        "variant",
+        "model.normalization",
+        "seed",
+        "steps",
+        "train_loss",
+        "train_accuracy",
+        "test_loss",
+        "test_accuracy",
+        "eval_split",
+        "diverged",
+        "diverged_step",
+    ]
+    part = experiment.parts("test", spec.DataDirs())[0]
+    seeds = spec.DEFAULT_SEEDS["test"]
+    expected = []
+    for variant in part.variants:
+        config = config_lib.apply_overrides(
+            part.config, {**variant.overrides, "sweep.seed": seeds, **SINGLE}
+        )
+        result = train.run(config, str(tmp_path / variant.name))
+        ours = read_jsonl(
+            tmp_path / "experiment" / "runs" / part.name / variant.name / METRICS_FILE
+        )
+        assert _untimed(ours) == _untimed(read_jsonl(tmp_path / variant.name / METRICS_FILE))
+        for seed, final in zip(seeds, result.final, strict=True):
+            expected.append(
+                {
+                    "part": part.name,
+                    "variant": variant.name,
+                    "model.normalization": variant.overrides["model.normalization"],
+                    "seed": str(seed),
+                    "steps": str(config.train.steps),
+                    **{
+                        column: f"{final[key]:.6g}"
+                        for column, key in (
+                            ("train_loss", "train/loss"),
+                            ("train_accuracy", "train/accuracy"),
+                            ("test_loss", "test/loss"),
+                            ("test_accuracy", "test/accuracy"),
+                        )
+                    },
+                    "eval_split": "test",
+                    "diverged": "no",
+                    "diverged_step": "",
+                }
+            )
+    assert rows == expected
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess:
@@ -136,11 +207,11 @@ def test_bad_flags_exit_2_with_one_line(tmp_path: Path, args: list[str], message
 
 def test_unknown_parts_and_missing_cifar_fail_before_training(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="parts=nope"):
-        report.run_experiment(
+        runner.run_experiment(
             EXPERIMENTS["batchnorm"], preset="test", workdir=str(tmp_path), only=("nope",)
         )
     with pytest.raises(ConfigError, match="--cifar_dir"):
-        report.run_experiment(
+        runner.run_experiment(
             EXPERIMENTS["residual"], preset="paper", workdir=str(tmp_path), log=lambda s: None
         )
     assert not (tmp_path / "runs").exists()

@@ -1,1 +1,78 @@
-"""Paper-claim ablations: experiments, their runs, statistics and reports."""
+"""Ablation experiments: run a grid of variants over seeds, resume it, and report on it.
+
+An experiment script (`experiments/<name>.py`) holds only the science, as an `Experiment`: for each
+preset, `Part`s made of a base config, named `Variant`s (config overrides), the paper's claim and a
+`judge` that turns the finished runs into tables, plots and a `Verdict` by a rule the script states.
+The package does the rest, one job per module:
+
+- `spec`: what a script declares (`Experiment`, `Part`, `Variant`, `Target`, `Findings`, ...).
+- `runs`: a finished variant read back (`Run`: each member's logged series and finals).
+- `measures`: numbers over seeds (`Group`s, the best rate of a grid, mean ± std, steps to target).
+- `plots`: PNG figures of groups; `writeup`: results.csv, tables, report.md and the index.
+- `runner`: trains, resumes or reads back every variant's grid (`run_experiment`).
+- `cli`: the command line every script shares (`main`, `main_all`).
+
+This module exports what the scripts use.
+"""
+
+from dlresearch.ablation.cli import main, main_all
+from dlresearch.ablation.measures import (
+    Group,
+    best_groups,
+    clearly_below,
+    final_score,
+    groups,
+    groups_by,
+    layer_matrix,
+    mean_std,
+    mean_steps,
+    steps_phrase,
+    target_score,
+)
+from dlresearch.ablation.plots import plot_curves, plot_layers, plot_percentiles
+from dlresearch.ablation.runs import Run
+from dlresearch.ablation.spec import (
+    DataDirs,
+    Experiment,
+    Findings,
+    Part,
+    Plot,
+    Target,
+    Variant,
+    Verdict,
+    cadence,
+    make_config,
+)
+from dlresearch.ablation.writeup import markdown_table, summary_table
+
+__all__ = [
+    "DataDirs",
+    "Experiment",
+    "Findings",
+    "Group",
+    "Part",
+    "Plot",
+    "Run",
+    "Target",
+    "Variant",
+    "Verdict",
+    "best_groups",
+    "cadence",
+    "clearly_below",
+    "final_score",
+    "groups",
+    "groups_by",
+    "layer_matrix",
+    "main",
+    "main_all",
+    "make_config",
+    "markdown_table",
+    "mean_std",
+    "mean_steps",
+    "plot_curves",
+    "plot_layers",
+    "plot_percentiles",
+    "steps_phrase",
+    "summary_table",
+    "target_score",
+]

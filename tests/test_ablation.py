@@ -1,4 +1,5 @@
-"""The report helpers: numbers, tables, selection, verdicts, CSV and plots, on fabricated runs."""
+"""The ablation package on fabricated runs: read-back, numbers over seeds, selection, verdicts,
+CSV, tables and plots."""
 
 import csv
 import io
@@ -8,7 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from dlresearch import report
+from dlresearch import config as config_lib
+from dlresearch.ablation import measures, plots, spec, writeup
+from dlresearch.ablation.runs import Run, steps_to_target
 from dlresearch.registry import ConfigError
 
 
@@ -18,14 +21,14 @@ def fake_run(
     accuracy: dict[tuple[int, float], list[float]] | None = None,
     steps: int = 40,
     diverged: dict[int, int] | None = None,
-) -> report.Run:
+) -> Run:
     """A finished run whose members (seed, lr) logged `accuracy` every 10 steps."""
     accuracy = accuracy or {(0, 0.1): [0.2, 0.5, 0.8, 0.9], (1, 0.1): [0.3, 0.6, 0.7, 0.95]}
     members = [
         {"seed": s, "lr": lr, "weight_decay": 0.0, "momentum": 0.9, "init_scale": 1.0}
         for s, lr in accuracy
     ]
-    config = report.make_config(
+    config = spec.make_config(
         {"train.steps": steps, "sweep.seed": (0, 1), "sweep.lr": tuple({lr for _, lr in accuracy})}
     )
     history = []
@@ -38,9 +41,9 @@ def fake_run(
         history.append(records)
     init = [{"diag/grad_norm/hidden_0": 0.1, "diag/grad_norm/output": 1.0} for _ in members]
     diverged = diverged or {}
-    return report.Run(
+    return Run(
         part="p",
-        variant=report.Variant(name, {"model.activation": "tanh", "sweep.lr": (0.1,)}),
+        variant=spec.Variant(name, {"model.activation": "tanh", "sweep.lr": (0.1,)}),
         config=config,
         workdir="",
         members=members,
@@ -53,40 +56,40 @@ def fake_run(
 
 
 def test_mean_std_ignores_non_finite_values_and_says_so() -> None:
-    assert report.mean_std([1.0, 2.0, 3.0]) == "2.000 ± 0.816"
-    assert report.mean_std([1.0, math.nan, 3.0], ".1f") == "2.0 ± 1.0 (2/3)"
-    assert report.mean_std([math.nan]) == "n/a"
-    assert report.mean_std([0.5], ".1f", scale=100) == "50.0 ± 0.0"
+    assert measures.mean_std([1.0, 2.0, 3.0]) == "2.000 ± 0.816"
+    assert measures.mean_std([1.0, math.nan, 3.0], ".1f") == "2.0 ± 1.0 (2/3)"
+    assert measures.mean_std([math.nan]) == "n/a"
+    assert measures.mean_std([0.5], ".1f", scale=100) == "50.0 ± 0.0"
 
 
 def test_steps_to_target_is_the_first_logged_crossing() -> None:
-    assert report.steps_to_target([10, 20, 30], [0.5, 0.8, 0.7], 0.75) == 20
-    assert report.steps_to_target([10, 20], [0.5, 0.6], 0.75) is None
-    assert report.steps_to_target([10, 20], [2.0, 0.4], 0.5, below=True) == 20
+    assert steps_to_target([10, 20, 30], [0.5, 0.8, 0.7], 0.75) == 20
+    assert steps_to_target([10, 20], [0.5, 0.6], 0.75) is None
+    assert steps_to_target([10, 20], [2.0, 0.4], 0.5, below=True) == 20
 
 
 def test_steps_summary_and_mean_count_a_miss_as_the_whole_run() -> None:
-    assert report.steps_summary([100, 300], 1000) == "200 ± 100"
-    assert report.steps_summary([100, None], 1000) == "100 ± 0 (1/2 reached)"
-    assert report.steps_summary([None, None], 1000) == "not reached in 1,000"
-    assert report.mean_steps([100, None], 1000) == 550
-    assert report.steps_phrase([100, 300], 1000) == "200"
-    assert report.steps_phrase([100, None], 1000) == ">= 550 (1/2 seeds)"
-    assert report.steps_phrase([None], 1000) == "never (in 1,000)"
+    assert measures.steps_summary([100, 300], 1000) == "200 ± 100"
+    assert measures.steps_summary([100, None], 1000) == "100 ± 0 (1/2 reached)"
+    assert measures.steps_summary([None, None], 1000) == "not reached in 1,000"
+    assert measures.mean_steps([100, None], 1000) == 550
+    assert measures.steps_phrase([100, 300], 1000) == "200"
+    assert measures.steps_phrase([100, None], 1000) == ">= 550 (1/2 seeds)"
+    assert measures.steps_phrase([None], 1000) == "never (in 1,000)"
 
 
 def test_markdown_and_csv_tables() -> None:
-    assert report.markdown_table(["a", "b"], [["1", "2"]]) == "| a | b |\n|---|---|\n| 1 | 2 |"
-    text = report.csv_text([{"a": 1, "b": 2}, {"a": 3, "c": 4}])
+    assert writeup.markdown_table(["a", "b"], [["1", "2"]]) == "| a | b |\n|---|---|\n| 1 | 2 |"
+    text = writeup.csv_text([{"a": 1, "b": 2}, {"a": 3, "c": 4}])
     assert text.splitlines() == ["a,b,c", "1,2,", "3,,4"]
 
 
 def test_overrides_and_cadence() -> None:
-    config = report.make_config({"model.depth": 7, "sweep.seed": [0, 1]})
+    config = spec.make_config({"model.depth": 7, "sweep.seed": [0, 1]})
     assert config.model.depth == 7 and config.sweep.seed == (0, 1)
     with pytest.raises(ConfigError, match=r"model\.nope"):
-        report.apply_overrides(config, {"model.nope": 1})
-    assert report.cadence(50_000, logs=100, evals=25, diagnostics=0) == {
+        config_lib.apply_overrides(config, {"model.nope": 1})
+    assert spec.cadence(50_000, logs=100, evals=25, diagnostics=0) == {
         "train.steps": 50_000,
         "train.steps_per_call": 500,
         "train.log_every_steps": 500,
@@ -95,9 +98,9 @@ def test_overrides_and_cadence() -> None:
         "checkpoint.every_steps": 12_500,
     }
     # Every interval a multiple of the logging one, which is never below 10 steps.
-    assert report.cadence(2_500, logs=20, evals=10, checkpoints=4)["checkpoint.every_steps"] == 625
-    assert report.cadence(2_500, logs=30, evals=10)["eval.every_steps"] == 249
-    assert report.cadence(30)["eval.every_steps"] == 10
+    assert spec.cadence(2_500, logs=20, evals=10, checkpoints=4)["checkpoint.every_steps"] == 625
+    assert spec.cadence(2_500, logs=30, evals=10)["eval.every_steps"] == 249
+    assert spec.cadence(30)["eval.every_steps"] == 10
 
 
 def test_run_series_final_and_members() -> None:
@@ -107,7 +110,7 @@ def test_run_series_final_and_members() -> None:
     np.testing.assert_array_equal(steps, [10, 20, 30, 40])
     np.testing.assert_allclose(run.final("train/accuracy"), [0.9, 0.95])
     assert run.where(seed=1) == (1,)
-    assert run.steps_to(report.Target("train/accuracy", 0.75), 0) == 30
+    assert run.steps_to(spec.Target("train/accuracy", 0.75), 0) == 30
     assert run.layer_values("diag/grad_norm", 0) == {"hidden_0": 0.1, "output": 1.0}
     assert run.layer_values("diag/grad_norm", 0, step=10)["hidden_0"] == 0.01
     np.testing.assert_allclose(run.epochs(np.array([100])), [100 * 128 / 1000])
@@ -128,35 +131,37 @@ def test_best_value_picks_the_rate_with_the_best_score() -> None:
         }
     )
     assert (
-        report.best_value(run, "lr", report.target_score(report.Target("train/accuracy", 0.75)))
+        measures.best_value(run, "lr", measures.target_score(spec.Target("train/accuracy", 0.75)))
         == 1.0
     )
-    assert report.best_value(run, "lr", report.final_score("train/loss")) == 0.1
-    labels = [g.label for g in report.groups_by({"v": run}, "lr")]
+    assert measures.best_value(run, "lr", measures.final_score("train/loss")) == 0.1
+    labels = [g.label for g in measures.groups_by({"v": run}, "lr")]
     assert labels == ["v, lr 0.1", "v, lr 1"]
 
 
 def test_summary_table_has_means_over_seeds_and_divergences() -> None:
     run = fake_run(diverged={1: 25})
-    table = report.summary_table(report.groups({"v": run}), report.Target("train/accuracy", 0.75))
+    table = writeup.summary_table(
+        measures.groups({"v": run}).values(), spec.Target("train/accuracy", 0.75)
+    )
     assert "steps to train/accuracy >= 0.75" in table
     assert "0.925 ± 0.025" in table  # final train accuracy over the two seeds
     assert table.rstrip().endswith("| 1/2 |")
 
 
 def test_verdict_line_needs_every_part() -> None:
-    part_a = report.Part("a", "", "", "", "", report.make_config(), (), judge=lambda r, o: None)
-    part_b = report.Part("b", "", "", "", "", report.make_config(), (), judge=lambda r, o: None)
-    yes, no = report.Verdict(True, "x 2x faster"), report.Verdict(False, "y tied")
-    both = report.verdict_line([(part_a, report.Findings(yes)), (part_b, report.Findings(no))])
+    part_a = spec.Part("a", "", "", "", "", spec.make_config(), (), judge=lambda r, o: None)
+    part_b = spec.Part("b", "", "", "", "", spec.make_config(), (), judge=lambda r, o: None)
+    yes, no = spec.Verdict(True, "x 2x faster"), spec.Verdict(False, "y tied")
+    both = writeup.verdict_line([(part_a, spec.Findings(yes)), (part_b, spec.Findings(no))])
     assert not both.reproduced and both.word == "not reproduced"
     assert both.reason == "a: reproduced, x 2x faster; b: not reproduced, y tied"
-    assert report.verdict_line([(part_a, report.Findings(yes))]) == yes
+    assert writeup.verdict_line([(part_a, spec.Findings(yes))]) == yes
 
 
 def test_results_rows_have_one_row_per_member(tmp_path: Path) -> None:
     run = fake_run(diverged={1: 25})
-    part = report.Part(
+    part = spec.Part(
         "p",
         "",
         "",
@@ -165,10 +170,12 @@ def test_results_rows_have_one_row_per_member(tmp_path: Path) -> None:
         run.config,
         (run.variant,),
         judge=lambda r, o: None,
-        target=report.Target("train/accuracy", 0.75),
+        target=spec.Target("train/accuracy", 0.75),
     )
     rows = list(
-        csv.DictReader(io.StringIO(report.csv_text(report.results_rows([part], {"p": {"v": run}}))))
+        csv.DictReader(
+            io.StringIO(writeup.csv_text(writeup.results_rows([part], {"p": {"v": run}})))
+        )
     )
     assert [r["seed"] for r in rows] == ["0", "1"]
     assert rows[0]["model.activation"] == "tanh" and rows[0]["lr"] == "0.1"
@@ -178,22 +185,22 @@ def test_results_rows_have_one_row_per_member(tmp_path: Path) -> None:
 
 def test_plots_are_written_as_png(tmp_path: Path) -> None:
     run = fake_run()
-    group = report.groups({"v": run})
+    group = measures.groups({"v": run})["v"]
     out = str(tmp_path)
     names = [
-        report.plot_curves(out, "c.png", group, "train/loss", title="t", log_y=True, epochs=True),
-        report.plot_layers(out, "l.png", [("init", "diag/grad_norm", [(group[0], None)])]),
+        plots.plot_curves(out, "c.png", [group], "train/loss", title="t", log_y=True, epochs=True),
+        plots.plot_layers(out, "l.png", [("init", "diag/grad_norm", [(group, None)])]),
     ]
     run.history[0][0].update({"diag/unit_p15": -1.0, "diag/unit_p50": 0.0, "diag/unit_p85": 1.0})
-    names.append(report.plot_percentiles(out, "p.png", group, title="t"))
+    names.append(plots.plot_percentiles(out, "p.png", [group], title="t"))
     for name in names:
         assert (tmp_path / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert not list(tmp_path.glob(".*"))  # written atomically: no temporary file left
 
 
 def test_index_links_every_report(tmp_path: Path) -> None:
-    experiment = report.Experiment("bn", "BatchNorm", lambda preset, data: [])
-    outcome = report.Outcome(experiment, str(tmp_path / "bn"), report.Verdict(True, "why"), 3.0)
-    report.write_index([outcome], str(tmp_path))
+    experiment = spec.Experiment("bn", "BatchNorm", lambda preset, dirs: [])
+    outcome = spec.Outcome(experiment, str(tmp_path / "bn"), spec.Verdict(True, "why"), 3.0)
+    writeup.write_index([outcome], str(tmp_path))
     text = (tmp_path / "report.md").read_text()
     assert "[BatchNorm](bn/report.md) | reproduced | 3 s | why |" in text

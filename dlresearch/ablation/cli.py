@@ -1,0 +1,111 @@
+"""The command line shared by every experiment script: `main` for one, `main_all` for several."""
+
+import logging as pylogging
+import math
+import os
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from absl import app, flags, logging
+from ml_collections import config_flags
+
+from dlresearch import config as config_lib
+from dlresearch.ablation.runner import run_experiment
+from dlresearch.ablation.spec import PRESETS, DataDirs, Experiment, Outcome
+from dlresearch.ablation.writeup import write_index
+from dlresearch.registry import ConfigError, fail, parse_flags
+
+
+def _define_flags() -> Any:
+    """The flags of every experiment script, defined when a script runs (not on import)."""
+    flags.DEFINE_enum("preset", "quick", list(PRESETS), "quick (minutes on a CPU), paper, test.")
+    flags.DEFINE_string(
+        "workdir", None, "Experiment directory: runs/, results.csv, *.png, report.md."
+    )
+    flags.DEFINE_string("data_dir", "", "MNIST IDX files; without it the embedded digits stand in.")
+    flags.DEFINE_string(
+        "cifar_dir", "", "CIFAR-10 binary files (the paper presets' CIFAR-10 parts)."
+    )
+    flags.DEFINE_list("seeds", None, "Seeds (default: 3 for quick, 5 for paper, 2 for test).")
+    flags.DEFINE_list("parts", [], "Run only these parts (default: all of the preset).")
+    flags.mark_flag_as_required("workdir")
+    return config_flags.DEFINE_config_dict(
+        "config",
+        config_lib.base_config(),
+        "Overrides applied to every run: --config.<field>=<value>.",
+    )
+
+
+class _QuietRuns(pylogging.Filter):
+    """Inside an experiment, a run's progress line passes at most every 30 s; other INFO never."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._last = -math.inf
+
+    def filter(self, record: pylogging.LogRecord) -> bool:
+        if record.levelno >= pylogging.WARNING:
+            return True
+        if not record.pathname.endswith(os.path.join("dlresearch", "train.py")):
+            return False
+        if time.monotonic() - self._last < 30:
+            return False
+        self._last = time.monotonic()
+        return True
+
+
+def _run_from_flags(experiments: Sequence[Experiment], config_flag: Any) -> list[Outcome]:
+    fv = flags.FLAGS
+    try:
+        seeds = None if fv.seeds is None else [int(s) for s in fv.seeds]
+    except ValueError:
+        fail(f"--seeds={','.join(fv.seeds)} must be integers")
+    if fv.parts and len(experiments) > 1:
+        fail("--parts selects parts of one experiment; run that experiment's script instead")
+    dirs = DataDirs(fv.data_dir, fv.cifar_dir)
+    overrides = config_flags.get_override_values(fv[config_flag.name])
+    workdir = fv.workdir
+    outcomes = []
+    try:
+        for experiment in experiments:
+            where = workdir if len(experiments) == 1 else os.path.join(workdir, experiment.name)
+            outcomes.append(
+                run_experiment(
+                    experiment,
+                    preset=fv.preset,
+                    workdir=where,
+                    data_dirs=dirs,
+                    seeds=seeds,
+                    overrides=overrides,
+                    only=fv.parts,
+                )
+            )
+    except ConfigError as error:
+        fail(str(error))
+    return outcomes
+
+
+def main(experiment: Experiment) -> None:
+    """The command line of one experiment script (`python -m experiments.<name> ...`)."""
+    main_all([experiment])
+
+
+def main_all(experiments: Sequence[Experiment]) -> None:
+    """Run every experiment, each in WORKDIR/<name> when there are several, and an index report."""
+    try:
+        # config_flags reads the --config.<field> overrides from sys.argv when the flag is defined.
+        config_flag = _define_flags()
+    except (KeyError, AttributeError, TypeError, ValueError) as error:
+        fail(f"bad config override: {error}")
+
+    def run(argv: list[str]) -> None:
+        if len(argv) > 1:
+            fail(f"unexpected arguments: {' '.join(argv[1:])}")
+        logging.get_absl_handler().addFilter(_QuietRuns())
+        outcomes = _run_from_flags(experiments, config_flag)
+        if len(experiments) > 1:
+            write_index(outcomes, flags.FLAGS.workdir)
+            print(f"index: {os.path.join(flags.FLAGS.workdir, 'report.md')}")
+
+    app.run(run, flags_parser=parse_flags)

@@ -1,0 +1,193 @@
+"""Running an experiment: every variant of a part is ONE `train.run` (its seeds, and any
+`sweep.lr` grid, a vmapped sweep) in `WORKDIR/runs/<part>/<variant>`. Asked again, finished runs
+are read back at once and unfinished ones resume from their checkpoints (`train.run` does both).
+`run_experiment` then has each part judged and writes results.csv, the plots and report.md.
+"""
+
+import functools
+import json
+import os
+import time
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import ml_collections
+import numpy as np
+
+from dlresearch import config as config_lib
+from dlresearch import data, train
+from dlresearch.ablation import writeup
+from dlresearch.ablation.measures import mean_std
+from dlresearch.ablation.runs import Run, read_history
+from dlresearch.ablation.spec import DEFAULT_SEEDS, PRESETS, DataDirs, Experiment, Outcome, Part
+from dlresearch.metrics import METRICS_FILE, atomic_write_text
+from dlresearch.registry import ConfigError
+
+INIT_DIAGNOSTICS_FILE = "init_diagnostics.json"
+
+
+def run_configs(
+    part: Part, seeds: Sequence[int], overrides: Mapping[str, Any]
+) -> list[ml_collections.ConfigDict]:
+    """The config of every variant: part base, then the variant, the seeds, the user's overrides."""
+    configs = []
+    for variant in part.variants:
+        config = config_lib.apply_overrides(part.config, variant.overrides)
+        config.sweep.seed = tuple(int(s) for s in seeds)
+        config = config_lib.apply_overrides(config, overrides)
+        config_lib.validate(config)
+        configs.append(config)
+    return configs
+
+
+@functools.cache
+def _num_train(data_json: str) -> int:
+    """Training examples of a data config (loading it also checks the files before any training)."""
+    return len(data.load(ml_collections.ConfigDict(json.loads(data_json))).train_labels)
+
+
+def _check_data(part: str, config: ml_collections.ConfigDict) -> int:
+    try:
+        return _num_train(json.dumps(config.data.to_dict(), sort_keys=True))
+    except ConfigError as error:
+        flag = "--cifar_dir" if config.data.name == "cifar10" else "--data_dir"
+        raise ConfigError(f"part {part!r}: {error} (set {flag}, or leave the part out)") from None
+
+
+def _initial_diagnostics(config: ml_collections.ConfigDict, workdir: str) -> list[dict[str, float]]:
+    """Diagnostics of the freshly initialised members, measured once and kept in the run's workdir."""
+    path = os.path.join(workdir, INIT_DIAGNOSTICS_FILE)
+    if os.path.exists(path):
+        with open(path) as f:
+            return json.load(f)
+    trainer = train.Trainer(config)
+    values = trainer.measure(trainer.par.to_run(trainer.init_state()))
+    out = [{k: float(v[i]) for k, v in values.items()} for i in range(len(trainer.members))]
+    atomic_write_text(path, json.dumps(out))
+    return out
+
+
+def run_grid(
+    part: Part,
+    configs: Sequence[ml_collections.ConfigDict],
+    workdir: str,
+    *,
+    log: Callable[[str], None] = print,
+) -> dict[str, Run]:
+    """Train (or resume, or just read back) every variant of `part`; its runs by variant name."""
+    runs = {}
+    for i, (variant, config) in enumerate(zip(part.variants, configs, strict=True)):
+        run_dir = os.path.join(workdir, "runs", part.name, variant.name)
+        name = f"{part.name}/{variant.name} ({i + 1}/{len(configs)})"
+        members = config_lib.sweep_members(config)
+        log(f"{name}: {len(members)} member(s) x {config.train.steps} steps ...")
+        start = time.perf_counter()
+        result = train.run(config, run_dir)
+        init = (
+            _initial_diagnostics(config, run_dir)
+            if part.init_diagnostics
+            else [{} for _ in members]
+        )
+        seconds = time.perf_counter() - start
+        run = Run(
+            part=part.name,
+            variant=variant,
+            config=config,
+            workdir=run_dir,
+            members=result.members,
+            history=read_history(os.path.join(run_dir, METRICS_FILE), len(result.members)),
+            diverged_at=result.diverged_at,
+            num_train=_check_data(part.name, config),
+            init_diagnostics=init,
+            seconds=seconds,
+        )
+        log(f"{name}: done in {seconds:.0f} s at step {result.step}; {_brief(run)}")
+        runs[variant.name] = run
+    return runs
+
+
+def _brief(run: Run) -> str:
+    parts = []
+    for key in ("train/loss", f"{run.eval_split}/accuracy"):
+        values = run.final(key)
+        if np.isfinite(values).any():
+            parts.append(f"{key} {mean_std(values)}")
+    diverged = sum(d is not None for d in run.diverged_at)
+    if diverged:
+        parts.append(f"{diverged}/{len(run.members)} diverged")
+    return ", ".join(parts)
+
+
+def _selected_parts(experiment: Experiment, parts: list[Part], only: Sequence[str]) -> list[Part]:
+    names = [p.name for p in parts]
+    unknown = [n for n in only if n not in names]
+    if unknown:
+        raise ConfigError(
+            f"parts={','.join(unknown)} not known; parts of {experiment.name}: {', '.join(names)}"
+        )
+    return [p for p in parts if not only or p.name in only]
+
+
+def run_experiment(
+    experiment: Experiment,
+    *,
+    preset: str,
+    workdir: str,
+    data_dirs: DataDirs | None = None,
+    seeds: Sequence[int] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+    only: Sequence[str] = (),
+    log: Callable[[str], None] = print,
+) -> Outcome:
+    """Run (or resume) `experiment`'s preset in `workdir` and write results.csv, plots, report.md.
+
+    Every config is validated and every dataset checked before the first step is trained, so a bad
+    setting fails fast with `ConfigError`.
+    """
+    if preset not in PRESETS:
+        raise ConfigError(f"preset={preset!r} is not known; allowed values: {', '.join(PRESETS)}")
+    seeds = tuple(DEFAULT_SEEDS[preset] if seeds is None else seeds)
+    if not seeds:
+        raise ConfigError("seeds must name at least one seed")
+    data_dirs = data_dirs or DataDirs()
+    overrides = overrides or {}
+    parts = _selected_parts(experiment, experiment.parts(preset, data_dirs), only)
+    configs = {p.name: run_configs(p, seeds, overrides) for p in parts}
+    for part in parts:
+        for config in configs[part.name]:
+            _check_data(part.name, config)
+
+    os.makedirs(workdir, exist_ok=True)
+    start = time.perf_counter()
+    runs = {}
+    for part in parts:
+        runs[part.name] = run_grid(
+            part, configs[part.name], workdir, log=lambda s: log(f"[{experiment.name}] {s}")
+        )
+    results = [(part, part.judge(runs[part.name], workdir)) for part in parts]
+    verdict = writeup.verdict_line(results)
+    seconds = time.perf_counter() - start
+
+    rows = writeup.results_rows(parts, runs)
+    atomic_write_text(os.path.join(workdir, "results.csv"), writeup.csv_text(rows))
+    command = writeup.reproduce_command(
+        experiment.name,
+        preset=preset,
+        workdir=workdir,
+        data_dirs=data_dirs,
+        seeds=seeds,
+        only=only,
+        overrides=overrides,
+    )
+    report = writeup.report_text(
+        experiment.title,
+        verdict,
+        preset=preset,
+        parts=parts,
+        command=command,
+        seconds=seconds,
+        sections=[writeup.part_section(p, runs[p.name], f, seeds) for p, f in results],
+    )
+    atomic_write_text(os.path.join(workdir, "report.md"), report)
+    log(f"[{experiment.name}] Verdict: {verdict.word}. {verdict.reason} ({seconds:.0f} s)")
+    return Outcome(experiment, workdir, verdict, seconds)

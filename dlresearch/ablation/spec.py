@@ -1,0 +1,163 @@
+"""What an experiment script declares: its parts, variants, targets, and what its judges return.
+
+Also the helpers that build a part's base config (`make_config`, `cadence`) and where the datasets
+are (`DataDirs`).
+"""
+
+import dataclasses
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any
+
+import ml_collections
+
+from dlresearch import config as config_lib
+
+if TYPE_CHECKING:  # runs.py imports this module: the judge's argument type only
+    from dlresearch.ablation.runs import Run
+
+PRESETS = ("quick", "paper", "test")
+DEFAULT_SEEDS = {"quick": (0, 1, 2), "paper": (0, 1, 2, 3, 4), "test": (0, 1)}
+
+
+@dataclasses.dataclass(frozen=True)
+class Variant:
+    """One cell of a grid: a name and the config overrides (dotted field names) that make it."""
+
+    name: str
+    overrides: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    label: str = ""  # for legends and tables; the name if empty
+
+    @property
+    def title(self) -> str:
+        return self.label or self.name
+
+
+@dataclasses.dataclass(frozen=True)
+class Target:
+    """A level of a logged metric, e.g. 75% training accuracy, whose first crossing is measured."""
+
+    metric: str
+    threshold: float
+    below: bool = False  # True for losses: the target is reached at or below the threshold
+
+    def describe(self) -> str:
+        return f"{self.metric} {'<=' if self.below else '>='} {self.threshold:g}"
+
+
+@dataclasses.dataclass(frozen=True)
+class Verdict:
+    reproduced: bool
+    reason: str
+
+    @property
+    def word(self) -> str:
+        return "reproduced" if self.reproduced else "not reproduced"
+
+
+@dataclasses.dataclass(frozen=True)
+class Plot:
+    filename: str  # in the experiment workdir
+    caption: str
+
+
+@dataclasses.dataclass
+class Findings:
+    """What a part's judge returns: its verdict and what the report shows."""
+
+    verdict: Verdict
+    tables: list[str] = dataclasses.field(default_factory=list)  # markdown
+    plots: list[Plot] = dataclasses.field(default_factory=list)
+    notes: list[str] = dataclasses.field(default_factory=list)
+
+
+@dataclasses.dataclass(frozen=True)
+class Part:
+    """One claim of a paper and the grid that tests it.
+
+    `judge(runs, outdir)` gets the finished runs by variant name and the directory for its plots.
+    `rule` states, in words, how the judge decides; the report prints it beside the verdict.
+    """
+
+    name: str
+    title: str
+    claim: str
+    source: str
+    rule: str
+    config: ml_collections.ConfigDict
+    variants: tuple[Variant, ...]
+    judge: Callable[[dict[str, "Run"], str], Findings]
+    differences: str = ""  # how the setup differs from the paper's
+    target: Target | None = None
+    # Also measure the diagnostics of the freshly initialised state (train.run starts them after
+    # the first chunk of steps).
+    init_diagnostics: bool = False
+
+
+@dataclasses.dataclass(frozen=True)
+class DataDirs:
+    """Where the datasets are: MNIST from `mnist_dir` (else the embedded digits), CIFAR-10."""
+
+    mnist_dir: str = ""
+    cifar_dir: str = ""
+
+    def mnist(self) -> dict[str, Any]:
+        """Overrides for MNIST, or for scikit-learn's digits when no MNIST directory is given."""
+        if self.mnist_dir:
+            return {"data.name": "mnist", "data.dir": self.mnist_dir}
+        return {"data.name": "digits", "data.dir": ""}
+
+    def cifar10(self) -> dict[str, Any]:
+        return {"data.name": "cifar10", "data.dir": self.cifar_dir}
+
+
+@dataclasses.dataclass(frozen=True)
+class Experiment:
+    """An experiment script's whole declaration; `parts(preset, dirs)` builds its grid."""
+
+    name: str
+    title: str
+    parts: Callable[[str, DataDirs], list[Part]]
+
+
+@dataclasses.dataclass(frozen=True)
+class Outcome:
+    """What running an experiment concluded, for the index of several."""
+
+    experiment: Experiment
+    workdir: str
+    verdict: Verdict
+    seconds: float
+
+
+def make_config(*overrides: Mapping[str, Any]) -> ml_collections.ConfigDict:
+    """`base_config()` with each mapping of dotted overrides applied in turn."""
+    config = config_lib.base_config()
+    for mapping in overrides:
+        config = config_lib.apply_overrides(config, mapping)
+    return config
+
+
+def cadence(
+    steps: int, *, logs: int = 100, evals: int = 20, diagnostics: int = 0, checkpoints: int = 4
+) -> dict[str, int]:
+    """Overrides for `steps` training steps with about `logs` train log lines, `evals`
+    evaluations, `diagnostics` measurements (0 = none) and `checkpoints` checkpoints.
+
+    Logging is never more often than every 10 steps (each is a host round trip), and every other
+    interval is a multiple of the logging one, which is also the chunk of steps per compiled call:
+    a chunk length compiles once, so intervals that do not divide each other would compile the
+    training step again for every distinct gap between their boundaries.
+    """
+    log = max(10, steps // logs)
+
+    def every(count: int) -> int:
+        return max(1, round(steps / count / log)) * log if count else 0
+
+    return {
+        "train.steps": steps,
+        "train.steps_per_call": log,
+        "train.log_every_steps": log,
+        "eval.every_steps": every(evals),
+        "diagnostics.every_steps": every(diagnostics),
+        "checkpoint.every_steps": every(checkpoints),
+    }

@@ -1,0 +1,286 @@
+"""What an experiment writes: results.csv, markdown tables, report.md, and the index of several."""
+
+import csv
+import io
+import math
+import os
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
+from typing import Any
+
+import ml_collections
+
+from dlresearch import config as config_lib
+from dlresearch.ablation.measures import Group, mean_std, steps_summary
+from dlresearch.ablation.runs import Run
+from dlresearch.ablation.spec import (
+    DEFAULT_SEEDS,
+    DataDirs,
+    Findings,
+    Outcome,
+    Part,
+    Target,
+    Variant,
+    Verdict,
+)
+from dlresearch.metrics import atomic_write_text
+
+
+def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def summary_table(
+    rows: Iterable[Group],
+    target: Target | None = None,
+    extra: Mapping[str, Callable[[Group], str]] | None = None,
+) -> str:
+    """Means ± std over seeds of each group's final metrics, steps to `target`, divergences.
+
+    `extra` maps a column header to a function of a group giving its per-member values.
+    """
+    rows = list(rows)
+    split = rows[0].run.eval_split
+    headers = ["variant", "final train loss", "final train acc.", f"final {split} acc."]
+    if target:
+        headers.append(f"steps to {target.describe()}")
+    extra = extra or {}
+    headers += [*extra, "diverged"]
+    lines = []
+    for group in rows:
+        line = [
+            group.label,
+            mean_std(group.final("train/loss")),
+            mean_std(group.final("train/accuracy")),
+            mean_std(group.final(f"{split}/accuracy")),
+        ]
+        if target:
+            line.append(steps_summary(group.steps_to(target), group.run.config.train.steps))
+        line += [fn(group) for fn in extra.values()]
+        diverged = [group.run.diverged_at[m] for m in group.members]
+        line.append(f"{sum(d is not None for d in diverged)}/{len(diverged)}")
+        lines.append(line)
+    return markdown_table(headers, lines)
+
+
+# -- results.csv -----------------------------------------------------------------------------------
+def results_rows(parts: Sequence[Part], runs: Mapping[str, Mapping[str, Run]]) -> list[dict]:
+    """One row per (variant, member): its settings, swept values, final metrics, target, divergence."""
+    rows = []
+    for part in parts:
+        for variant in part.variants:
+            run = runs[part.name][variant.name]
+            swept = config_lib.swept_axes(run.config)
+            settings = {k: _text(v) for k, v in variant.overrides.items() if "sweep." not in k}
+            split = run.eval_split
+            finals = {
+                column: run.final(key)
+                for column, key in (
+                    ("train_loss", "train/loss"),
+                    ("train_accuracy", "train/accuracy"),
+                    ("test_loss", f"{split}/loss"),
+                    ("test_accuracy", f"{split}/accuracy"),
+                )
+            }
+            for m, member in enumerate(run.members):
+                row: dict[str, Any] = {"part": part.name, "variant": variant.name, **settings}
+                row.update({axis: f"{member[axis]:g}" for axis in swept})
+                row["steps"] = run.config.train.steps
+                row.update({column: _csv_float(values[m]) for column, values in finals.items()})
+                row["eval_split"] = split
+                if part.target:
+                    reached = run.steps_to(part.target, m)
+                    row["target"] = part.target.describe()
+                    row["steps_to_target"] = "" if reached is None else reached
+                diverged = run.diverged_at[m]
+                row["diverged"] = "no" if diverged is None else "yes"
+                row["diverged_step"] = "" if diverged is None else diverged
+                rows.append(row)
+    return rows
+
+
+def _text(value: Any) -> str:
+    """A config value as one word of a flag or CSV cell: sequences space-separated."""
+    return " ".join(str(v) for v in value) if isinstance(value, tuple | list) else str(value)
+
+
+def _csv_float(value: float) -> str:
+    return "" if math.isnan(value) else f"{value:.6g}"
+
+
+def csv_text(rows: Sequence[Mapping[str, Any]]) -> str:
+    """CSV of `rows`, columns in order of first appearance (blank where a row lacks one)."""
+    columns: list[str] = []
+    for row in rows:
+        columns += [k for k in row if k not in columns]
+    out = io.StringIO()
+    writer = csv.DictWriter(out, columns, restval="", lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    return out.getvalue()
+
+
+# -- report.md -------------------------------------------------------------------------------------
+def config_summary(config: ml_collections.ConfigDict, varied: Collection[str] = ()) -> str:
+    """The settings that define a run, in one line; fields named in `varied` read 'per variant'."""
+    c = config
+
+    def show(field: str, text: str) -> str:
+        name = {"optim.name": "optimizer", "sweep.lr": "lr"}.get(field, field.split(".")[-1])
+        return f"{name} per variant" if field in varied else text
+
+    dataset = {"mnist": "MNIST", "cifar10": "CIFAR-10"}.get(c.data.name, c.data.name)
+    if c.data.holdout:
+        dataset += f" (the last {c.data.holdout:,} training examples held out for validation)"
+    depth = show("model.depth", f"depth {c.model.depth}")
+    residual = show("model.residual", "residual" if c.model.residual else "plain")
+    if c.model.name == "mlp":
+        model = f"MLP, {depth} (hidden layers) x {c.model.width} units"
+        if c.model.residual or "model.residual" in varied:
+            model += f", {residual}"
+    elif c.model.name == "cnn":
+        model = f"CNN {c.model.cnn_preset or 'custom'}"
+    else:
+        model = f"{c.model.name}, {depth}, {residual}"
+    init = c.model.kernel_init + (
+        f" (std {c.model.init_std:g})" if c.model.kernel_init == "small_normal" else ""
+    )
+    model += f", {show('model.activation', c.model.activation)}"
+    model += f", init {show('model.kernel_init', init)}"
+    if c.model.normalization != "none" or "model.normalization" in varied:
+        model += f", {show('model.normalization', c.model.normalization)}"
+    if c.model.dropout:
+        model += f", dropout {c.model.dropout:g}"
+    lrs = " / ".join(f"{lr:g}" for lr in tuple(c.sweep.lr) or (c.optim.lr,))
+    optimizer = f"{show('optim.name', c.optim.name)}, {show('sweep.lr', f'lr {lrs}')}"
+    if c.optim.name in ("momentum", "nesterov") and "optim.name" not in varied:
+        optimizer += f", momentum {c.optim.momentum:g}"
+    if c.optim.weight_decay:
+        optimizer += f", weight decay {c.optim.weight_decay:g}"
+    if c.optim.schedule == "piecewise":
+        at = ", ".join(f"{b:,}" for b in c.optim.boundaries)
+        optimizer += f", lr x{c.optim.decay_factor:g} at steps {at}"
+    elif c.optim.schedule != "constant":
+        optimizer += f", {c.optim.schedule} schedule"
+    return f"{dataset}; {model}; {optimizer}; batch {c.train.batch_size}, {c.train.steps:,} steps"
+
+
+def _variant_line(variant: Variant) -> str:
+    settings = ", ".join(f"`{k}={_text(v)}`" for k, v in variant.overrides.items())
+    return f"- **{variant.title}**: {settings or 'the base config'}"
+
+
+def part_section(
+    part: Part, runs: Mapping[str, Run], findings: Findings, seeds: Sequence[int]
+) -> str:
+    first = next(iter(runs.values()))
+    seconds = sum(r.seconds for r in runs.values())
+    lines = [
+        f"## {part.title}",
+        "",
+        f"**Claim** ({part.source}): {part.claim}",
+        "",
+        "**Setup used.** "
+        + config_summary(first.config, {k for v in part.variants for k in v.overrides})
+        + f"; seeds {', '.join(str(s) for s in seeds)} (one vmapped sweep per variant). Variants:",
+        "",
+        *[_variant_line(v) for v in part.variants],
+        "",
+    ]
+    if part.differences:
+        lines += [f"**Differences from the paper.** {part.differences}", ""]
+    if part.target:
+        lines += [
+            f"Target: `{part.target.describe()}`, measured on the `{part.target.metric}` values "
+            f"logged every {first.config.train.log_every_steps} steps (each the mean since the "
+            "previous line).",
+            "",
+        ]
+    lines += [*findings.tables, ""]
+    for plot in findings.plots:
+        lines += [f"![{plot.caption}]({plot.filename})", "", f"*{plot.caption}*", ""]
+    lines += [*findings.notes, ""] if findings.notes else []
+    lines += [
+        f"**Rule.** {part.rule}",
+        "",
+        f"**Result: {findings.verdict.word}** — {findings.verdict.reason}",
+        "",
+        f"Training time of this part in this invocation: {seconds:.0f} s.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def verdict_line(results: Sequence[tuple[Part, Findings]]) -> Verdict:
+    """Reproduced when every part is; the reason lists each part's measured reason."""
+    reproduced = all(f.verdict.reproduced for _, f in results)
+    if len(results) == 1:
+        return Verdict(reproduced, results[0][1].verdict.reason)
+    reason = "; ".join(f"{p.name}: {f.verdict.word}, {f.verdict.reason}" for p, f in results)
+    return Verdict(reproduced, reason)
+
+
+def reproduce_command(
+    name: str,
+    *,
+    preset: str,
+    workdir: str,
+    data_dirs: DataDirs,
+    seeds: Sequence[int],
+    only: Sequence[str],
+    overrides: Mapping[str, Any],
+) -> str:
+    """The command line that reproduces an experiment's report (flags at their defaults left out)."""
+    flags_used = [f"--preset={preset}", f"--workdir={workdir}"]
+    flags_used += [f"--data_dir={data_dirs.mnist_dir}"] if data_dirs.mnist_dir else []
+    flags_used += [f"--cifar_dir={data_dirs.cifar_dir}"] if data_dirs.cifar_dir else []
+    flags_used += [f"--seeds={','.join(map(str, seeds))}"] if seeds != DEFAULT_SEEDS[preset] else []
+    flags_used += [f"--parts={','.join(only)}"] if only else []
+    flags_used += [f"--config.{k}={_text(v)}" for k, v in overrides.items()]
+    return f"python -m experiments.{name} {' '.join(flags_used)}"
+
+
+def report_text(
+    title: str,
+    verdict: Verdict,
+    *,
+    preset: str,
+    parts: Sequence[Part],
+    command: str,
+    seconds: float,
+    sections: Sequence[str],
+) -> str:
+    """report.md: the verdict line, how it was produced, then each part's section."""
+    return "\n".join(
+        [
+            f"# {title}",
+            "",
+            # "Verdict: <word>." ends the word with punctuation, so `grep -o "Verdict: [a-z ]*"`
+            # reads exactly "Verdict: reproduced" or "Verdict: not reproduced".
+            f"Verdict: {verdict.word}. {verdict.reason}",
+            "",
+            f"Preset `{preset}`, parts: {', '.join(p.name for p in parts)}. Produced by `{command}`"
+            + f"; {seconds:.0f} s in the last invocation (finished runs are read back, not retrained). "
+            "Per-run metrics, configs and checkpoints are under `runs/<part>/<variant>/`; "
+            "`results.csv` has one row per variant and seed.",
+            "",
+            *sections,
+        ]
+    )
+
+
+def write_index(outcomes: Sequence[Outcome], workdir: str) -> None:
+    """`report.md` in `workdir` linking every experiment's report with its verdict."""
+    lines = [
+        "# The classic ablations",
+        "",
+        "| experiment | verdict | time | why |",
+        "|---|---|---|---|",
+    ]
+    for o in outcomes:
+        link = os.path.relpath(os.path.join(o.workdir, "report.md"), workdir)
+        lines.append(
+            f"| [{o.experiment.title}]({link}) | {o.verdict.word} | {o.seconds:.0f} s | {o.verdict.reason} |"
+        )
+    atomic_write_text(os.path.join(workdir, "report.md"), "\n".join(lines) + "\n")
