@@ -12,7 +12,7 @@ from ml_collections import config_flags
 
 from dlresearch import config as config_lib
 from dlresearch.ablation.runner import run_experiment
-from dlresearch.ablation.spec import PRESETS, DataDirs, Experiment, Outcome
+from dlresearch.ablation.spec import PRESETS, DataDirs, Experiment, ExperimentResult
 from dlresearch.ablation.writeup import write_index
 from dlresearch.registry import ConfigError, fail, parse_flags
 
@@ -55,7 +55,7 @@ class _QuietRuns(pylogging.Filter):
         return True
 
 
-def _run_from_flags(experiments: Sequence[Experiment], config_flag: Any) -> list[Outcome]:
+def _run_from_flags(experiments: Sequence[Experiment], config_flag: Any) -> list[ExperimentResult]:
     fv = flags.FLAGS
     try:
         seeds = None if fv.seeds is None else [int(s) for s in fv.seeds]

@@ -137,3 +137,22 @@ def layer_matrix(group: Group, prefix: str, step: int | None) -> tuple[list[str]
     rows = [group.run.layer_values(prefix, m, step) for m in group.members]
     names = list(rows[0])
     return names, np.asarray([[row.get(n, math.nan) for n in names] for row in rows])
+
+
+def grid_edge_note(group: Group, axis: str = "lr") -> str:
+    """A warning when a group's value of swept `axis` is the lowest or highest of its run's grid
+    (the best rate may lie outside it); '' when it is inside or nothing was swept."""
+    grid = sorted({m[axis] for m in group.run.members})
+    value = group.run.members[group.members[0]][axis]
+    if len(grid) < 2 or grid[0] < value < grid[-1]:
+        return ""
+    edge = "lowest" if value == grid[0] else "highest"
+    return (
+        f"{group.label}: the selected {axis} {value:g} is the {edge} of the grid "
+        f"({', '.join(f'{v:g}' for v in grid)}); a rate beyond it might do better."
+    )
+
+
+def judged_members(groups: Mapping[str, Group]) -> dict[str, tuple[int, ...]]:
+    """Per variant, the members of the group a verdict rests on (for `Findings.judged`)."""
+    return {name: group.members for name, group in groups.items()}

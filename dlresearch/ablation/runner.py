@@ -16,10 +16,17 @@ import numpy as np
 
 from dlresearch import config as config_lib
 from dlresearch import data, train
-from dlresearch.ablation import writeup
+from dlresearch.ablation import provenance, writeup
 from dlresearch.ablation.measures import mean_std
 from dlresearch.ablation.runs import Run, read_history
-from dlresearch.ablation.spec import DEFAULT_SEEDS, PRESETS, DataDirs, Experiment, Outcome, Part
+from dlresearch.ablation.spec import (
+    DEFAULT_SEEDS,
+    PRESETS,
+    DataDirs,
+    Experiment,
+    ExperimentResult,
+    Part,
+)
 from dlresearch.metrics import METRICS_FILE, atomic_write_text
 from dlresearch.registry import ConfigError
 
@@ -138,7 +145,7 @@ def run_experiment(
     overrides: Mapping[str, Any] | None = None,
     only: Sequence[str] = (),
     log: Callable[[str], None] = print,
-) -> Outcome:
+) -> ExperimentResult:
     """Run (or resume) `experiment`'s preset in `workdir` and write results.csv, plots, report.md.
 
     Every config is validated and every dataset checked before the first step is trained, so a bad
@@ -151,7 +158,8 @@ def run_experiment(
         raise ConfigError("seeds must name at least one seed")
     data_dirs = data_dirs or DataDirs()
     overrides = overrides or {}
-    parts = _selected_parts(experiment, experiment.parts(preset, data_dirs), only)
+    preset_parts = experiment.parts(preset, data_dirs)
+    parts = _selected_parts(experiment, preset_parts, only)
     configs = {p.name: run_configs(p, seeds, overrides) for p in parts}
     for part in parts:
         for config in configs[part.name]:
@@ -165,10 +173,10 @@ def run_experiment(
             part, configs[part.name], workdir, log=lambda s: log(f"[{experiment.name}] {s}")
         )
     results = [(part, part.judge(runs[part.name], workdir)) for part in parts]
-    verdict = writeup.verdict_line(results)
+    verdict = writeup.experiment_verdict(results, partial=len(parts) < len(preset_parts))
     seconds = time.perf_counter() - start
 
-    rows = writeup.results_rows(parts, runs)
+    rows = writeup.results_rows(parts, runs, {p.name: f for p, f in results})
     atomic_write_text(os.path.join(workdir, "results.csv"), writeup.csv_text(rows))
     command = writeup.reproduce_command(
         experiment.name,
@@ -186,8 +194,9 @@ def run_experiment(
         parts=parts,
         command=command,
         seconds=seconds,
+        provenance=provenance.stamp(c for p in parts for c in configs[p.name]),
         sections=[writeup.part_section(p, runs[p.name], f, seeds) for p, f in results],
     )
     atomic_write_text(os.path.join(workdir, "report.md"), report)
-    log(f"[{experiment.name}] Verdict: {verdict.word}. {verdict.reason} ({seconds:.0f} s)")
-    return Outcome(experiment, workdir, verdict, seconds)
+    log(f"[{experiment.name}] Verdict: {verdict.outcome}. {verdict.reason} ({seconds:.0f} s)")
+    return ExperimentResult(experiment, workdir, verdict, seconds)

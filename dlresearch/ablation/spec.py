@@ -11,12 +11,14 @@ from typing import TYPE_CHECKING, Any
 import ml_collections
 
 from dlresearch import config as config_lib
+from dlresearch.ablation.stats import Verdict
 
 if TYPE_CHECKING:  # runs.py imports this module: the judge's argument type only
     from dlresearch.ablation.runs import Run
 
 PRESETS = ("quick", "paper", "test")
-DEFAULT_SEEDS = {"quick": (0, 1, 2), "paper": (0, 1, 2, 3, 4), "test": (0, 1)}
+# Five seeds: the smallest count at which a paired t-interval over seeds is usefully narrow.
+DEFAULT_SEEDS = {"quick": (0, 1, 2, 3, 4), "paper": (0, 1, 2, 3, 4), "test": (0, 1)}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -45,13 +47,13 @@ class Target:
 
 
 @dataclasses.dataclass(frozen=True)
-class Verdict:
-    reproduced: bool
-    reason: str
+class Check:
+    """A sanity check a report states beside its verdict but that does not decide it: something
+    that follows from the setup (e.g. from the init formulas) and would flag a broken run."""
 
-    @property
-    def word(self) -> str:
-        return "reproduced" if self.reproduced else "not reproduced"
+    name: str
+    passed: bool
+    detail: str
 
 
 @dataclasses.dataclass(frozen=True)
@@ -62,12 +64,18 @@ class Plot:
 
 @dataclasses.dataclass
 class Findings:
-    """What a part's judge returns: its verdict and what the report shows."""
+    """What a part's judge returns: its verdict and what the report shows.
+
+    `judged` names, per variant, the members the verdict rests on (e.g. the seeds at the selected
+    learning rate); results.csv marks them. Empty: every member.
+    """
 
     verdict: Verdict
     tables: list[str] = dataclasses.field(default_factory=list)  # markdown
     plots: list[Plot] = dataclasses.field(default_factory=list)
     notes: list[str] = dataclasses.field(default_factory=list)
+    checks: list[Check] = dataclasses.field(default_factory=list)
+    judged: Mapping[str, tuple[int, ...]] = dataclasses.field(default_factory=dict)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -120,7 +128,7 @@ class Experiment:
 
 
 @dataclasses.dataclass(frozen=True)
-class Outcome:
+class ExperimentResult:
     """What running an experiment concluded, for the index of several."""
 
     experiment: Experiment

@@ -15,13 +15,13 @@ from dlresearch.ablation.runs import Run
 from dlresearch.ablation.spec import (
     DEFAULT_SEEDS,
     DataDirs,
+    ExperimentResult,
     Findings,
-    Outcome,
     Part,
     Target,
     Variant,
-    Verdict,
 )
+from dlresearch.ablation.stats import Effect, Outcome, Verdict
 from dlresearch.metrics import atomic_write_text
 
 
@@ -65,39 +65,73 @@ def summary_table(
 
 
 # -- results.csv -----------------------------------------------------------------------------------
-def results_rows(parts: Sequence[Part], runs: Mapping[str, Mapping[str, Run]]) -> list[dict]:
-    """One row per (variant, member): its settings, swept values, final metrics, target, divergence."""
+def results_rows(
+    parts: Sequence[Part],
+    runs: Mapping[str, Mapping[str, Run]],
+    findings: Mapping[str, Findings],
+) -> list[dict]:
+    """The inputs of every verdict: one `run` row per (variant, member) with its settings, swept
+    values, final metrics, steps to target, divergence and whether the verdict rests on it; then
+    one `effect` row per effect a verdict states (estimate, 95% interval, p, outcome)."""
     rows = []
     for part in parts:
+        judged = findings[part.name].judged
         for variant in part.variants:
-            run = runs[part.name][variant.name]
-            swept = config_lib.swept_axes(run.config)
-            settings = {k: _text(v) for k, v in variant.overrides.items() if "sweep." not in k}
-            split = run.eval_split
-            finals = {
-                column: run.final(key)
-                for column, key in (
-                    ("train_loss", "train/loss"),
-                    ("train_accuracy", "train/accuracy"),
-                    ("test_loss", f"{split}/loss"),
-                    ("test_accuracy", f"{split}/accuracy"),
-                )
-            }
-            for m, member in enumerate(run.members):
-                row: dict[str, Any] = {"part": part.name, "variant": variant.name, **settings}
-                row.update({axis: f"{member[axis]:g}" for axis in swept})
-                row["steps"] = run.config.train.steps
-                row.update({column: _csv_float(values[m]) for column, values in finals.items()})
-                row["eval_split"] = split
-                if part.target:
-                    reached = run.steps_to(part.target, m)
-                    row["target"] = part.target.describe()
-                    row["steps_to_target"] = "" if reached is None else reached
-                diverged = run.diverged_at[m]
-                row["diverged"] = "no" if diverged is None else "yes"
-                row["diverged_step"] = "" if diverged is None else diverged
-                rows.append(row)
+            rows += _run_rows(part, variant, runs[part.name][variant.name], judged)
+    for part in parts:
+        verdict = findings[part.name].verdict
+        rows += [_effect_row(part.name, verdict.outcome, e) for e in verdict.effects]
     return rows
+
+
+def _run_rows(
+    part: Part, variant: Variant, run: Run, judged: Mapping[str, tuple[int, ...]]
+) -> list[dict]:
+    swept = config_lib.swept_axes(run.config)
+    settings = {k: _text(v) for k, v in variant.overrides.items() if "sweep." not in k}
+    split = run.eval_split
+    finals = {
+        column: run.final(key)
+        for column, key in (
+            ("train_loss", "train/loss"),
+            ("train_accuracy", "train/accuracy"),
+            ("eval_loss", f"{split}/loss"),
+            ("eval_accuracy", f"{split}/accuracy"),
+        )
+    }
+    rows = []
+    for m, member in enumerate(run.members):
+        row: dict[str, Any] = {"kind": "run", "part": part.name, "variant": variant.name}
+        row.update(settings)
+        row.update({axis: f"{member[axis]:g}" for axis in swept})
+        row["steps"] = run.config.train.steps
+        row.update({column: _csv_float(values[m]) for column, values in finals.items()})
+        row["eval_split"] = split
+        if part.target:
+            reached = run.steps_to(part.target, m)
+            row["target"] = part.target.describe()
+            row["steps_to_target"] = "" if reached is None else reached
+        diverged = run.diverged_at[m]
+        row["diverged"] = "no" if diverged is None else "yes"
+        row["diverged_step"] = "" if diverged is None else diverged
+        row["judged"] = "yes" if m in judged.get(variant.name, range(len(run.members))) else "no"
+        rows.append(row)
+    return rows
+
+
+def _effect_row(part: str, outcome: Outcome, effect: Effect) -> dict[str, Any]:
+    return {
+        "kind": "effect",
+        "part": part,
+        "effect": effect.name,
+        "estimate": _csv_float(effect.estimate),
+        "ci_low": _csv_float(effect.low),
+        "ci_high": _csv_float(effect.high),
+        "p": _csv_float(effect.p),
+        "n": effect.n,
+        "method": effect.method,
+        "outcome": str(outcome),
+    }
 
 
 def _text(value: Any) -> str:
@@ -201,10 +235,20 @@ def part_section(
     for plot in findings.plots:
         lines += [f"![{plot.caption}]({plot.filename})", "", f"*{plot.caption}*", ""]
     lines += [*findings.notes, ""] if findings.notes else []
+    if findings.checks:
+        lines += [
+            "**Sanity checks** (expected from the setup; they do not decide the verdict):",
+            "",
+        ]
+        lines += [
+            f"- {'passed' if c.passed else 'FAILED'}: {c.name} ({c.detail})"
+            for c in findings.checks
+        ]
+        lines += [""]
     lines += [
         f"**Rule.** {part.rule}",
         "",
-        f"**Result: {findings.verdict.word}** — {findings.verdict.reason}",
+        findings.verdict.result_line(),
         "",
         f"Training time of this part in this invocation: {seconds:.0f} s.",
         "",
@@ -212,13 +256,21 @@ def part_section(
     return "\n".join(lines)
 
 
-def verdict_line(results: Sequence[tuple[Part, Findings]]) -> Verdict:
-    """Reproduced when every part is; the reason lists each part's measured reason."""
-    reproduced = all(f.verdict.reproduced for _, f in results)
-    if len(results) == 1:
-        return Verdict(reproduced, results[0][1].verdict.reason)
-    reason = "; ".join(f"{p.name}: {f.verdict.word}, {f.verdict.reason}" for p, f in results)
-    return Verdict(reproduced, reason)
+def experiment_verdict(results: Sequence[tuple[Part, Findings]], *, partial: bool) -> Verdict:
+    """Not reproduced if any part is, reproduced if every part is, inconclusive otherwise; the
+    reason lists each part's outcome. `partial`: only some of the preset's parts ran."""
+    outcomes = {f.verdict.outcome for _, f in results}
+    if Outcome.NOT_REPRODUCED in outcomes:
+        outcome = Outcome.NOT_REPRODUCED
+    elif outcomes == {Outcome.REPRODUCED}:
+        outcome = Outcome.REPRODUCED
+    else:
+        outcome = Outcome.INCONCLUSIVE
+    reason = "; ".join(f"{p.name}: {f.verdict.outcome}" for p, f in results)
+    if partial:
+        reason = f"Partial: only parts {', '.join(p.name for p, _ in results)} ran. " + reason
+    effects = tuple(e for _, f in results for e in f.verdict.effects)
+    return Verdict(outcome, reason, effects)
 
 
 def reproduce_command(
@@ -249,6 +301,7 @@ def report_text(
     parts: Sequence[Part],
     command: str,
     seconds: float,
+    provenance: str,
     sections: Sequence[str],
 ) -> str:
     """report.md: the verdict line, how it was produced, then each part's section."""
@@ -256,21 +309,29 @@ def report_text(
         [
             f"# {title}",
             "",
-            # "Verdict: <word>." ends the word with punctuation, so `grep -o "Verdict: [a-z ]*"`
-            # reads exactly "Verdict: reproduced" or "Verdict: not reproduced".
-            f"Verdict: {verdict.word}. {verdict.reason}",
+            # "Verdict: <outcome>." ends the outcome with punctuation, so `grep -o "Verdict:
+            # [a-z ]*"` reads exactly one of the three outcomes.
+            f"Verdict: {verdict.outcome}. {verdict.reason}",
             "",
             f"Preset `{preset}`, parts: {', '.join(p.name for p in parts)}. Produced by `{command}`"
             + f"; {seconds:.0f} s in the last invocation (finished runs are read back, not retrained). "
             "Per-run metrics, configs and checkpoints are under `runs/<part>/<variant>/`; "
-            "`results.csv` has one row per variant and seed.",
+            "`results.csv` has one row per variant and seed, and one per effect a verdict states.",
+            "",
+            provenance,
+            "",
+            "How to read a verdict: every effect is a paired comparison over seeds (the arms share "
+            "seeds and data order) with a 95% interval; **reproduced**: the interval excludes no "
+            "effect, on the claimed side; **not reproduced**: it excludes the claimed effect, or the "
+            "effect is significant the other way; **inconclusive**: neither (the result says what "
+            "would decide it).",
             "",
             *sections,
         ]
     )
 
 
-def write_index(outcomes: Sequence[Outcome], workdir: str) -> None:
+def write_index(outcomes: Sequence[ExperimentResult], workdir: str) -> None:
     """`report.md` in `workdir` linking every experiment's report with its verdict."""
     lines = [
         "# The classic ablations",
@@ -281,6 +342,6 @@ def write_index(outcomes: Sequence[Outcome], workdir: str) -> None:
     for o in outcomes:
         link = os.path.relpath(os.path.join(o.workdir, "report.md"), workdir)
         lines.append(
-            f"| [{o.experiment.title}]({link}) | {o.verdict.word} | {o.seconds:.0f} s | {o.verdict.reason} |"
+            f"| [{o.experiment.title}]({link}) | {o.verdict.outcome} | {o.seconds:.0f} s | {o.verdict.reason} |"
         )
     atomic_write_text(os.path.join(workdir, "report.md"), "\n".join(lines) + "\n")
