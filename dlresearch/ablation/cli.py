@@ -23,9 +23,11 @@ def _define_flags() -> Any:
     flags.DEFINE_string(
         "workdir", None, "Experiment directory: runs/, results.csv, *.png, report.md."
     )
-    flags.DEFINE_string("data_dir", "", "MNIST IDX files; without it the embedded digits stand in.")
     flags.DEFINE_string(
-        "cifar_dir", "", "CIFAR-10 binary files (the paper presets' CIFAR-10 parts)."
+        "data_dir", "", "MNIST IDX files (default: the download cache, filled on first use)."
+    )
+    flags.DEFINE_string(
+        "cifar_dir", "", "CIFAR-10 binary files (default: the download cache, filled on first use)."
     )
     flags.DEFINE_list("seeds", None, "Seeds (default: 3 for quick, 5 for paper, 2 for test).")
     flags.DEFINE_list("parts", [], "Run only these parts (default: all of the preset).")

@@ -17,7 +17,7 @@ import numpy as np
 from dlresearch import config as config_lib
 from dlresearch import data, train
 from dlresearch.ablation import provenance, writeup
-from dlresearch.ablation.measures import mean_std
+from dlresearch.ablation.measures import best_value, mean_std
 from dlresearch.ablation.runs import Run, read_history
 from dlresearch.ablation.spec import (
     DEFAULT_SEEDS,
@@ -26,6 +26,8 @@ from dlresearch.ablation.spec import (
     Experiment,
     ExperimentResult,
     Part,
+    Tuning,
+    Variant,
 )
 from dlresearch.metrics import METRICS_FILE, atomic_write_text
 from dlresearch.registry import ConfigError
@@ -43,6 +45,8 @@ def run_configs(
         config.sweep.seed = tuple(int(s) for s in seeds)
         config = config_lib.apply_overrides(config, overrides)
         config_lib.validate(config)
+        if part.tuning:
+            config_lib.validate(tuning_config(config, part.tuning))
         configs.append(config)
     return configs
 
@@ -74,6 +78,45 @@ def _initial_diagnostics(config: ml_collections.ConfigDict, workdir: str) -> lis
     return out
 
 
+def tuning_config(config: ml_collections.ConfigDict, tuning: Tuning) -> ml_collections.ConfigDict:
+    """The tuning run of a variant: the whole grid on the tuning seeds, with a held-out split."""
+    return config_lib.apply_overrides(
+        config,
+        {"sweep.lr": tuning.grid, "sweep.seed": tuning.seeds, "data.holdout": tuning.holdout},
+    )
+
+
+def _train(
+    part: Part,
+    variant: Variant,
+    config: ml_collections.ConfigDict,
+    run_dir: str,
+    name: str,
+    log: Callable[[str], None],
+) -> Run:
+    """Train (or resume, or read back) one variant's sweep in `run_dir`."""
+    members = config_lib.sweep_members(config)
+    log(f"{name}: {len(members)} member(s) x {config.train.steps} steps ...")
+    start = time.perf_counter()
+    result = train.run(config, run_dir)
+    init = _initial_diagnostics(config, run_dir) if part.init_diagnostics else [{} for _ in members]
+    seconds = time.perf_counter() - start
+    run = Run(
+        part=part.name,
+        variant=variant,
+        config=config,
+        workdir=run_dir,
+        members=result.members,
+        history=read_history(os.path.join(run_dir, METRICS_FILE), len(result.members)),
+        diverged_at=result.diverged_at,
+        num_train=_check_data(part.name, config),
+        init_diagnostics=init,
+        seconds=seconds,
+    )
+    log(f"{name}: done in {seconds:.0f} s at step {result.step}; {_brief(run)}")
+    return run
+
+
 def run_grid(
     part: Part,
     configs: Sequence[ml_collections.ConfigDict],
@@ -81,34 +124,29 @@ def run_grid(
     *,
     log: Callable[[str], None] = print,
 ) -> dict[str, Run]:
-    """Train (or resume, or just read back) every variant of `part`; its runs by variant name."""
+    """Train (or resume, or just read back) every variant of `part`; its runs by variant name.
+
+    With `part.tuning`, each variant first trains its tuning run in `tuning/<part>/<variant>`,
+    then its evaluation run at the rate that tuning selected.
+    """
     runs = {}
     for i, (variant, config) in enumerate(zip(part.variants, configs, strict=True)):
-        run_dir = os.path.join(workdir, "runs", part.name, variant.name)
         name = f"{part.name}/{variant.name} ({i + 1}/{len(configs)})"
-        members = config_lib.sweep_members(config)
-        log(f"{name}: {len(members)} member(s) x {config.train.steps} steps ...")
-        start = time.perf_counter()
-        result = train.run(config, run_dir)
-        init = (
-            _initial_diagnostics(config, run_dir)
-            if part.init_diagnostics
-            else [{} for _ in members]
-        )
-        seconds = time.perf_counter() - start
-        run = Run(
-            part=part.name,
-            variant=variant,
-            config=config,
-            workdir=run_dir,
-            members=result.members,
-            history=read_history(os.path.join(run_dir, METRICS_FILE), len(result.members)),
-            diverged_at=result.diverged_at,
-            num_train=_check_data(part.name, config),
-            init_diagnostics=init,
-            seconds=seconds,
-        )
-        log(f"{name}: done in {seconds:.0f} s at step {result.step}; {_brief(run)}")
+        tuning_run = None
+        if part.tuning:
+            tuning_run = _train(
+                part,
+                variant,
+                tuning_config(config, part.tuning),
+                os.path.join(workdir, "tuning", part.name, variant.name),
+                f"{name} tuning",
+                log,
+            )
+            lr = best_value(tuning_run, "lr", part.tuning.score)
+            config = config_lib.apply_overrides(config, {"optim.lr": lr})
+        run_dir = os.path.join(workdir, "runs", part.name, variant.name)
+        run = _train(part, variant, config, run_dir, name, log)
+        run.tuning = tuning_run
         runs[variant.name] = run
     return runs
 

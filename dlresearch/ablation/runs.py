@@ -27,6 +27,7 @@ class Run:
     num_train: int
     init_diagnostics: list[dict[str, float]]  # per member; empty dicts when not measured
     seconds: float  # wall time spent on this variant by this invocation
+    tuning: "Run | None" = None  # the tuning run that chose this run's learning rate
 
     @property
     def eval_split(self) -> str:

@@ -9,6 +9,7 @@ from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 import ml_collections
+import numpy as np
 
 from dlresearch import config as config_lib
 from dlresearch.ablation.stats import Verdict
@@ -44,6 +45,37 @@ class Target:
 
     def describe(self) -> str:
         return f"{self.metric} {'<=' if self.below else '>='} {self.threshold:g}"
+
+
+# Seeds of the tuning runs: disjoint from every preset's evaluation seeds.
+TUNING_SEEDS = (1000,)
+
+
+def log_grid(low: float, high: float, points: int = 5) -> tuple[float, ...]:
+    """`points` log-spaced values from `low` to `high`, to 3 significant digits."""
+    return tuple(float(f"{v:.3g}") for v in np.geomspace(low, high, points))
+
+
+@dataclasses.dataclass(frozen=True)
+class Tuning:
+    """The one protocol by which every arm of a part gets its learning rate.
+
+    Each variant trains the whole `grid` on the tuning `seeds` (disjoint from the evaluation
+    seeds) with the last `holdout` training examples held out; the rate with the lowest `score`
+    (the judging metric, measured on the held-out split or the training curve) is then trained
+    on the evaluation seeds, on the full training set, and judged.
+    """
+
+    grid: tuple[float, ...]
+    score: Callable[["Run", tuple[int, ...]], float]  # lower is better
+    metric: str  # what `score` measures, for the report
+    holdout: int = 10_000
+    seeds: tuple[int, ...] = TUNING_SEEDS
+
+    def __post_init__(self) -> None:
+        grid = sorted(self.grid)
+        if len(grid) < 5 or grid[-1] / grid[0] < 100:
+            raise ValueError(f"a tuning grid needs >= 5 rates over >= 2 decades, got {self.grid}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -96,6 +128,7 @@ class Part:
     judge: Callable[[dict[str, "Run"], str], Findings]
     differences: str = ""  # how the setup differs from the paper's
     target: Target | None = None
+    tuning: Tuning | None = None  # None: the config's learning rate(s) as they are
     # Also measure the diagnostics of the freshly initialised state (train.run starts them after
     # the first chunk of steps).
     init_diagnostics: bool = False
@@ -103,16 +136,13 @@ class Part:
 
 @dataclasses.dataclass(frozen=True)
 class DataDirs:
-    """Where the datasets are: MNIST from `mnist_dir` (else the embedded digits), CIFAR-10."""
+    """Where the datasets are; empty: the download cache (`data.dataset_dir`), filled on first use."""
 
     mnist_dir: str = ""
     cifar_dir: str = ""
 
     def mnist(self) -> dict[str, Any]:
-        """Overrides for MNIST, or for scikit-learn's digits when no MNIST directory is given."""
-        if self.mnist_dir:
-            return {"data.name": "mnist", "data.dir": self.mnist_dir}
-        return {"data.name": "digits", "data.dir": ""}
+        return {"data.name": "mnist", "data.dir": self.mnist_dir}
 
     def cifar10(self) -> dict[str, Any]:
         return {"data.name": "cifar10", "data.dir": self.cifar_dir}

@@ -19,6 +19,7 @@ from dlresearch.ablation.spec import (
     Findings,
     Part,
     Target,
+    Tuning,
     Variant,
 )
 from dlresearch.ablation.stats import Effect, Outcome, Verdict
@@ -77,7 +78,10 @@ def results_rows(
     for part in parts:
         judged = findings[part.name].judged
         for variant in part.variants:
-            rows += _run_rows(part, variant, runs[part.name][variant.name], judged)
+            run = runs[part.name][variant.name]
+            if run.tuning:
+                rows += _run_rows(part, variant, run.tuning, {}, kind="tuning")
+            rows += _run_rows(part, variant, run, judged)
     for part in parts:
         verdict = findings[part.name].verdict
         rows += [_effect_row(part.name, verdict.outcome, e) for e in verdict.effects]
@@ -85,7 +89,11 @@ def results_rows(
 
 
 def _run_rows(
-    part: Part, variant: Variant, run: Run, judged: Mapping[str, tuple[int, ...]]
+    part: Part,
+    variant: Variant,
+    run: Run,
+    judged: Mapping[str, tuple[int, ...]],
+    kind: str = "run",
 ) -> list[dict]:
     swept = config_lib.swept_axes(run.config)
     settings = {k: _text(v) for k, v in variant.overrides.items() if "sweep." not in k}
@@ -101,9 +109,10 @@ def _run_rows(
     }
     rows = []
     for m, member in enumerate(run.members):
-        row: dict[str, Any] = {"kind": "run", "part": part.name, "variant": variant.name}
+        row: dict[str, Any] = {"kind": kind, "part": part.name, "variant": variant.name}
         row.update(settings)
         row.update({axis: f"{member[axis]:g}" for axis in swept})
+        row["lr"] = f"{member['lr']:g}"
         row["steps"] = run.config.train.steps
         row.update({column: _csv_float(values[m]) for column, values in finals.items()})
         row["eval_split"] = split
@@ -114,7 +123,8 @@ def _run_rows(
         diverged = run.diverged_at[m]
         row["diverged"] = "no" if diverged is None else "yes"
         row["diverged_step"] = "" if diverged is None else diverged
-        row["judged"] = "yes" if m in judged.get(variant.name, range(len(run.members))) else "no"
+        judged_here = kind == "run" and m in judged.get(variant.name, range(len(run.members)))
+        row["judged"] = "yes" if judged_here else "no"
         rows.append(row)
     return rows
 
@@ -224,6 +234,8 @@ def part_section(
     ]
     if part.differences:
         lines += [f"**Differences from the paper.** {part.differences}", ""]
+    if part.tuning:
+        lines += [tuning_section(part.tuning, runs), ""]
     if part.target:
         lines += [
             f"Target: `{part.target.describe()}`, measured on the `{part.target.metric}` values "
@@ -254,6 +266,28 @@ def part_section(
         "",
     ]
     return "\n".join(lines)
+
+
+def tuning_section(tuning: Tuning, runs: Mapping[str, Run]) -> str:
+    """The tuning protocol in words, and per variant the score of every rate and the one chosen."""
+    grid = sorted(tuning.grid)
+    headers = ["variant", *(f"lr {lr:g}" for lr in grid), "selected"]
+    rows = []
+    for run in runs.values():
+        assert run.tuning is not None
+        scores = [tuning.score(run.tuning, run.tuning.where(lr=lr)) for lr in grid]
+        selected = run.config.optim.lr
+        edge = " (grid edge)" if selected in (grid[0], grid[-1]) else ""
+        rows.append([run.variant.title, *(f"{x:.4g}" for x in scores), f"{selected:g}{edge}"])
+    seeds = ", ".join(str(s) for s in tuning.seeds)
+    return (
+        "**Tuning (the same protocol for every variant).** Each variant trained every rate of the "
+        f"grid on tuning seed(s) {seeds} (not among the evaluation seeds) with the last "
+        f"{tuning.holdout:,} training examples held out; the rate with the lowest {tuning.metric} "
+        "was then trained on the evaluation seeds with the full training set. A rate at an edge "
+        "of the grid is marked: the best rate may lie beyond it.\n\n"
+        + markdown_table(headers, rows)
+    )
 
 
 def experiment_verdict(results: Sequence[tuple[Part, Findings]], *, partial: bool) -> Verdict:
