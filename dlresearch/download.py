@@ -159,7 +159,8 @@ def _transfer(url: str, path: Path) -> None:
     with urllib.request.urlopen(url, timeout=TIMEOUT_S) as response, path.open("wb") as out:
         length = response.headers.get("Content-Length")
         total = int(length) if length else None
-        logging.info("downloading %s (%s bytes)", url, total or "unknown")
+        size = f"{total / 1e6:.1f} MB" if total is not None else "size unknown"
+        logging.info("downloading %s (%s)", url, size)
         received = 0
         with tqdm(
             total=total, desc=PurePosixPath(url).name, unit="B", unit_scale=True, disable=None

@@ -13,6 +13,8 @@ then over seeds) is the lowest of the optimizers compared, below each other's by
 larger of the two standard deviations over seeds (a lead within the seeds' spread is a tie).
 """
 
+import dataclasses
+
 import ml_collections
 import numpy as np
 
@@ -32,8 +34,20 @@ NAMES = {
     "adadelta": "AdaDelta",
     "adam": "Adam",
 }
-# preset -> (MLP width, MLP epochs, CNN epochs)
-SIZES = {"test": (16, 2, 0), "quick": (100, 6, 0), "paper": (1_000, 100, 45)}
+
+
+@dataclasses.dataclass(frozen=True)
+class Sizes:
+    mlp_width: int
+    mlp_epochs: int
+    cnn_epochs: int = 0  # the cnn part is in the paper preset only
+
+
+SIZES = {
+    "test": Sizes(mlp_width=16, mlp_epochs=2),
+    "quick": Sizes(mlp_width=100, mlp_epochs=6),
+    "paper": Sizes(mlp_width=1_000, mlp_epochs=100, cnn_epochs=45),
+}
 # Training examples of each dataset, and how many of them are held out for validation.
 TRAIN_SIZE = {"digits": 1_437, "mnist": 60_000, "cifar10": 50_000}
 HOLDOUT = {"digits": 200, "mnist": 10_000, "cifar10": 5_000}
@@ -59,19 +73,22 @@ def _epochs_config(dataset: dict, epochs: int, *overrides: dict) -> ml_collectio
 
 
 def parts(preset: str, dirs: ablation.DataDirs) -> list[ablation.Part]:
-    width, epochs, cnn_epochs = SIZES[preset]
+    sizes = SIZES[preset]
     mlp = _epochs_config(
-        dirs.mnist(), epochs, {"model.depth": 2, "model.width": width, "model.dropout": 0.5}
+        dirs.mnist(),
+        sizes.mlp_epochs,
+        {"model.depth": 2, "model.width": sizes.mlp_width, "model.dropout": 0.5},
     )
     fewer = (
         ""
         if preset == "paper"
-        else f" {width} instead of 1,000 units per layer, and {epochs} epochs instead of 200."
+        else f" {sizes.mlp_width} instead of {SIZES['paper'].mlp_width:,} units per layer, and "
+        f"{sizes.mlp_epochs} epochs instead of 200."
     )
     out = [
         ablation.Part(
             name="mlp",
-            title=f"(a) MNIST MLP 2 x {width} with dropout (Fig. 2)",
+            title=f"(a) MNIST MLP 2 x {sizes.mlp_width} with dropout (Fig. 2)",
             claim="On a multilayer ReLU net with dropout, Adam lowers the training cost faster "
             "than the other stochastic first-order methods (each at its best learning rate).",
             source="Kingma & Ba 2015, §6.2 and Fig. 2a",
@@ -91,7 +108,7 @@ def parts(preset: str, dirs: ablation.DataDirs) -> list[ablation.Part]:
     if preset == "paper":
         cnn = _epochs_config(
             dirs.cifar10(),
-            cnn_epochs,
+            sizes.cnn_epochs,
             {
                 "model.name": "cnn",
                 "model.cnn_preset": "adam2015",
@@ -115,7 +132,8 @@ def parts(preset: str, dirs: ablation.DataDirs) -> list[ablation.Part]:
                 variants=_variants(("nesterov", "adagrad", "adam")),
                 judge=judge,
                 differences="Per-channel standardisation instead of ZCA whitening; dropout 0.2 "
-                f"on the input and 0.5 on the features and the hidden layer; {cnn_epochs} epochs.",
+                "on the input and 0.5 on the features and the hidden layer; "
+                f"{sizes.cnn_epochs} epochs.",
             )
         )
     return out

@@ -13,6 +13,8 @@ net's, and (3) the residual nets' rise in training error from the shallowest to 
 (if any) is smaller than the plain nets'. Errors are means over seeds of the final training error.
 """
 
+import dataclasses
+
 import ml_collections
 import numpy as np
 
@@ -21,8 +23,21 @@ from dlresearch import ablation
 # He et al. (2016) Table 6: CIFAR-10 test error (%) of the ResNets.
 PAPER_TEST_ERRORS = {20: 8.75, 32: 7.51, 44: 7.17, 56: 6.97, 110: 6.43}
 MLP_LR = 0.01
-# preset -> (MLP depths, MLP width, MLP steps)
-MLP_SIZES = {"test": ((2, 4), 16, 40), "quick": ((4, 16, 32), 64, 1_500)}
+
+
+@dataclasses.dataclass(frozen=True)
+class MLPSizes:
+    """The `mlp` part of the quick and test presets (the paper preset trains ResNets)."""
+
+    depths: tuple[int, ...]
+    width: int
+    steps: int
+
+
+MLP_SIZES = {
+    "test": MLPSizes(depths=(2, 4), width=16, steps=40),
+    "quick": MLPSizes(depths=(4, 16, 32), width=64, steps=1_500),
+}
 CIFAR_DEPTHS = {"plain": (20, 32, 44, 56), "residual": (20, 32, 44, 56, 110)}
 RULE = (
     "reproduced if (1) the deepest plain net's final training error is above the shallowest "
@@ -33,7 +48,8 @@ RULE = (
 CLAIM = (
     "Deeper plain nets have higher training error than shallower ones (degradation, not "
     "overfitting), while residual nets of the same depth train well and gain from depth "
-    "(CIFAR-10 test error 8.75/7.51/7.17/6.97/6.43% for ResNet-20/32/44/56/110)."
+    f"(CIFAR-10 test error {'/'.join(f'{e:g}' for e in PAPER_TEST_ERRORS.values())}% for "
+    f"ResNet-{'/'.join(map(str, PAPER_TEST_ERRORS))})."
 )
 
 
@@ -86,24 +102,24 @@ def parts(preset: str, dirs: ablation.DataDirs) -> list[ablation.Part]:
                 "is a linear warm-up here.",
             )
         ]
-    depths, width, steps = MLP_SIZES[preset]
+    sizes = MLP_SIZES[preset]
     config = ablation.make_config(
         common,
         dirs.mnist(),
-        {"model.width": width, "optim.lr": MLP_LR},
-        ablation.cadence(steps, logs=30, evals=5),
+        {"model.width": sizes.width, "optim.lr": MLP_LR},
+        ablation.cadence(sizes.steps, logs=30, evals=5),
     )
-    variants = [_variant(kind, d) for d in depths for kind in ("plain", "residual")]
+    variants = [_variant(kind, d) for d in sizes.depths for kind in ("plain", "residual")]
     return [
         _part(
             "mlp",
             "Plain vs residual MLPs on MNIST/digits (the degradation problem)",
             config,
             variants,
-            f"Not the paper's CIFAR-10 ResNets (days on this CPU): MLPs of {width} units per "
-            f"layer with BatchNorm and He init, depths {'/'.join(map(str, depths))}; the "
+            f"Not the paper's CIFAR-10 ResNets (days on this CPU): MLPs of {sizes.width} units "
+            f"per layer with BatchNorm and He init, depths {'/'.join(map(str, sizes.depths))}; the "
             "residual nets add each hidden layer's output to its input (x + relu(bn(Wx)), the "
-            f"first layer excepted). Momentum SGD at {MLP_LR:g} for all, {steps:,} steps.",
+            f"first layer excepted). Momentum SGD at {MLP_LR:g} for all, {sizes.steps:,} steps.",
         )
     ]
 

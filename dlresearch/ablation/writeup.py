@@ -169,14 +169,31 @@ def csv_text(rows: Sequence[Mapping[str, Any]]) -> str:
 def config_summary(config: ml_collections.ConfigDict, varied: Collection[str] = ()) -> str:
     """The settings that define a run, in one line; fields named in `varied` read 'per variant'."""
     c = config
+    return (
+        f"{_dataset_text(c)}; {_model_text(c, varied)}; {_optimizer_text(c, varied)}; "
+        f"batch {c.train.batch_size}, {c.train.steps:,} steps"
+    )
+
+
+def _shown(varied: Collection[str]) -> Callable[[str, str], str]:
+    """`show(field, text)`: the `text` of a setting, or '<name> per variant' if it is varied."""
 
     def show(field: str, text: str) -> str:
         name = {"optim.name": "optimizer", "sweep.lr": "lr"}.get(field, field.split(".")[-1])
         return f"{name} per variant" if field in varied else text
 
+    return show
+
+
+def _dataset_text(c: ml_collections.ConfigDict) -> str:
     dataset = {"mnist": "MNIST", "cifar10": "CIFAR-10"}.get(c.data.name, c.data.name)
     if c.data.holdout:
         dataset += f" (the last {c.data.holdout:,} training examples held out for validation)"
+    return dataset
+
+
+def _model_text(c: ml_collections.ConfigDict, varied: Collection[str]) -> str:
+    show = _shown(varied)
     depth = show("model.depth", f"depth {c.model.depth}")
     residual = show("model.residual", "residual" if c.model.residual else "plain")
     if c.model.name == "mlp":
@@ -196,6 +213,11 @@ def config_summary(config: ml_collections.ConfigDict, varied: Collection[str] = 
         model += f", {show('model.normalization', c.model.normalization)}"
     if c.model.dropout:
         model += f", dropout {c.model.dropout:g}"
+    return model
+
+
+def _optimizer_text(c: ml_collections.ConfigDict, varied: Collection[str]) -> str:
+    show = _shown(varied)
     lrs = " / ".join(f"{lr:g}" for lr in tuple(c.sweep.lr) or (c.optim.lr,))
     optimizer = f"{show('optim.name', c.optim.name)}, {show('sweep.lr', f'lr {lrs}')}"
     if c.optim.name in ("momentum", "nesterov") and "optim.name" not in varied:
@@ -207,7 +229,7 @@ def config_summary(config: ml_collections.ConfigDict, varied: Collection[str] = 
         optimizer += f", lr x{c.optim.decay_factor:g} at steps {at}"
     elif c.optim.schedule != "constant":
         optimizer += f", {c.optim.schedule} schedule"
-    return f"{dataset}; {model}; {optimizer}; batch {c.train.batch_size}, {c.train.steps:,} steps"
+    return optimizer
 
 
 def _variant_line(variant: Variant) -> str:
