@@ -1,5 +1,6 @@
 """Test set-up: 8 CPU devices for every multi-device feature, and small configs."""
 
+import dataclasses
 import os
 
 # Must be set before JAX initialises its backend, i.e. before any test module imports jax.
@@ -31,3 +32,15 @@ def small_config(**overrides: object) -> ml_collections.ConfigDict:
 @pytest.fixture
 def make_config():
     return small_config
+
+
+@pytest.fixture(autouse=True)
+def offline_data_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch):
+    """Every test sees an empty download cache and no public mirror: no test reaches the internet
+    or the user's own cache (tests that download serve files from 127.0.0.1)."""
+    from dlresearch import data
+
+    monkeypatch.setenv("DLRESEARCH_DATA_DIR", str(tmp_path_factory.mktemp("data-cache")))
+    monkeypatch.delenv("DLRESEARCH_DATA_MIRROR", raising=False)
+    for name, source in data.DOWNLOADS.items():
+        monkeypatch.setitem(data.DOWNLOADS, name, dataclasses.replace(source, mirrors=()))

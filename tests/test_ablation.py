@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from dlresearch import config as config_lib
-from dlresearch.ablation import measures, plots, spec, writeup
+from dlresearch.ablation import measures, plots, provenance, spec, stats, writeup
 from dlresearch.ablation.runs import Run, steps_to_target
 from dlresearch.registry import ConfigError
 
@@ -149,14 +149,41 @@ def test_summary_table_has_means_over_seeds_and_divergences() -> None:
     assert table.rstrip().endswith("| 1/2 |")
 
 
-def test_verdict_line_needs_every_part() -> None:
+def _verdict(outcome: stats.Outcome, name: str = "x") -> stats.Verdict:
+    effect = stats.paired_difference([1.0, 2.0, 3.0], [0.0, 0.5, 1.0], name=name)
+    return stats.Verdict(outcome, "why", (effect,))
+
+
+def test_experiment_verdict_combines_parts_and_marks_a_partial_run() -> None:
     part_a = spec.Part("a", "", "", "", "", spec.make_config(), (), judge=lambda r, o: None)
     part_b = spec.Part("b", "", "", "", "", spec.make_config(), (), judge=lambda r, o: None)
-    yes, no = spec.Verdict(True, "x 2x faster"), spec.Verdict(False, "y tied")
-    both = writeup.verdict_line([(part_a, spec.Findings(yes)), (part_b, spec.Findings(no))])
-    assert not both.reproduced and both.word == "not reproduced"
-    assert both.reason == "a: reproduced, x 2x faster; b: not reproduced, y tied"
-    assert writeup.verdict_line([(part_a, spec.Findings(yes))]) == yes
+    yes = spec.Findings(_verdict(stats.Outcome.REPRODUCED))
+    maybe = spec.Findings(_verdict(stats.Outcome.INCONCLUSIVE))
+    no = spec.Findings(_verdict(stats.Outcome.NOT_REPRODUCED))
+    both = writeup.experiment_verdict([(part_a, yes), (part_b, maybe)], partial=False)
+    assert both.outcome == stats.Outcome.INCONCLUSIVE
+    assert both.reason == "a: reproduced; b: inconclusive"
+    assert len(both.effects) == 2
+    refuted = writeup.experiment_verdict([(part_a, yes), (part_b, no)], partial=False)
+    assert refuted.outcome == stats.Outcome.NOT_REPRODUCED
+    alone = writeup.experiment_verdict([(part_a, yes)], partial=True)
+    assert alone.outcome == stats.Outcome.REPRODUCED
+    assert alone.reason.startswith("Partial: only parts a ran.")
+
+
+def test_part_section_states_the_result_with_its_interval_and_the_checks() -> None:
+    run = fake_run()
+    part = spec.Part("p", "T", "c", "s", "the rule", run.config, (run.variant,), lambda r, o: None)
+    findings = spec.Findings(
+        _verdict(stats.Outcome.REPRODUCED, "gap"),
+        checks=[spec.Check("sigmoid is worst", False, "it is second")],
+    )
+    text = writeup.part_section(part, {"v": run}, findings, (0, 1))
+    result = [line for line in text.splitlines() if line.startswith("**Result")]
+    assert (
+        len(result) == 1 and "**Result: reproduced** — gap 1.5 (95% CI 0.258 to 2.74" in result[0]
+    )
+    assert "- FAILED: sigmoid is worst (it is second)" in text
 
 
 def test_results_rows_have_one_row_per_member(tmp_path: Path) -> None:
@@ -172,15 +199,21 @@ def test_results_rows_have_one_row_per_member(tmp_path: Path) -> None:
         judge=lambda r, o: None,
         target=spec.Target("train/accuracy", 0.75),
     )
-    rows = list(
-        csv.DictReader(
-            io.StringIO(writeup.csv_text(writeup.results_rows([part], {"p": {"v": run}})))
-        )
-    )
-    assert [r["seed"] for r in rows] == ["0", "1"]
+    findings = spec.Findings(_verdict(stats.Outcome.REPRODUCED, "gap"), judged={"v": (1,)})
+    text = writeup.csv_text(writeup.results_rows([part], {"p": {"v": run}}, {"p": findings}))
+    rows = list(csv.DictReader(io.StringIO(text)))
+    assert [r["kind"] for r in rows] == ["run", "run", "effect"]
+    assert [r["seed"] for r in rows[:2]] == ["0", "1"]
     assert rows[0]["model.activation"] == "tanh" and rows[0]["lr"] == "0.1"
     assert rows[0]["steps_to_target"] == "30" and rows[1]["diverged_step"] == "25"
-    assert {"train_loss", "test_accuracy", "eval_split", "diverged"} <= set(rows[0])
+    assert [r["judged"] for r in rows[:2]] == ["no", "yes"]
+    assert {"train_loss", "eval_accuracy", "eval_split", "diverged"} <= set(rows[0])
+    effect = rows[2]
+    assert effect["effect"] == "gap" and effect["outcome"] == "reproduced"
+    # mean of (1, 1.5, 2) with a t-interval on 2 degrees of freedom: 1.5 -/+ 4.303 * 0.5 / sqrt(3)
+    half = 4.302653 * 0.5 / math.sqrt(3)
+    assert float(effect["ci_low"]) == pytest.approx(1.5 - half, rel=1e-4)
+    assert float(effect["ci_high"]) == pytest.approx(1.5 + half, rel=1e-4)
 
 
 def test_plots_are_written_as_png(tmp_path: Path) -> None:
@@ -200,7 +233,37 @@ def test_plots_are_written_as_png(tmp_path: Path) -> None:
 
 def test_index_links_every_report(tmp_path: Path) -> None:
     experiment = spec.Experiment("bn", "BatchNorm", lambda preset, dirs: [])
-    outcome = spec.Outcome(experiment, str(tmp_path / "bn"), spec.Verdict(True, "why"), 3.0)
-    writeup.write_index([outcome], str(tmp_path))
+    result = spec.ExperimentResult(
+        experiment, str(tmp_path / "bn"), _verdict(stats.Outcome.INCONCLUSIVE), 3.0
+    )
+    writeup.write_index([result], str(tmp_path))
     text = (tmp_path / "report.md").read_text()
-    assert "[BatchNorm](bn/report.md) | reproduced | 3 s | why |" in text
+    assert "[BatchNorm](bn/report.md) | inconclusive | 3 s | why |" in text
+
+
+def test_tuning_needs_five_rates_over_two_decades() -> None:
+    score = measures.final_score("train/loss")
+    assert spec.log_grid(0.001, 0.1) == (0.001, 0.00316, 0.01, 0.0316, 0.1)
+    spec.Tuning(spec.log_grid(0.001, 0.1), score, "training loss")
+    with pytest.raises(ValueError, match="5 rates over >= 2 decades"):
+        spec.Tuning(spec.log_grid(0.01, 0.1), score, "training loss")
+    with pytest.raises(ValueError, match="5 rates over >= 2 decades"):
+        spec.Tuning((0.001, 0.01, 0.1), score, "training loss")
+
+
+def test_grid_edge_note_flags_only_the_ends_of_the_grid() -> None:
+    accuracy = {(0, lr): [0.5, 0.6, 0.7, 0.8] for lr in (0.01, 0.1, 1.0)}
+    run = fake_run(accuracy=accuracy)
+    for lr, edge in ((0.01, "lowest"), (0.1, ""), (1.0, "highest")):
+        note = measures.grid_edge_note(measures.Group("g", run, run.where(lr=lr)))
+        assert (edge in note) if edge else note == ""
+
+
+def test_provenance_names_commit_config_libraries_and_device() -> None:
+    config = spec.make_config()
+    text = provenance.stamp([config])
+    assert text.startswith("**Provenance.** Code ")
+    assert f"config hash {provenance.config_hash([config])}" in text
+    assert "jax " in text and "cpu" in text and "UTC" in text
+    other = spec.make_config({"model.depth": 3})
+    assert provenance.config_hash([config]) != provenance.config_hash([other])

@@ -22,6 +22,8 @@ EXPERIMENTS = {e.name: e for e in all_experiments.EXPERIMENTS}
 ROOT = Path(__file__).resolve().parents[1]
 # One device keeps the tiny runs at their fastest (conftest forces 8 CPU devices).
 SINGLE = {"parallel.mode": "single"}
+# MNIST as CI has it beside the checkout (missing data is a failure there, not a skip).
+MNIST = spec.DataDirs(mnist_dir=str(ROOT.parent / "shared" / "data" / "mnist"))
 
 
 @pytest.mark.parametrize("preset", spec.PRESETS)
@@ -38,19 +40,37 @@ def test_every_preset_is_a_valid_grid(name: str, preset: str) -> None:
 
 
 def _check_outputs(workdir: Path, parts: list[spec.Part], seeds: tuple[int, ...]) -> None:
-    """results.csv has a row per member of every variant, report.md one verdict and its plots."""
+    """results.csv has a row per member of every variant (and of its tuning run) and one per
+    effect; report.md one verdict of the three, every part's result with a 95% interval, its plots."""
     rows = list(csv.DictReader((workdir / "results.csv").open()))
+    by_kind = {kind: [r for r in rows if r["kind"] == kind] for kind in ("run", "tuning", "effect")}
+    assert len(by_kind["run"]) + len(by_kind["tuning"]) + len(by_kind["effect"]) == len(rows)
     configs = [c for p in parts for c in runner.run_configs(p, seeds, SINGLE)]
-    assert len(rows) == sum(len(config_lib.sweep_members(c)) for c in configs)
-    for column in ("part", "variant", "seed", "train_loss", "train_accuracy", "test_accuracy"):
-        assert all(row[column] != "" for row in rows), column
-    assert {row["diverged"] for row in rows} <= {"yes", "no"}
+    assert len(by_kind["run"]) == sum(len(config_lib.sweep_members(c)) for c in configs)
+    tuned = [(p, v) for p in parts if p.tuning for v in p.variants]
+    assert len(by_kind["tuning"]) == sum(len(p.tuning.grid) * len(p.tuning.seeds) for p, _ in tuned)
+    for column in (
+        "part",
+        "variant",
+        "seed",
+        "lr",
+        "train_loss",
+        "train_accuracy",
+        "eval_accuracy",
+    ):
+        assert all(row[column] != "" for row in by_kind["run"]), column
+    assert {row["diverged"] for row in by_kind["run"]} <= {"yes", "no"}
+    assert by_kind["effect"] and all(r["ci_low"] or r["ci_high"] for r in by_kind["effect"])
     text = (workdir / "report.md").read_text()
     verdicts = [line for line in text.splitlines() if line.startswith("Verdict:")]
-    assert len(verdicts) == 1 and re.match(r"Verdict: (not )?reproduced\. \S", verdicts[0])
-    # What the acceptance check greps: the verdict word must end at punctuation, not a space.
+    assert len(verdicts) == 1
+    assert re.match(r"Verdict: (reproduced|not reproduced|inconclusive)\. \S", verdicts[0])
+    # What the acceptance check greps: the outcome must end at punctuation, not a space.
     word = re.search(r"Verdict: [a-z ]*", text).group()
-    assert word in ("Verdict: reproduced", "Verdict: not reproduced")
+    assert word in ("Verdict: reproduced", "Verdict: not reproduced", "Verdict: inconclusive")
+    results = [line for line in text.splitlines() if line.startswith("**Result")]
+    assert len(results) == len(parts) and all("95% CI" in line for line in results)
+    assert "**Provenance.** Code " in text
     images = re.findall(r"!\[[^]]*\]\(([^)]+)\)", text)
     assert images
     for image in images:
@@ -63,10 +83,15 @@ def test_end_to_end_on_a_tiny_grid(name: str, tmp_path: Path) -> None:
     """Every part of every experiment (10-50 s each here: about 5 compilations per variant)."""
     experiment = EXPERIMENTS[name]
     outcome = runner.run_experiment(
-        experiment, preset="test", workdir=str(tmp_path), overrides=SINGLE, log=lambda s: None
+        experiment,
+        preset="test",
+        workdir=str(tmp_path),
+        data_dirs=MNIST,
+        overrides=SINGLE,
+        log=lambda s: None,
     )
     assert outcome.verdict.reason
-    _check_outputs(tmp_path, experiment.parts("test", spec.DataDirs()), spec.DEFAULT_SEEDS["test"])
+    _check_outputs(tmp_path, experiment.parts("test", MNIST), spec.DEFAULT_SEEDS["test"])
 
 
 def _metrics(workdir: Path, keep: tuple[str, ...] = ("",)) -> dict[str, list[dict]]:
@@ -87,12 +112,14 @@ def test_run_read_back_and_resume(tmp_path: Path) -> None:
         experiment,
         preset="test",
         workdir=str(tmp_path),
+        data_dirs=MNIST,
         overrides=SINGLE,
         only=("fig1",),
         log=lambda s: None,
     )
     run()
-    _check_outputs(tmp_path, experiment.parts("test", spec.DataDirs())[:1], (0, 1))
+    _check_outputs(tmp_path, experiment.parts("test", MNIST)[:1], (0, 1))
+    assert "Partial: only parts fig1 ran." in (tmp_path / "report.md").read_text()
     before = _metrics(tmp_path)
 
     # Asked again, it trains nothing: every run is read back and the outputs are rewritten.
@@ -120,67 +147,45 @@ def _untimed(records: list[dict]) -> list[dict]:
 
 def test_results_csv_holds_what_train_run_logs_for_the_same_config(tmp_path: Path) -> None:
     """Pins the runner: each variant's config is the part's base config, then the variant's
-    overrides, the seeds and the user's overrides; trained on its own by `train.run`, that config
-    logs the same metrics, and results.csv holds their final values (6 significant digits)."""
+    overrides, the seeds, the user's overrides (and the rate its tuning selected); trained on its
+    own by `train.run`, that config logs the same metrics, and results.csv holds their final values
+    (6 significant digits)."""
     experiment = EXPERIMENTS["batchnorm"]
     runner.run_experiment(
         experiment,
         preset="test",
         workdir=str(tmp_path / "experiment"),
+        data_dirs=MNIST,
         overrides=SINGLE,
         only=("fig1",),
         log=lambda s: None,
     )
     rows = list(csv.DictReader((tmp_path / "experiment" / "results.csv").open()))
-    assert list(rows[0]) == [
-        "part",
-        "variant",
-        "model.normalization",
-        "seed",
-        "steps",
-        "train_loss",
-        "train_accuracy",
-        "test_loss",
-        "test_accuracy",
-        "eval_split",
-        "diverged",
-        "diverged_step",
-    ]
-    part = experiment.parts("test", spec.DataDirs())[0]
+    rows = [r for r in rows if r["kind"] == "run"]
+    part = experiment.parts("test", MNIST)[0]
     seeds = spec.DEFAULT_SEEDS["test"]
-    expected = []
     for variant in part.variants:
+        mine = [r for r in rows if r["variant"] == variant.name]
+        selected = {"optim.lr": float(mine[0]["lr"])} if part.tuning else {}
         config = config_lib.apply_overrides(
-            part.config, {**variant.overrides, "sweep.seed": seeds, **SINGLE}
+            part.config, {**variant.overrides, "sweep.seed": seeds, **SINGLE, **selected}
         )
         result = train.run(config, str(tmp_path / variant.name))
         ours = read_jsonl(
             tmp_path / "experiment" / "runs" / part.name / variant.name / METRICS_FILE
         )
         assert _untimed(ours) == _untimed(read_jsonl(tmp_path / variant.name / METRICS_FILE))
-        for seed, final in zip(seeds, result.final, strict=True):
-            expected.append(
-                {
-                    "part": part.name,
-                    "variant": variant.name,
-                    "model.normalization": variant.overrides["model.normalization"],
-                    "seed": str(seed),
-                    "steps": str(config.train.steps),
-                    **{
-                        column: f"{final[key]:.6g}"
-                        for column, key in (
-                            ("train_loss", "train/loss"),
-                            ("train_accuracy", "train/accuracy"),
-                            ("test_loss", "test/loss"),
-                            ("test_accuracy", "test/accuracy"),
-                        )
-                    },
-                    "eval_split": "test",
-                    "diverged": "no",
-                    "diverged_step": "",
-                }
-            )
-    assert rows == expected
+        assert [r["seed"] for r in mine] == [str(s) for s in seeds]
+        for row, final in zip(mine, result.final, strict=True):
+            assert row["steps"] == str(config.train.steps)
+            assert row["eval_split"] == "test" and row["diverged"] == "no"
+            for column, key in (
+                ("train_loss", "train/loss"),
+                ("train_accuracy", "train/accuracy"),
+                ("eval_loss", "test/loss"),
+                ("eval_accuracy", "test/accuracy"),
+            ):
+                assert row[column] == f"{final[key]:.6g}", column
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess:
@@ -208,10 +213,19 @@ def test_bad_flags_exit_2_with_one_line(tmp_path: Path, args: list[str], message
 def test_unknown_parts_and_missing_cifar_fail_before_training(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="parts=nope"):
         runner.run_experiment(
-            EXPERIMENTS["batchnorm"], preset="test", workdir=str(tmp_path), only=("nope",)
+            EXPERIMENTS["batchnorm"],
+            preset="test",
+            workdir=str(tmp_path),
+            data_dirs=MNIST,
+            only=("nope",),
         )
+    # No CIFAR-10 directory and an empty download cache with no mirror to fill it (conftest).
     with pytest.raises(ConfigError, match="--cifar_dir"):
         runner.run_experiment(
-            EXPERIMENTS["residual"], preset="paper", workdir=str(tmp_path), log=lambda s: None
+            EXPERIMENTS["residual"],
+            preset="paper",
+            workdir=str(tmp_path),
+            data_dirs=MNIST,
+            log=lambda s: None,
         )
     assert not (tmp_path / "runs").exists()
