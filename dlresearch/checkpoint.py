@@ -49,13 +49,15 @@ def _leaves(tree: Any) -> dict[str, tuple[tuple[int, ...], str]]:
 
 
 def _differences(expected: dict, found: dict, limit: int = 5) -> str:
-    lines = [f"{k} missing" for k in sorted(expected.keys() - found.keys())]
-    lines += [f"{k} unexpected" for k in sorted(found.keys() - expected.keys())]
-    lines += [
-        f"{k} {found[k][1]}{list(found[k][0])} instead of {expected[k][1]}{list(expected[k][0])}"
-        for k in sorted(expected.keys() & found.keys())
-        if expected[k] != found[k]
+    """The leaves that differ, in the order of the state (params before optimizer state)."""
+    lines = [
+        f"{k} missing"
+        if k not in found
+        else f"{k} {found[k][1]}{list(found[k][0])} instead of {expected[k][1]}{list(expected[k][0])}"
+        for k in expected
+        if found.get(k) != expected[k]
     ]
+    lines += [f"{k} unexpected" for k in found if k not in expected]
     more = f" (and {len(lines) - limit} more)" if len(lines) > limit else ""
     return "; ".join(lines[:limit]) + more
 
