@@ -93,6 +93,11 @@ def _final_params(workdir: Path) -> dict:
 def uninterrupted(tmp_path_factory: pytest.TempPathFactory) -> Path:
     workdir = tmp_path_factory.mktemp("uninterrupted")
     assert _run(workdir, *RUN_FLAGS).returncode == 0
+    # Complete files, so that comparisons with it can fail: every step logged, every evaluation.
+    records = read_jsonl(workdir / "metrics.jsonl")
+    assert [r["step"] for r in records if "train/loss" in r] == list(range(25, 3001, 25))
+    assert [r["step"] for r in records if "test/loss" in r] == list(range(500, 3001, 500))
+    assert sorted(p.name for p in (workdir / "checkpoints").iterdir()) == ["2500", "3000"]
     return workdir
 
 
