@@ -132,7 +132,10 @@ class Checkpointer:
         """The state of `step`, or None once a damaged checkpoint was moved aside."""
         for attempt in range(1, READ_ATTEMPTS + 1):
             try:
-                found = _leaves(self._manager.item_metadata(step)["state"])
+                metadata = self._manager.item_metadata(step)["state"]
+                if metadata is None:
+                    raise ValueError("its metadata cannot be read")  # damaged, handled below
+                found = _leaves(metadata)
                 expected = _leaves(abstract)
                 if found != expected:
                     raise CheckpointError(
