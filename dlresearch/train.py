@@ -13,10 +13,9 @@ import dataclasses
 import functools
 import json
 import os
-import shutil
 import signal
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from typing import Any
 
 import flax.linen as nn
@@ -28,9 +27,11 @@ import optax
 from absl import logging
 from flax import struct
 from jax import lax
+from jax.experimental import multihost_utils
 
 from dlresearch import checkpoint, data, diagnostics, models, optim
 from dlresearch import config as config_lib
+from dlresearch import workdir as workdir_lib
 from dlresearch.metrics import (
     MetricWriter,
     Progress,
@@ -355,7 +356,10 @@ def init_states(program: Program, members: list[dict[str, float]]) -> TrainState
 
 
 def prepare_workdir(workdir: str, config: ml_collections.ConfigDict, overwrite: bool) -> None:
-    """Refuse to mix two different configs in one workdir; write the resolved config."""
+    """Refuse to mix two different configs in one workdir; write the resolved config.
+
+    Call with the workdir locked (`workdir.lock`): `overwrite` empties it but for its lock.
+    """
     path = os.path.join(workdir, "config.json")
     new = config_lib.to_json(config)
     if os.path.exists(path) and not overwrite:
@@ -370,10 +374,43 @@ def prepare_workdir(workdir: str, config: ml_collections.ConfigDict, overwrite: 
                 f"{workdir} holds a run with a different config (pass --overwrite to start afresh): "
                 + "; ".join(changed)
             )
-    if overwrite and os.path.exists(workdir):
-        shutil.rmtree(workdir)
-    os.makedirs(workdir, exist_ok=True)
+    if overwrite:
+        workdir_lib.clear(workdir)
     atomic_write_text(path, new)
+
+
+@contextmanager
+def claim_workdir(
+    workdir: str, config: ml_collections.ConfigDict, overwrite: bool
+) -> Iterator[None]:
+    """Process 0 locks `workdir` and checks its config; every process learns the verdict.
+
+    A refusal raises `ConfigError` on every process (none waits at a barrier for the others), and
+    the other processes continue only once process 0 has prepared (or emptied) the workdir.
+    """
+    with ExitStack() as held:
+        refusal = ""
+        if jax.process_index() == 0:
+            try:
+                held.enter_context(workdir_lib.lock(workdir))
+                prepare_workdir(workdir, config, overwrite)
+            except ConfigError as error:
+                refusal = str(error)
+        refusal = _from_process_0(refusal)
+        if refusal:
+            raise ConfigError(refusal)
+        yield
+
+
+def _from_process_0(message: str, size: int = 4096) -> str:
+    """Process 0's `message` on every process (a collective when there are several)."""
+    if jax.process_count() == 1:
+        return message
+    buffer = np.zeros(size, np.uint8)
+    encoded = message.encode()[:size]
+    buffer[: len(encoded)] = np.frombuffer(encoded, np.uint8)
+    shared = np.asarray(multihost_utils.broadcast_one_to_all(buffer))
+    return shared.tobytes().rstrip(b"\0").decode(errors="replace")
 
 
 def _boundaries(config: ml_collections.ConfigDict) -> list[int]:
@@ -398,11 +435,18 @@ def _due(step: int, every: int, total: int) -> bool:
 
 @contextmanager
 def _graceful_stop() -> Iterator[list[int]]:
-    """SIGTERM/SIGINT set a flag that the loop reads at the next chunk boundary."""
+    """SIGTERM/SIGINT append to a list that the run loop reads once per chunk boundary.
+
+    The handlers stay installed until the final checkpoint is committed, so a second signal
+    during that save waits for it instead of killing it half-way.
+    """
     received: list[int] = []
 
     def handler(signum: int, frame: Any) -> None:
-        logging.warning("signal %d: stopping after the current chunk with a checkpoint", signum)
+        if received:
+            logging.warning("signal %d: already stopping; waiting for the checkpoint", signum)
+        else:
+            logging.warning("signal %d: stopping after the current chunk with a checkpoint", signum)
         received.append(signum)
 
     previous = {s: signal.signal(s, handler) for s in (signal.SIGTERM, signal.SIGINT)}
@@ -496,88 +540,102 @@ class Trainer:
 
 
 def run(config: ml_collections.ConfigDict, workdir: str, *, overwrite: bool = False) -> RunResult:
-    """Train (or resume) the run of `config` in `workdir`. Bad configs raise `ConfigError` early."""
-    initialize_distributed(config.parallel)
-    trainer = Trainer(config)
-    par, members = trainer.par, trainer.members
-    is_chief = jax.process_index() == 0
-    if is_chief:
-        prepare_workdir(workdir, config, overwrite)
+    """Train (or resume) the run of `config` in `workdir`.
 
+    Nothing is written before the config is validated, the data loaded and the workdir locked: a
+    bad config or a workdir in use raises `ConfigError` with the workdir as it was. SIGTERM and
+    SIGINT stop the run at the next chunk boundary with a committed checkpoint of that step.
+    """
+    with _graceful_stop() as signals:
+        config_lib.validate(config)
+        initialize_distributed(config.parallel)
+        trainer = Trainer(config)
+        with claim_workdir(workdir, config, overwrite):
+            return _train(trainer, workdir, signals)
+
+
+def _train(trainer: Trainer, workdir: str, signals: list[int]) -> RunResult:
+    """The run loop on a claimed workdir: resume, then [chunk -> log -> eval -> checkpoint]*."""
+    config, par, members = trainer.config, trainer.par, trainer.members
     ckpt = checkpoint.Checkpointer(
         os.path.join(workdir, "checkpoints"), keep=config.checkpoint.keep
     )
-    run_state = par.to_run(ckpt.restore_latest(trainer.init_state()))
-    step = int(par.fetch(run_state.step)[0])
-    writer = MetricWriter(workdir, enabled=is_chief, resume_step=step)
-    logging.info(
-        "%s at step %d: %d member(s), mode %s on %d device(s)",
-        "resuming" if step else "starting",
-        step,
-        len(members),
-        par.mode,
-        par.num_devices,
-    )
-    tags = _member_tags(config, members)
-    diverged = [None if d == NOT_DIVERGED else int(d) for d in par.fetch(run_state.diverged_at)]
-    total = config.train.steps
-    progress = Progress(total, step)
-    stopped_early = False
-    pending: list[dict[str, np.ndarray]] = []
-
-    with _graceful_stop() as signals:
-        # A run whose members all diverged is finished; asking again does not step it further.
-        while step < total and not (config.halt_on_nan and None not in diverged):
-            stop = _next_stop(step, total, _boundaries(config))
-            run_state, metrics = trainer.train(run_state, stop - step)
-            step = stop
-            pending.append(par.fetch(metrics))
-
-            newly = _record_divergence(par.fetch(run_state.diverged_at), diverged, writer, tags)
-            if _due(step, config.train.log_every_steps, total) or newly:
-                logged = _log_train(
-                    pending, step, total, config.train.batch_size, writer, tags, progress
-                )
-                pending = []
-                logging.info(logged)
-            if _due(step, config.eval.every_steps, total):
-                results = trainer.evaluate(run_state)
-                split = trainer.dataset.eval_split
-                for i, tag in enumerate(tags):
-                    values = {
-                        f"{split}/loss": float(results["loss"][i]),
-                        f"{split}/accuracy": float(results["accuracy"][i]),
-                    }
-                    writer.write(step, values, tag)
-                logging.info(
-                    "step %d: %s/accuracy %s",
-                    step,
-                    split,
-                    np.round(results["accuracy"], 4).tolist(),
-                )
-            if config.diagnostics.every_steps and _due(step, config.diagnostics.every_steps, total):
-                values = trainer.measure(run_state)
-                for i, tag in enumerate(tags):
-                    writer.write(step, {k: float(v[i]) for k, v in values.items()}, tag)
+    with ckpt:
+        run_state = par.to_run(ckpt.restore_latest(trainer.init_state()))
+        step = int(par.fetch(run_state.step)[0])
+        writer = MetricWriter(workdir, enabled=jax.process_index() == 0, resume_step=step)
+        with writer:
+            logging.info(
+                "%s at step %d: %d member(s), mode %s on %d device(s)",
+                "resuming" if step else "starting",
+                step,
+                len(members),
+                par.mode,
+                par.num_devices,
+            )
+            tags = _member_tags(config, members)
+            diverged = [
+                None if d == NOT_DIVERGED else int(d) for d in par.fetch(run_state.diverged_at)
+            ]
+            total = config.train.steps
+            progress = Progress(total, step)
+            pending: list[dict[str, np.ndarray]] = []
+            # A run whose members all diverged is finished; asking again does not step it further.
             halted = config.halt_on_nan and None not in diverged
-            if _due(step, config.checkpoint.every_steps, total) or signals or halted:
-                ckpt.save(step, par.from_run(run_state))
-            writer.flush()
-            if signals or halted:
-                stopped_early = True
+            # A signal before the first chunk: the restored step already has its checkpoint.
+            signalled = bool(signals)
+            while step < total and not halted and not signalled:
+                stop = _next_stop(step, total, _boundaries(config))
+                run_state, metrics = trainer.train(run_state, stop - step)
+                step = stop
+                pending.append(par.fetch(metrics))
+
+                newly = _record_divergence(par.fetch(run_state.diverged_at), diverged, writer, tags)
+                if _due(step, config.train.log_every_steps, total) or newly:
+                    logged = _log_train(
+                        pending, step, total, config.train.batch_size, writer, tags, progress
+                    )
+                    pending = []
+                    logging.info(logged)
+                if _due(step, config.eval.every_steps, total):
+                    _log_eval(trainer, run_state, step, writer, tags)
+                if config.diagnostics.every_steps and _due(
+                    step, config.diagnostics.every_steps, total
+                ):
+                    values = trainer.measure(run_state)
+                    for i, tag in enumerate(tags):
+                        writer.write(step, {k: float(v[i]) for k, v in values.items()}, tag)
+                halted = config.halt_on_nan and None not in diverged
+                signalled = bool(signals)  # the one read of this boundary
+                if _due(step, config.checkpoint.every_steps, total) or signalled or halted:
+                    ckpt.save(step, par.from_run(run_state))
+                writer.flush()
+            if signalled or halted:
                 logging.warning(
                     "stopped at step %d (%s)", step, "all members diverged" if halted else "signal"
                 )
-                break
-    ckpt.close()
-    writer.close()
+            ckpt.wait_until_finished()
     return RunResult(
         members=members,
         final=final_metrics(writer.path, len(members)),
         diverged_at=diverged,
         step=step,
-        stopped_early=stopped_early,
+        stopped_early=signalled or halted,
     )
+
+
+def _log_eval(
+    trainer: Trainer, run_state: TrainState, step: int, writer: MetricWriter, tags: list[dict]
+) -> None:
+    results = trainer.evaluate(run_state)
+    split = trainer.dataset.eval_split
+    for i, tag in enumerate(tags):
+        values = {
+            f"{split}/loss": float(results["loss"][i]),
+            f"{split}/accuracy": float(results["accuracy"][i]),
+        }
+        writer.write(step, values, tag)
+    logging.info("step %d: %s/accuracy %s", step, split, np.round(results["accuracy"], 4).tolist())
 
 
 def final_metrics(path: str, num_members: int) -> list[dict[str, float]]:
