@@ -1,8 +1,8 @@
 """dlresearch.data on tiny fixture files in tmp_path; one test reads the real MNIST copy."""
 
-import os
 import gzip
 import hashlib
+import os
 import re
 import struct
 from pathlib import Path
