@@ -1,9 +1,9 @@
-"""A 3-hidden-layer, 100-unit MLP on MNIST read from its original files.
+"""A 3-hidden-layer, 100-unit MLP on MNIST, downloaded into the data cache on first use.
 
-    python -m dlresearch.main --config=configs/mnist_mlp.py --workdir=/tmp/mnist \
-        --config.data.dir=../shared/data/mnist
+    python -m dlresearch.main --config=configs/mnist_mlp.py --workdir=/tmp/mnist
 
-Reaches about 0.98 test accuracy in under a minute on a 2-core CPU.
+(`--config.data.dir=DIR` reads the original files from DIR instead.) Reaches about 0.98 test
+accuracy in under a minute on a 2-core CPU.
 """
 
 import ml_collections

@@ -4,14 +4,19 @@ Every config file in `configs/` starts from `base_config()` and overrides what i
 resolved config written to `WORKDIR/config.json` always has every field.
 """
 
+import dataclasses
+import functools
 import itertools
 import json
-from collections.abc import Mapping
+import math
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+import jax
+import jax.numpy as jnp
 import ml_collections
 
-from dlresearch import data, models, optim
+from dlresearch import data, diagnostics, models, optim
 from dlresearch.registry import ConfigError
 
 PARALLEL_MODES = ("single", "shard_map", "pmap")
@@ -106,40 +111,228 @@ def base_config() -> ml_collections.ConfigDict:
     return c
 
 
-def _check_choice(field: str, value: Any, allowed: tuple[str, ...]) -> None:
-    if value not in allowed:
-        raise ConfigError(f"{field}={value!r} is not known; allowed values: {', '.join(allowed)}")
+# -- validation: what every field accepts, declared once --------------------------------------
+@dataclasses.dataclass(frozen=True)
+class Rule:
+    """What one field accepts: a type, and for numbers a finite value within bounds.
+
+    `kind` is "int", "float" (ints accepted), "bool", "str" or "choice" (one of `choices()`, a
+    callable so that registries are read when validating, after every plug-in registered). With
+    `sequence` the field is a tuple or list whose every element follows the rule.
+    """
+
+    kind: str
+    low: float = -math.inf
+    high: float = math.inf
+    low_open: bool = False  # low itself excluded
+    high_open: bool = False  # high itself excluded
+    choices: Callable[[], Sequence[str]] | None = None
+    sequence: bool = False
+
+    def error(self, field: str, value: Any) -> str:
+        """The one-line complaint about a `value` this rule does not accept."""
+        if self.kind == "choice":
+            return f"{field}={value!r} is not known; allowed values: {', '.join(self.choices())}"
+        what = {"int": "an integer", "float": "a finite number", "bool": "True or False"}.get(
+            self.kind, "a string"
+        )
+        if self.low > -math.inf and self.high < math.inf:
+            what += f" in {'(' if self.low_open else '['}{self.low:g}, {self.high:g}"
+            what += ")" if self.high_open else "]"
+        elif self.low > -math.inf:
+            what += f" {'>' if self.low_open else '>='} {self.low:g}"
+        if self.sequence:
+            what = f"a tuple of values, each {what}"
+        return f"{field}={value!r} is not valid; allowed: {what}"
+
+    def accepts(self, value: Any) -> bool:
+        if self.sequence:
+            return isinstance(value, tuple | list) and all(map(self._accepts_one, value))
+        return self._accepts_one(value)
+
+    def _accepts_one(self, value: Any) -> bool:
+        if self.kind == "choice":
+            return isinstance(value, str) and value in self.choices()
+        if self.kind in ("bool", "str"):
+            return isinstance(value, bool if self.kind == "bool" else str)
+        numeric = int if self.kind == "int" else int | float
+        if isinstance(value, bool) or not isinstance(value, numeric) or not math.isfinite(value):
+            return False
+        above = value > self.low if self.low_open else value >= self.low
+        return above and (value < self.high if self.high_open else value <= self.high)
 
 
-def _check_positive(
-    config: ml_collections.ConfigDict, *fields: str, allow_zero: bool = False
-) -> None:
-    for field in fields:
-        value = config
-        for part in field.split("."):
-            value = value[part]
-        if value < 0 or (value == 0 and not allow_zero):
-            bound = ">= 0" if allow_zero else "> 0"
-            raise ConfigError(f"{field}={value!r} must be {bound}")
+def _count(low: int = 0) -> Rule:
+    return Rule("int", low=low)
+
+
+def _rate(sequence: bool = False) -> Rule:
+    """A fraction in [0, 1): dropout rates, momenta."""
+    return Rule("float", low=0, high=1, high_open=True, sequence=sequence)
+
+
+def _nonnegative(sequence: bool = False) -> Rule:
+    return Rule("float", low=0, sequence=sequence)
+
+
+def _positive(sequence: bool = False) -> Rule:
+    return Rule("float", low=0, low_open=True, sequence=sequence)
+
+
+def _names(registry: Any, *extra: str) -> Rule:
+    return Rule("choice", choices=lambda: [*extra, *registry.names()])
+
+
+def _text() -> Rule:
+    return Rule("str")
+
+
+# Optimizers whose update uses optim.momentum; sweeping it with any other gives identical members.
+MOMENTUM_OPTIMIZERS = ("momentum", "nesterov")
+
+RULES: dict[str, Rule] = {
+    "seed": _count(),
+    "halt_on_nan": Rule("bool"),
+    "dtype": Rule("choice", choices=lambda: DTYPES),
+    "data.name": _names(data.DATASETS),
+    "data.dir": _text(),
+    "data.tfds_name": _text(),
+    "data.tfds_download": Rule("bool"),
+    "data.holdout": _count(),
+    "data.augment": _text(),  # a name data.load checks before it reads anything
+    "data.scale": _text(),  # likewise
+    "model.name": _names(models.MODELS),
+    "model.depth": _count(1),
+    "model.width": _count(1),
+    "model.activation": _names(models.ACTIVATIONS),
+    "model.kernel_init": _names(models.INITIALIZERS),
+    "model.init_std": _positive(),
+    "model.normalization": _names(models.NORMALIZATIONS),
+    "model.residual": Rule("bool"),
+    "model.dropout": _rate(),
+    "model.input_dropout": _rate(),
+    "model.bn_sync": Rule("bool"),
+    "model.bn_momentum": _rate(),
+    "model.cnn_preset": _names(models.CNN_PRESETS, ""),
+    "model.channels": Rule("int", low=1, sequence=True),
+    "model.dense": Rule("int", low=1, sequence=True),
+    "optim.name": _names(optim.OPTIMIZERS),
+    "optim.lr": _positive(),
+    "optim.momentum": _rate(),
+    "optim.weight_decay": _nonnegative(),
+    "optim.grad_clip_norm": _nonnegative(),
+    "optim.schedule": _names(optim.SCHEDULES),
+    "optim.warmup_steps": _count(),
+    "optim.boundaries": Rule("int", low=1, sequence=True),
+    "optim.decay_factor": _positive(),
+    "train.steps": _count(1),
+    "train.batch_size": _count(1),
+    "train.steps_per_call": _count(1),
+    "train.log_every_steps": _count(1),
+    "eval.every_steps": _count(),
+    "eval.batch_size": _count(1),
+    "checkpoint.every_steps": _count(),
+    "checkpoint.keep": _count(1),
+    "diagnostics.every_steps": _count(),
+    "diagnostics.layer": Rule(
+        "int"
+    ),  # and within the model's hidden layers, see _check_diagnostics
+    "diagnostics.unit": _count(),  # and below that layer's width
+    "parallel.mode": Rule("choice", choices=lambda: PARALLEL_MODES),
+    "parallel.coordinator": _text(),
+    "parallel.num_processes": _count(1),
+    "parallel.process_id": _count(),
+    "sweep.seed": Rule("int", low=0, sequence=True),
+    "sweep.lr": _positive(sequence=True),
+    "sweep.weight_decay": _nonnegative(sequence=True),
+    "sweep.momentum": _rate(sequence=True),
+    "sweep.init_scale": _positive(sequence=True),
+}
+
+
+def _get(config: ml_collections.ConfigDict, field: str) -> Any:
+    for part in field.split("."):
+        config = config[part]
+    return config
 
 
 def validate(config: ml_collections.ConfigDict) -> None:
-    """Raise `ConfigError` naming the first bad field, its value and what is allowed."""
-    expected = base_config()
-    _check_keys(config, expected, "")
-    data.DATASETS.get(config.data.name)
-    # Building is cheap (no parameters yet) and checks every name and shape rule of the section.
+    """Raise `ConfigError` naming the first bad field, its value and what is allowed.
+
+    Pure Python and abstract shapes only (no device is touched): callable before
+    `jax.distributed.initialize` and before anything is written.
+    """
+    _check_keys(config, base_config(), "")
+    for field, rule in RULES.items():
+        value = _get(config, field)
+        if not rule.accepts(value):
+            raise ConfigError(rule.error(field, value))
+    for check in _CROSS_FIELD_RULES:
+        check(config)
+
+
+def _check_builds(config: ml_collections.ConfigDict) -> None:
+    """The rules the builders own (ResNet depth 6n+2, piecewise needs boundaries, ...)."""
     models.build(config.model, num_classes=10)
     optim.build(config.optim, total_steps=config.train.steps)
-    _check_choice("parallel.mode", config.parallel.mode, PARALLEL_MODES)
-    _check_choice("dtype", config.dtype, DTYPES)
-    _check_positive(config, "train.steps", "train.batch_size", "train.steps_per_call")
-    _check_positive(config, "train.log_every_steps", "eval.batch_size", "checkpoint.keep")
-    _check_positive(config, "eval.every_steps", "checkpoint.every_steps", allow_zero=True)
-    _check_positive(config, "diagnostics.every_steps", "data.holdout", allow_zero=True)
-    for axis in SWEEP_AXES:
-        if not isinstance(config.sweep[axis], tuple | list):
-            raise ConfigError(f"sweep.{axis}={config.sweep[axis]!r} must be a tuple of values")
+
+
+def _check_processes(config: ml_collections.ConfigDict) -> None:
+    p = config.parallel
+    if p.process_id >= p.num_processes:
+        raise ConfigError(
+            f"parallel.process_id={p.process_id} must be below parallel.num_processes="
+            f"{p.num_processes}"
+        )
+
+
+def _check_sweep_momentum(config: ml_collections.ConfigDict) -> None:
+    if config.sweep.momentum and config.optim.name not in MOMENTUM_OPTIMIZERS:
+        raise ConfigError(
+            f"sweep.momentum={tuple(config.sweep.momentum)!r} has no effect with optim.name="
+            f"{config.optim.name!r} (its members would be identical); momentum is used by: "
+            + ", ".join(MOMENTUM_OPTIMIZERS)
+        )
+
+
+def hidden_layers(model_config: ml_collections.ConfigDict) -> list[tuple[str, int]]:
+    """(name, width) of the model's hidden layers in forward order (what diagnostics measure)."""
+    model = models.build(model_config, num_classes=10)
+    # Abstract shapes only; the layer count and widths do not depend on the image size.
+    variables = jax.eval_shape(
+        functools.partial(model.init, train=False, mutable=True),
+        jax.ShapeDtypeStruct((2,), jnp.uint32),
+        jax.ShapeDtypeStruct((1, 8, 8, 1), jnp.float32),
+    )
+    layers = diagnostics.ordered_leaves(variables.get("intermediates", {}))
+    layers.sort(key=lambda layer: diagnostics.forward_order(layer[0]))
+    return [(name.removesuffix("_preact"), sown[0].shape[-1]) for name, sown in layers]
+
+
+def _check_diagnostics(config: ml_collections.ConfigDict) -> None:
+    d = config.diagnostics
+    if not d.every_steps:
+        return
+    layers = hidden_layers(config.model)
+    if not -len(layers) <= d.layer < len(layers):
+        raise ConfigError(
+            f"diagnostics.layer={d.layer} is out of range: the model has {len(layers)} hidden "
+            f"layers; allowed: {-len(layers)} to {len(layers) - 1}"
+        )
+    name, width = layers[d.layer]
+    if d.unit >= width:
+        raise ConfigError(
+            f"diagnostics.unit={d.unit} is out of range: layer {d.layer} ({name}) has {width} "
+            f"units; allowed: 0 to {width - 1}"
+        )
+
+
+_CROSS_FIELD_RULES: tuple[Callable[[ml_collections.ConfigDict], None], ...] = (
+    _check_processes,
+    _check_sweep_momentum,
+    _check_builds,
+    _check_diagnostics,
+)
 
 
 def _check_keys(

@@ -1,11 +1,13 @@
 """Train one config: `python -m dlresearch.main --config=configs/default.py --workdir=/tmp/run`.
 
 Any field can be overridden, e.g. `--config.model.activation=sigmoid --config.optim.name=adam`.
-Bad configs and bad data exit with code 2 and one line saying what is wrong; nothing is written.
+Bad configs, bad data and a workdir in use by another run exit with code 2 and one line saying
+what is wrong; nothing is written.
 """
 
 import logging as pylogging
 
+import ml_collections
 from absl import app, flags, logging
 from ml_collections import config_flags
 
@@ -25,6 +27,14 @@ def _not_orbax_info(record: pylogging.LogRecord) -> bool:
     return record.levelno >= pylogging.WARNING or "orbax" not in record.pathname
 
 
+def run_or_fail(config: ml_collections.ConfigDict, workdir: str, overwrite: bool = False) -> None:
+    """`train.run`, a `ConfigError` reported as one `error:` line with exit code 2."""
+    try:
+        train.run(config, workdir, overwrite=overwrite)
+    except ConfigError as error:
+        fail(str(error))
+
+
 def main(argv: list[str]) -> None:
     if len(argv) > 1:
         fail(f"unexpected arguments: {' '.join(argv[1:])}")
@@ -32,10 +42,7 @@ def main(argv: list[str]) -> None:
     # JAX logs each absent backend it probes (libtpu on every non-TPU machine) at INFO; a backend
     # that should be there and fails is a WARNING, which stays.
     pylogging.getLogger("jax._src.xla_bridge").setLevel(pylogging.WARNING)
-    try:
-        train.run(_CONFIG.value, _WORKDIR.value, overwrite=_OVERWRITE.value)
-    except ConfigError as error:
-        fail(str(error))
+    run_or_fail(_CONFIG.value, _WORKDIR.value, _OVERWRITE.value)
 
 
 if __name__ == "__main__":

@@ -11,6 +11,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from dlresearch.registry import ConfigError
+
 METRICS_FILE = "metrics.jsonl"
 
 
@@ -26,16 +28,26 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
 
 
 def read_jsonl(path: str | os.PathLike) -> list[dict[str, Any]]:
-    """The complete records of a JSON-lines file (a torn last line from a crash is skipped)."""
-    records = []
+    """The complete records of a JSON-lines file.
+
+    A torn last line (a crash while appending) is skipped; a bad line before it is damage that
+    no crash makes, so it is an error rather than a reason to drop what follows.
+    """
     if not os.path.exists(path):
-        return records
+        return []
     with open(path) as f:
-        for line in f:
-            try:
-                records.append(json.loads(line))
-            except json.JSONDecodeError:
+        lines = f.read().splitlines()
+    records = []
+    for number, line in enumerate(lines, 1):
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            if number == len(lines):
                 break
+            raise ConfigError(
+                f"{path} line {number} is not JSON ({line[:60]!r}); the {len(lines) - number} "
+                "lines after it are intact: repair or remove that line, then run again"
+            ) from None
     return records
 
 
@@ -88,6 +100,12 @@ class MetricWriter:
             for key, value in values.items():
                 if isinstance(value, int | float) and not isinstance(value, bool):
                     self._tb.add_scalar(prefix + key, value, step)
+
+    def __enter__(self) -> "MetricWriter":
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
 
     def flush(self) -> None:
         if self._tb is not None:

@@ -323,3 +323,80 @@ def test_only_layers_followed_by_batchnorm_drop_their_bias(name, layers, normali
     assert kernels == layers | {"output"}
     biased = {layer for layer in kernels if f"{layer}/bias" in paths}
     assert biased == ({"output"} if normalization == "batchnorm" else kernels)
+
+
+# The registry's names against independent references (jax.nn and the papers' formulas).
+ACTIVATION_REFERENCES = {
+    "relu": lambda x: jnp.maximum(x, 0),
+    "sigmoid": lambda x: 1 / (1 + jnp.exp(-x)),
+    "tanh": jnp.tanh,
+    "softsign": lambda x: x / (1 + jnp.abs(x)),
+    "leaky_relu": lambda x: jnp.where(x >= 0, x, 0.01 * x),
+    "gelu": lambda x: x * 0.5 * (1 + jax.scipy.special.erf(x / jnp.sqrt(2.0))),
+    "elu": lambda x: jnp.where(x > 0, x, jnp.expm1(x)),
+    "selu": jax.nn.selu,
+    "swish": lambda x: x / (1 + jnp.exp(-x)),
+    "silu": lambda x: x / (1 + jnp.exp(-x)),
+    "identity": lambda x: x,
+    "linear": lambda x: x,
+}
+
+
+def test_every_activation_has_a_reference():
+    assert set(ACTIVATION_REFERENCES) == set(models.ACTIVATIONS.names())
+
+
+@pytest.mark.parametrize("name", sorted(ACTIVATION_REFERENCES))
+def test_activation_matches_its_reference(name):
+    x = jnp.linspace(-6.0, 6.0, 241)
+    np.testing.assert_allclose(
+        models.ACTIVATIONS.get(name)(x), ACTIVATION_REFERENCES[name](x), rtol=1e-5, atol=1e-6
+    )
+
+
+# Kernel variance of each initializer for fan_in 400, fan_out 300 (He 2015; Glorot & Bengio 2010;
+# LeCun 1998): normal ones truncated in Flax, but with the variance preserved.
+INIT_VARIANCES = {
+    "he_normal": 2 / 400,
+    "he_uniform": 2 / 400,
+    "xavier_normal": 2 / 700,
+    "xavier_uniform": 2 / 700,
+    "lecun_normal": 1 / 400,
+    "lecun_uniform": 1 / 400,
+    "standard": 1 / (3 * 400),
+    "small_normal": 0.01**2,
+}
+
+
+def test_every_initializer_has_a_variance():
+    assert set(INIT_VARIANCES) == set(models.INITIALIZERS.names())
+
+
+@pytest.mark.parametrize("name", sorted(INIT_VARIANCES))
+def test_initializer_variance(name):
+    kernel = models.INITIALIZERS.get(name)(model_config())(jax.random.key(0), (400, 300))
+    # 120,000 draws: the sample variance is within ~1% of the true one.
+    np.testing.assert_allclose(jnp.var(kernel), INIT_VARIANCES[name], rtol=0.03)
+    assert abs(float(jnp.mean(kernel))) < 0.05 * math.sqrt(INIT_VARIANCES[name])
+
+
+def resnet_cifar_params_by_hand(depth: int) -> int:
+    """He et al. (2016) §4.2 with option-A shortcuts: 3x3 convs without bias, BatchNorm scale and
+    shift per channel, 16/32/64 filters, a 64 -> 10 Dense output."""
+    n = (depth - 2) // 6
+    total = 3 * 3 * 3 * 16 + 2 * 16  # stem conv + its BatchNorm
+    channels_in = 16
+    for filters in (16, 32, 64):
+        for _ in range(n):
+            total += 9 * channels_in * filters + 9 * filters * filters + 2 * 2 * filters
+            channels_in = filters
+    return total + 64 * 10 + 10
+
+
+@pytest.mark.parametrize("depth", [20, 32, 44, 56, 110])
+def test_resnet_param_count_is_exactly_the_hand_count(depth):
+    assert resnet_param_count(depth) == resnet_cifar_params_by_hand(depth)
+
+
+def test_resnet20_hand_count_is_the_papers_027m():
+    assert round(resnet_cifar_params_by_hand(20) / 1e6, 2) == 0.27

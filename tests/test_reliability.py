@@ -93,6 +93,11 @@ def _final_params(workdir: Path) -> dict:
 def uninterrupted(tmp_path_factory: pytest.TempPathFactory) -> Path:
     workdir = tmp_path_factory.mktemp("uninterrupted")
     assert _run(workdir, *RUN_FLAGS).returncode == 0
+    # Complete files, so that comparisons with it can fail: every step logged, every evaluation.
+    records = read_jsonl(workdir / "metrics.jsonl")
+    assert [r["step"] for r in records if "train/loss" in r] == list(range(25, 3001, 25))
+    assert [r["step"] for r in records if "test/loss" in r] == list(range(500, 3001, 500))
+    assert sorted(p.name for p in (workdir / "checkpoints").iterdir()) == ["2500", "3000"]
     return workdir
 
 
@@ -114,6 +119,9 @@ def test_sigkill_at_several_points_then_resume_is_the_same_run(
 
 
 def test_sigterm_saves_a_checkpoint_and_exits_cleanly(tmp_path: Path, uninterrupted: Path) -> None:
+    # The loop reads the signal flag once per chunk boundary and forces the save of that step, so
+    # wherever SIGTERM lands the last logged step is on disk (each point of the loop is tested
+    # deterministically in-process in test_guards.py).
     proc = _start_and_wait(tmp_path, 750)
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=60) == 0
@@ -136,6 +144,9 @@ def test_damaged_newest_checkpoint_falls_back_to_the_previous(
     result = _run(tmp_path, *RUN_FLAGS)
     assert result.returncode == 0, result.stderr[-2000:]
     assert "checkpoint at step 3000" in result.stderr and "unreadable" in result.stderr
+    # Set aside, not deleted: the log names where it went.
+    (moved,) = (tmp_path / "checkpoints_damaged").iterdir()
+    assert moved.name.startswith("3000-") and str(moved) in result.stderr
     assert _comparable(tmp_path) == _comparable(uninterrupted)
 
 

@@ -116,3 +116,17 @@ def test_every_model_trains_through_the_trainer(overrides: dict) -> None:
     params = jax.device_get(trainer.par.from_run(state).params)
     assert all(p.dtype == np.float32 for p in jax.tree.leaves(params))
     assert np.isfinite(trainer.evaluate(state)["loss"]).all()
+
+
+@pytest.mark.parametrize("mode", ["single", "shard_map"])
+def test_evaluation_with_padding_equals_one_unpadded_batch(mode: str) -> None:
+    # 7 x 8 devices does not divide the digits test split: the padded examples must not count.
+    padded = train.Trainer(small_config(**{"eval.batch_size": 7, "parallel.mode": mode}))
+    assert len(padded.dataset.test_labels) % (7 * padded.par.num_devices)
+    whole = train.Trainer(small_config(**{"eval.batch_size": len(padded.dataset.test_labels)}))
+    assert float(np.asarray(padded.data.test_mask).sum()) == len(padded.dataset.test_labels)
+    state = padded.init_state()
+    a = padded.evaluate(padded.par.to_run(state))
+    b = whole.evaluate(whole.par.to_run(whole.init_state()))
+    np.testing.assert_allclose(a["loss"], b["loss"], rtol=1e-5)
+    np.testing.assert_array_equal(a["accuracy"], b["accuracy"])

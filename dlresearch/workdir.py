@@ -1,0 +1,83 @@
+"""One process per workdir: an exclusive lock held for the life of a run (or an experiment).
+
+The lock is `fcntl.flock` on `WORKDIR/run.lock`, so the operating system releases it when its
+holder dies (a crash or SIGKILL never leaves a stale lock). The file names its holder (pid, host,
+since when) for the refusal message, and is removed on a clean release.
+"""
+
+import datetime
+import errno
+import fcntl
+import json
+import os
+import shutil
+import socket
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
+
+from dlresearch.registry import ConfigError
+
+LOCK_FILE = "run.lock"
+
+
+def _holder(path: str) -> str:
+    try:
+        with open(path) as f:
+            holder = json.load(f)
+        return f"pid {holder['pid']} on {holder['host']} since {holder['since']}"
+    except (OSError, ValueError, KeyError):  # its holder has not written its details yet
+        return "another process"
+
+
+def _acquire(path: str) -> int:
+    """An open descriptor of `path` holding its exclusive lock; ConfigError if another holds it."""
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as error:
+            os.close(fd)
+            if error.errno not in (errno.EWOULDBLOCK, errno.EACCES):
+                raise
+            raise ConfigError(
+                f"{os.path.dirname(path)} is in use by {_holder(path)} (one run per workdir; "
+                f"wait for it to finish or stop it)"
+            ) from None
+        # A holder that released between our open and flock removed the file we locked: retry on
+        # the path's current file, or two processes would each hold "the" lock.
+        try:
+            if os.stat(path).st_ino == os.fstat(fd).st_ino:
+                return fd
+        except FileNotFoundError:
+            pass
+        os.close(fd)
+
+
+@contextmanager
+def lock(workdir: str) -> Iterator[None]:
+    """Hold `workdir`'s lock (creating the directory) or raise ConfigError naming the holder."""
+    os.makedirs(workdir, exist_ok=True)
+    path = os.path.join(workdir, LOCK_FILE)
+    fd = _acquire(path)
+    try:
+        since = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
+        details = json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "since": since})
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, details.encode(), 0)
+        yield
+    finally:
+        # Unlink while still holding the lock (see `_acquire` for why that is safe).
+        with suppress(FileNotFoundError):
+            os.unlink(path)
+        os.close(fd)
+
+
+def clear(workdir: str) -> None:
+    """Delete everything in a locked `workdir` but its lock (`--overwrite`)."""
+    for entry in os.scandir(workdir):
+        if entry.name == LOCK_FILE:
+            continue
+        if entry.is_dir(follow_symlinks=False):
+            shutil.rmtree(entry.path)
+        else:
+            os.unlink(entry.path)

@@ -1,0 +1,415 @@
+"""Nothing lost, no traceback: the workdir lock, config validation, signals at every point of the
+loop, damaged or unreadable checkpoints, a full disk, and damaged metrics files."""
+
+import contextlib
+import errno
+import hashlib
+import io
+import math
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+import pytest
+from conftest import small_config
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from dlresearch import checkpoint, main, train
+from dlresearch import config as config_lib
+from dlresearch import workdir as workdir_lib
+from dlresearch.metrics import MetricWriter, read_jsonl
+from dlresearch.registry import ConfigError
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _tree_digest(path: Path) -> dict[str, str]:
+    """Every file under `path` (names and contents), or {} when `path` does not exist."""
+    if not path.exists():
+        return {}
+    return {
+        str(f.relative_to(path)): hashlib.sha256(f.read_bytes()).hexdigest()
+        for f in sorted(path.rglob("*"))
+        if f.is_file()
+    } | {str(d.relative_to(path)) + "/": "" for d in path.rglob("*") if d.is_dir()}
+
+
+def _comparable(workdir: Path) -> list[dict]:
+    return [
+        {k: v for k, v in r.items() if k != "examples_per_sec"}
+        for r in read_jsonl(workdir / "metrics.jsonl")
+    ]
+
+
+def _restore(workdir: Path, config=None) -> train.TrainState:
+    config = config or small_config()
+    with checkpoint.Checkpointer(str(workdir / "checkpoints"), keep=2) as ckpt:
+        return jax.device_get(ckpt.restore_latest(train.Trainer(config).init_state()))
+
+
+def _steps(workdir: Path) -> list[int]:
+    return sorted(int(p.name) for p in (workdir / "checkpoints").iterdir() if p.name.isdigit())
+
+
+def _assert_same_run(workdir: Path, reference: Path) -> None:
+    assert _comparable(workdir) == _comparable(reference)
+    jax.tree.map(
+        np.testing.assert_array_equal, _restore(workdir).params, _restore(reference).params
+    )
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    workdir = tmp_path_factory.mktemp("uninterrupted")
+    result = train.run(small_config(), str(workdir))
+    assert result.step == 40 and not result.stopped_early
+    # Complete files: every logged step, both evaluations, both checkpoints, no lock left behind.
+    records = read_jsonl(workdir / "metrics.jsonl")
+    assert [r["step"] for r in records if "train/loss" in r] == [10, 20, 30, 40]
+    assert [r["step"] for r in records if "test/loss" in r] == [20, 40]
+    assert _steps(workdir) == [20, 40]
+    assert not (workdir / workdir_lib.LOCK_FILE).exists()
+    return workdir
+
+
+# -- one run per workdir ---------------------------------------------------------------------------
+def test_a_locked_workdir_refuses_a_second_holder_naming_the_first(tmp_path: Path) -> None:
+    with workdir_lib.lock(str(tmp_path)):
+        host = socket.gethostname()
+        holder = rf"in use by pid {os.getpid()} on {host} since 20"
+        with pytest.raises(ConfigError, match=holder), workdir_lib.lock(str(tmp_path)):
+            pass
+    with workdir_lib.lock(str(tmp_path)):  # released: free again
+        pass
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_dead_holders_lock_does_not_block(tmp_path: Path) -> None:
+    code = "import sys, time; from dlresearch import workdir\nwith workdir.lock(sys.argv[1]):\n"
+    code += "    print('held', flush=True); time.sleep(60)"
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code, str(tmp_path)], cwd=ROOT, stdout=subprocess.PIPE, text=True
+    )
+    assert proc.stdout.readline() == "held\n"
+    with pytest.raises(ConfigError, match=f"pid {proc.pid} "), workdir_lib.lock(str(tmp_path)):
+        pass
+    proc.kill()
+    proc.wait()
+    with workdir_lib.lock(str(tmp_path)):  # the OS released it; the stale file is reused
+        pass
+
+
+def test_run_on_a_locked_workdir_is_one_line_exit_2_and_changes_nothing(
+    tmp_path: Path, uninterrupted: Path, capsys: pytest.CaptureFixture
+) -> None:
+    shutil.copytree(uninterrupted, tmp_path / "run")
+    with workdir_lib.lock(str(tmp_path / "run")):
+        before = _tree_digest(tmp_path / "run")
+        with pytest.raises(SystemExit) as exit_:
+            main.run_or_fail(small_config(), str(tmp_path / "run"))
+        assert _tree_digest(tmp_path / "run") == before
+    assert exit_.value.code == 2
+    assert capsys.readouterr().err.startswith(f"error: {tmp_path / 'run'} is in use by pid ")
+
+
+def test_overwrite_keeps_the_lock_and_empties_the_rest(tmp_path: Path, uninterrupted: Path) -> None:
+    shutil.copytree(uninterrupted, tmp_path, dirs_exist_ok=True)
+    (tmp_path / "notes.txt").write_text("old")
+    train.run(small_config(**{"train.steps": 20}), str(tmp_path), overwrite=True)
+    assert not (tmp_path / "notes.txt").exists()
+    assert _steps(tmp_path) == [20]
+
+
+# -- every field validated before anything is written ---------------------------------------------
+def _outside(rule: config_lib.Rule) -> st.SearchStrategy:
+    """Values of a field's type that `rule` refuses."""
+    if rule.kind == "choice":
+        return st.text(max_size=12).filter(lambda s: s not in rule.choices())
+    if rule.kind == "int":
+        return st.integers(max_value=int(rule.low) - 1)
+    bad = [st.sampled_from([math.nan, math.inf, -math.inf])]
+    if rule.low > -math.inf:
+        below = st.floats(max_value=rule.low, allow_nan=False, allow_infinity=False)
+        bad.append(below.filter(lambda x: x < rule.low or rule.low_open))
+    if rule.high < math.inf:
+        above = st.floats(min_value=rule.high, allow_nan=False, allow_infinity=False)
+        bad.append(above.filter(lambda x: x > rule.high or rule.high_open))
+    return st.one_of(bad)
+
+
+def _bad_value(field: str) -> st.SearchStrategy:
+    rule = config_lib.RULES[field]
+    if not rule.sequence:
+        return _outside(rule)
+    one = _outside(config_lib.Rule(rule.kind, rule.low, rule.high, rule.low_open, rule.high_open))
+    good = {"int": 1, "float": 0.5}[rule.kind]
+    return st.tuples(one, st.integers(0, 2)).map(lambda t: (good,) * t[1] + (t[0],))
+
+
+# Fields whose every value of their type is allowed (booleans, free text, names data.load checks
+# later): nothing to draw. diagnostics.layer is drawn with the cross-field cases below.
+_FREE = {
+    f
+    for f, r in config_lib.RULES.items()
+    if r.kind in ("bool", "str") or (r.kind == "int" and r.low == -math.inf)
+}
+
+
+def _single_field_case(field: str) -> st.SearchStrategy:
+    return _bad_value(field).map(lambda value: {field: value})
+
+
+_CROSS_FIELD_CASES = st.one_of(
+    st.integers(2, 50).map(
+        lambda layer: {"diagnostics.every_steps": 10, "diagnostics.layer": layer}
+    ),
+    st.integers(-50, -3).map(
+        lambda layer: {"diagnostics.every_steps": 10, "diagnostics.layer": layer}
+    ),
+    st.integers(32, 10**6).map(
+        lambda unit: {"diagnostics.every_steps": 10, "diagnostics.unit": unit}
+    ),
+    st.sampled_from(["sgd", "adam", "adamw", "rmsprop", "adagrad", "adadelta"]).map(
+        lambda name: {"optim.name": name, "sweep.momentum": (0.5, 0.9)}
+    ),
+    st.integers(1, 4).map(lambda n: {"parallel.num_processes": n, "parallel.process_id": n}),
+    st.sampled_from([{"model.name": "resnet_cifar", "model.depth": 21}]),
+)
+BAD_CASES = st.one_of(
+    st.sampled_from(sorted(set(config_lib.RULES) - _FREE)).flatmap(_single_field_case),
+    _CROSS_FIELD_CASES,
+)
+
+
+def _fields(section: dict, prefix: str = "") -> set[str]:
+    return set().union(
+        *(
+            _fields(v, f"{prefix}{k}.") if isinstance(v, dict) else {prefix + k}
+            for k, v in section.items()
+        )
+    )
+
+
+def test_every_config_field_has_a_rule() -> None:
+    assert set(config_lib.RULES) == _fields(config_lib.base_config().to_dict())
+
+
+def _refused(overrides: dict, workdir: Path) -> str:
+    """Run `overrides` through the command line's entry; its stderr, asserting exit code 2."""
+    stderr = io.StringIO()
+    with contextlib.redirect_stderr(stderr), pytest.raises(SystemExit) as exit_:
+        main.run_or_fail(small_config(**overrides), str(workdir))
+    assert exit_.value.code == 2
+    return stderr.getvalue()
+
+
+@pytest.fixture(scope="module")
+def used(tmp_path_factory: pytest.TempPathFactory, uninterrupted: Path) -> Path:
+    workdir = tmp_path_factory.mktemp("used")
+    shutil.copytree(uninterrupted, workdir, dirs_exist_ok=True)
+    return workdir
+
+
+@settings(
+    max_examples=120, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(overrides=BAD_CASES)
+def test_bad_values_exit_2_in_one_line_and_write_nothing(
+    overrides: dict, tmp_path: Path, used: Path
+) -> None:
+    before = _tree_digest(used)
+    for workdir in (tmp_path / "fresh", used):
+        stderr = _refused(overrides, workdir)
+        lines = stderr.strip().splitlines()
+        errors = [line for line in lines if line.startswith("error: ")]
+        assert len(errors) == 1 and "Traceback" not in stderr, stderr
+        # The line names the field (a cross-field rule: one of its fields).
+        assert any(field in errors[0] for field in overrides), errors[0]
+    assert not (tmp_path / "fresh").exists()
+    assert _tree_digest(used) == before
+
+
+@pytest.mark.parametrize(
+    "flags",
+    [
+        ("--config.train.steps=abc",),
+        ("--config.sweep.lr=0.1,abc",),
+        ("--config.model.width=-5",),
+        ("--config.optim.lr=nan",),
+        ("--config.diagnostics.every_steps=100", "--config.diagnostics.unit=5000"),
+    ],
+)
+def test_bad_command_lines_exit_2_in_one_line_and_write_nothing(
+    tmp_path: Path, used: Path, flags: tuple[str, ...]
+) -> None:
+    before = _tree_digest(used)
+    for workdir in (tmp_path / "fresh", used):
+        result = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "dlresearch.main",
+                "--config=configs/default.py",
+                f"--workdir={workdir}",
+                *flags,
+            ],
+            cwd=ROOT,
+            env={**os.environ, "XLA_FLAGS": "", "JAX_PLATFORMS": "cpu"},
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert result.returncode == 2, result.stderr[-2000:]
+        assert "Traceback" not in result.stderr
+        assert [line[:7] for line in result.stderr.splitlines()] == ["error: "], result.stderr
+    assert not (tmp_path / "fresh").exists()
+    assert _tree_digest(used) == before
+
+
+# -- signals at every point of the loop ------------------------------------------------------------
+def _signal_on(monkeypatch: pytest.MonkeyPatch, owner: type, method: str, call: int, sig: int):
+    """Make the `call`-th call of `owner.method` raise `sig` in this process, then proceed."""
+    original = getattr(owner, method)
+    calls = []
+
+    def patched(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == call:
+            os.kill(os.getpid(), sig)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(owner, method, patched)
+
+
+POINTS = {
+    "train-chunk": (train.Trainer, "train", 2),
+    "metric-write": (MetricWriter, "write", 3),
+    "evaluation": (train.Trainer, "evaluate", 1),
+    "checkpoint-save": (checkpoint.Checkpointer, "save", 1),
+    "flush": (MetricWriter, "flush", 2),
+    "before-the-loop": (checkpoint.Checkpointer, "restore_latest", 1),
+}
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+@pytest.mark.parametrize("point", list(POINTS))
+def test_a_signal_anywhere_stops_with_a_checkpoint_and_resumes_exactly(
+    tmp_path: Path, uninterrupted: Path, monkeypatch: pytest.MonkeyPatch, point: str, sig: int
+) -> None:
+    with monkeypatch.context() as patch:
+        _signal_on(patch, *POINTS[point], sig)
+        result = train.run(small_config(), str(tmp_path))
+    assert result.stopped_early and result.step < 40
+    # The step it stopped at is committed; before the loop nothing was trained or saved.
+    if point == "before-the-loop":
+        assert result.step == 0 and _steps(tmp_path) == []
+    else:
+        assert result.step in _steps(tmp_path)
+        assert int(_restore(tmp_path).step[0]) == result.step
+    assert not [p for p in tmp_path.rglob("*") if "tmp" in p.name]  # nothing half-written
+    train.run(small_config(), str(tmp_path))
+    _assert_same_run(tmp_path, uninterrupted)
+
+
+def test_a_second_signal_during_the_final_save_waits_for_it(
+    tmp_path: Path, uninterrupted: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with monkeypatch.context() as patch:
+        _signal_on(patch, train.Trainer, "train", 1, signal.SIGTERM)
+        _signal_on(patch, checkpoint.Checkpointer, "save", 1, signal.SIGINT)
+        result = train.run(small_config(), str(tmp_path))
+    assert result.stopped_early and result.step == 10
+    assert int(_restore(tmp_path).step[0]) == 10
+    train.run(small_config(), str(tmp_path))
+    _assert_same_run(tmp_path, uninterrupted)
+
+
+# -- checkpoints: damaged, unreadable, another structure, a full disk --------------------------------
+def test_a_damaged_checkpoint_is_moved_aside_not_deleted(
+    tmp_path: Path, uninterrupted: Path
+) -> None:
+    shutil.copytree(uninterrupted, tmp_path, dirs_exist_ok=True)
+    for path in (tmp_path / "checkpoints" / "40").rglob("*"):
+        if path.is_file():
+            path.write_bytes(b"garbage")
+    train.run(small_config(), str(tmp_path))
+    (moved,) = (tmp_path / "checkpoints_damaged").iterdir()
+    assert moved.name.startswith("40-")
+    assert {p.read_bytes() for p in moved.rglob("*") if p.is_file()} == {b"garbage"}
+    _assert_same_run(tmp_path, uninterrupted)
+
+
+def test_another_state_structure_names_the_leaves_and_touches_nothing(
+    tmp_path: Path, uninterrupted: Path
+) -> None:
+    shutil.copytree(uninterrupted, tmp_path, dirs_exist_ok=True)
+    before = _tree_digest(tmp_path)
+    with pytest.raises(
+        checkpoint.CheckpointError,
+        match=r"params\.hidden_0\.kernel float32\[1, 64, 32\] instead of float32\[1, 64, 16\]",
+    ):
+        _restore(tmp_path, small_config(**{"model.width": 16}))
+    assert _tree_digest(tmp_path) == before
+
+
+def test_an_io_error_is_retried_then_reported_touching_nothing(
+    tmp_path: Path, uninterrupted: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    shutil.copytree(uninterrupted, tmp_path, dirs_exist_ok=True)
+    before = _tree_digest(tmp_path)
+    attempts = []
+
+    def failing(*args, **kwargs):
+        attempts.append(1)
+        raise OSError(errno.EIO, os.strerror(errno.EIO))
+
+    monkeypatch.setattr(checkpoint, "RETRY_SECONDS", 0.0)
+    monkeypatch.setattr(ocp.CheckpointManager, "restore", failing)
+    with pytest.raises(checkpoint.CheckpointError, match=r"failed 3 times .*Input/output error"):
+        _restore(tmp_path)
+    assert len(attempts) == checkpoint.READ_ATTEMPTS
+    assert _tree_digest(tmp_path) == before
+
+
+def test_a_full_disk_stops_the_run_keeping_the_previous_checkpoint(
+    tmp_path: Path, uninterrupted: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    original = ocp.CheckpointManager.save
+
+    def save(self, step, *args, **kwargs):
+        if step == 40:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return original(self, step, *args, **kwargs)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(ocp.CheckpointManager, "save", save)
+        with pytest.raises(SystemExit) as exit_:
+            main.run_or_fail(small_config(), str(tmp_path))
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: saving the checkpoint of step 40 in ")
+    assert "No space left on device); the checkpoint of step 20 is intact" in err
+    assert int(_restore(tmp_path).step[0]) == 20
+    train.run(small_config(), str(tmp_path))
+    _assert_same_run(tmp_path, uninterrupted)
+
+
+# -- metrics.jsonl ---------------------------------------------------------------------------------
+def test_a_torn_last_line_is_dropped_but_a_bad_middle_line_is_an_error(tmp_path: Path) -> None:
+    path = tmp_path / "metrics.jsonl"
+    path.write_text('{"step": 1}\n{"step": 2}\n{"step": 3, "lo')
+    assert read_jsonl(path) == [{"step": 1}, {"step": 2}]
+    path.write_text('{"step": 1}\n{"st\n{"step": 3}\n')
+    with pytest.raises(ConfigError, match=r"line 2 is not JSON .*the 1 lines after it are intact"):
+        read_jsonl(path)
+    with pytest.raises(ConfigError):
+        MetricWriter(str(tmp_path), tensorboard=False, resume_step=3)
+    assert path.read_text() == '{"step": 1}\n{"st\n{"step": 3}\n'  # nothing dropped
