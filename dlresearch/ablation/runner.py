@@ -16,6 +16,7 @@ import numpy as np
 
 from dlresearch import config as config_lib
 from dlresearch import data, train
+from dlresearch import workdir as workdir_lib
 from dlresearch.ablation import provenance, writeup
 from dlresearch.ablation.measures import best_value, mean_std
 from dlresearch.ablation.runs import Run, read_history
@@ -203,19 +204,6 @@ def run_experiment(
         for config in configs[part.name]:
             _check_data(part.name, config)
 
-    os.makedirs(workdir, exist_ok=True)
-    start = time.perf_counter()
-    runs = {}
-    for part in parts:
-        runs[part.name] = run_grid(
-            part, configs[part.name], workdir, log=lambda s: log(f"[{experiment.name}] {s}")
-        )
-    results = [(part, part.judge(runs[part.name], workdir)) for part in parts]
-    verdict = writeup.experiment_verdict(results, partial=len(parts) < len(preset_parts))
-    seconds = time.perf_counter() - start
-
-    rows = writeup.results_rows(parts, runs, {p.name: f for p, f in results})
-    atomic_write_text(os.path.join(workdir, "results.csv"), writeup.csv_text(rows))
     command = writeup.reproduce_command(
         experiment.name,
         preset=preset,
@@ -225,16 +213,30 @@ def run_experiment(
         only=only,
         overrides=overrides,
     )
-    report = writeup.report_text(
-        experiment.title,
-        verdict,
-        preset=preset,
-        parts=parts,
-        command=command,
-        seconds=seconds,
-        provenance=provenance.stamp(c for p in parts for c in configs[p.name]),
-        sections=[writeup.part_section(p, runs[p.name], f, seeds) for p, f in results],
-    )
-    atomic_write_text(os.path.join(workdir, "report.md"), report)
+    os.makedirs(workdir, exist_ok=True)
+    # One process per experiment workdir, as per run workdir (train.run locks those).
+    with workdir_lib.lock(workdir):
+        start = time.perf_counter()
+        runs = {}
+        for part in parts:
+            runs[part.name] = run_grid(
+                part, configs[part.name], workdir, log=lambda s: log(f"[{experiment.name}] {s}")
+            )
+        results = [(part, part.judge(runs[part.name], workdir)) for part in parts]
+        verdict = writeup.experiment_verdict(results, partial=len(parts) < len(preset_parts))
+        seconds = time.perf_counter() - start
+        rows = writeup.results_rows(parts, runs, {p.name: f for p, f in results})
+        atomic_write_text(os.path.join(workdir, "results.csv"), writeup.csv_text(rows))
+        report = writeup.report_text(
+            experiment.title,
+            verdict,
+            preset=preset,
+            parts=parts,
+            command=command,
+            seconds=seconds,
+            provenance=provenance.stamp(c for p in parts for c in configs[p.name]),
+            sections=[writeup.part_section(p, runs[p.name], f, seeds) for p, f in results],
+        )
+        atomic_write_text(os.path.join(workdir, "report.md"), report)
     log(f"[{experiment.name}] Verdict: {verdict.outcome}. {verdict.reason} ({seconds:.0f} s)")
     return ExperimentResult(experiment, workdir, verdict, seconds)
