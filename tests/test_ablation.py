@@ -135,6 +135,8 @@ def test_best_value_picks_the_rate_with_the_best_score() -> None:
         == 1.0
     )
     assert measures.best_value(run, "lr", measures.final_score("train/loss")) == 0.1
+    best = measures.best_groups({"v": run}, "lr", measures.final_score("train/loss"))
+    assert list(best) == ["v"] and best["v"].members == run.where(lr=0.1) == (0, 1)
     labels = [g.label for g in measures.groups_by({"v": run}, "lr")]
     assert labels == ["v, lr 0.1", "v, lr 1"]
 

@@ -1,4 +1,5 @@
-"""What an experiment script declares: its parts, variants, targets, and what its judges return.
+"""What an experiment script declares (its parts, variants, targets) and what comes back (a judge's
+`Findings` and `Verdict`, an experiment's `Outcome`).
 
 Also the helpers that build a part's base config (`make_config`, `cadence`) and where the datasets
 are (`DataDirs`).
