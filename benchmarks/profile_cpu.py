@@ -57,10 +57,13 @@ def profile_sweep(k: int, data_dir: str) -> None:
     print(f"K={k}  compile the same init as lax.map over members: {seconds:6.2f} s")
 
     state = trainer.init_state()
-    train_chunk = functools.partial(program.train_chunk, num_steps=chunk, axis_name=None)
-    seconds, compiled = _compile_s(jax.vmap(train_chunk, in_axes=(0, None)), state, trainer.data)
+    perms = trainer._permutations(state, chunk)
+    train_chunk = functools.partial(
+        program.train_chunk, num_steps=chunk, axis_name=None, member_groups=trainer._member_groups
+    )
+    seconds, compiled = _compile_s(train_chunk, state, trainer.data, perms)
     print(f"K={k}  compile the chunk of {chunk} steps:               {seconds:6.2f} s")
-    chunk_ms = _run_ms(compiled, state, trainer.data)
+    chunk_ms = _run_ms(compiled, state, trainer.data, perms)
     print(
         f"K={k}  steady chunk: {chunk_ms:8.1f} ms = {k * chunk / chunk_ms * 1000:6.0f} model-steps/s"
     )

@@ -18,9 +18,12 @@ import argparse
 import dataclasses
 import datetime
 import functools
+import importlib.util
 import json
 import os
+import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -129,6 +132,8 @@ class Timing:
         values["steady_model_steps_per_sec"] = round(
             self.steady_model_steps / self.steady_s if self.steady_s else 0.0, 1
         )
+        training_s = self.first_chunk_s + self.steady_s
+        values["eval_fraction"] = round(self.eval_s / training_s if training_s else 0.0, 4)
         return values
 
 
@@ -347,6 +352,11 @@ def resnet20(args: argparse.Namespace, steps: int) -> dict[str, Any]:
             "train_loss_finite": bool(np.all(np.isfinite(np.concatenate(losses, axis=-1)))),
             "param_dtypes": sorted({str(p.dtype) for p in jax.tree.leaves(state.params)}),
         }
+    result["peer"] = _peer(args, "resnet20", str(batch), str(max(timed_steps, 10)))
+    if result["peer"]:
+        result["float32_vs_peer"] = round(
+            result["float32"]["images_per_sec"] / result["peer"]["images_per_sec"], 3
+        )
     return result
 
 
@@ -383,17 +393,114 @@ def parallel_modes(args: argparse.Namespace, steps: int) -> dict[str, Any]:
     return result
 
 
+# -- whole processes, as a user runs them, and the PyTorch peer ----------------------------------
+def _peer(args: argparse.Namespace, *argv: str) -> dict[str, Any] | None:
+    """benchmarks/torch_peers.py run by `--torch_python`, its JSON plus `process_s` (the whole
+    process, torch import included); None without a torch interpreter."""
+    if not args.torch_python:
+        return None
+    start = time.perf_counter()
+    result = subprocess.run(
+        [args.torch_python, str(Path(__file__).with_name("torch_peers.py")), *argv],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    process_s = time.perf_counter() - start
+    return {
+        **json.loads(result.stdout.splitlines()[-1]),
+        "python": args.torch_python,
+        "process_s": round(process_s, 3),
+    }
+
+
+def _main_flags(data_dir: str, normalization: str, steps: int, seeds: int) -> list[str]:
+    """The BatchNorm-paper run of ../shared/acceptance/speed as `dlresearch.main` flags."""
+    config = {
+        "data.name": "mnist" if data_dir else "digits",
+        "data.dir": data_dir,
+        "model.name": "mlp",
+        "model.depth": 3,
+        "model.width": 100,
+        "model.activation": "sigmoid",
+        "model.kernel_init": "small_normal",
+        "model.init_std": 0.01,
+        "model.normalization": normalization,
+        "optim.name": "sgd",
+        "optim.lr": 0.5,
+        "train.batch_size": 60,
+        "train.steps": steps,
+        "train.log_every_steps": min(1000, steps),
+        "eval.every_steps": steps,
+        "checkpoint.every_steps": steps,
+        "sweep.seed": ",".join(map(str, range(seeds))),
+    }
+    return ["--config=configs/default.py", *(f"--config.{k}={v}" for k, v in config.items())]
+
+
+def bn_process(args: argparse.Namespace, steps: int) -> dict[str, Any]:
+    """The BatchNorm-paper workload as two `dlresearch.main` processes (without and with
+    BatchNorm, `--seeds` vmapped seeds each), timed whole, with a fresh compilation cache ("cold")
+    and again with the cache it filled ("warm"); against PyTorch eager running the same 2 x seeds
+    runs one after another."""
+    result: dict[str, Any] = {
+        **_dataset(args.data_dir),
+        "steps": steps,
+        "seeds": args.seeds,
+        "includes_compile": True,
+        "method": "wall time of the processes, start to exit, one after another; the split "
+        "comes from benchmarks/timed_main.py inside each",
+    }
+    repo = Path(__file__).resolve().parents[1]
+    with tempfile.TemporaryDirectory() as scratch:
+        env = {**os.environ, "DLRESEARCH_COMPILATION_CACHE": os.path.join(scratch, "cache")}
+        env["PYTHONPATH"] = os.pathsep.join([str(repo), env.get("PYTHONPATH", "")])
+        for cache in ("cold", "warm"):
+            runs: dict[str, Any] = {}
+            for variant, normalization in (("baseline", "none"), ("batchnorm", "batchnorm")):
+                workdir = os.path.join(scratch, f"{cache}-{variant}")
+                split = workdir + ".json"
+                flags = _main_flags(args.data_dir, normalization, steps, args.seeds)
+                command = [sys.executable, "-m", "benchmarks.timed_main", split, *flags]
+                start = time.perf_counter()
+                subprocess.run(
+                    [*command, f"--workdir={workdir}"],
+                    cwd=repo,
+                    env=env,
+                    check=True,
+                    capture_output=True,
+                )
+                runs[variant] = {"process_s": round(time.perf_counter() - start, 3)}
+                runs[variant].update(json.loads(Path(split).read_text()))
+                training_s = runs[variant]["first_chunk_s"] + runs[variant].get("steady_s", 0.0)
+                runs[variant]["eval_fraction"] = round(runs[variant]["eval_s"] / training_s, 4)
+            runs["process_s"] = round(sum(r["process_s"] for r in runs.values()), 3)
+            result[cache] = runs
+    peer = (
+        _peer(args, "bn_mlp", args.data_dir, str(steps), str(args.seeds)) if args.data_dir else None
+    )
+    result["peer"] = peer
+    if peer:
+        for cache in ("cold", "warm"):
+            result[f"speedup_vs_peer_{cache}"] = round(
+                peer["process_s"] / result[cache]["process_s"], 3
+            )
+    return result
+
+
 BENCHMARKS: dict[str, Callable[[argparse.Namespace, int], dict[str, Any]]] = {
     "bn_figure": bn_figure,
     "sweep_speedup": sweep_speedup,
     "resnet20": resnet20,
     "parallel_modes": parallel_modes,
+    "bn_process": bn_process,
 }
 DEFAULT_STEPS = {
     "bn_figure": 50_000,
     "sweep_speedup": 2_000,
     "resnet20": 500,
     "parallel_modes": 1_000,
+    "bn_process": 3_000,
 }
 # The rows of the printed table: paths into each benchmark's JSON.
 TABLE = {
@@ -409,11 +516,18 @@ TABLE = {
         "sequential_shared_compile_s",
         "speedup_vs_shared_compile",
     ),
-    "resnet20": ("float32.images_per_sec", "bfloat16.images_per_sec"),
+    "resnet20": ("float32.images_per_sec", "bfloat16.images_per_sec", "float32_vs_peer"),
     "parallel_modes": (
         "single.steps_per_sec",
         "shard_map.steps_per_sec",
         "pmap.steps_per_sec",
+    ),
+    "bn_process": (
+        "cold.process_s",
+        "warm.process_s",
+        "peer.process_s",
+        "speedup_vs_peer_cold",
+        "speedup_vs_peer_warm",
     ),
 }
 
@@ -458,9 +572,17 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--data_dir",
         help=f"MNIST IDX files (default {DEFAULT_MNIST} if it exists; '' = the embedded digits)",
     )
-    parser.add_argument("--seeds", type=positive, default=10, help="bn_figure seeds per variant")
+    parser.add_argument(
+        "--seeds", type=positive, default=10, help="bn_figure and bn_process seeds per variant"
+    )
     parser.add_argument("--sweep_k", type=positive, default=16, help="sweep_speedup seeds")
     parser.add_argument("--resnet_batch_size", type=positive, default=128)
+    parser.add_argument(
+        "--torch_python",
+        default=sys.executable if importlib.util.find_spec("torch") else "",
+        help="a Python with torch for the PyTorch peers (default: this one if it has torch; "
+        "'' = no peers)",
+    )
     args = parser.parse_args(argv)
     if args.data_dir is None:
         args.data_dir = default_data_dir()
@@ -489,7 +611,10 @@ def environment(argv: list[str]) -> dict[str, Any]:
 
 
 def _lookup(result: dict[str, Any], path: str) -> Any:
+    """The value at a dotted path, or None where it is absent (e.g. no peer)."""
     for key in path.split("."):
+        if not isinstance(result, dict) or key not in result:
+            return None
         result = result[key]
     return result
 
@@ -498,7 +623,8 @@ def table(report: dict[str, Any]) -> str:
     rows = [("benchmark", "metric", "value")]
     for name, paths in TABLE.items():
         if name in report:
-            rows += [(name, path, f"{_lookup(report[name], path):.4g}") for path in paths]
+            values = [(path, _lookup(report[name], path)) for path in paths]
+            rows += [(name, path, f"{value:.4g}") for path, value in values if value is not None]
     widths = [max(len(row[i]) for row in rows) for i in range(3)]
     return "\n".join(
         "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) for row in rows
