@@ -31,17 +31,15 @@ from typing import Any
 
 import flax
 import jax
-import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
 from dlresearch import data, train
 from dlresearch.config import base_config
-from dlresearch.registry import ConfigError
+from dlresearch.errors import UserError
+from dlresearch.metrics import TRAIN_LOSS
 
 DEFAULT_MNIST = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "mnist"
-# The per-member hyperparameters that `train.init_states` injects into each state.
-HPARAMS = ("lr", "weight_decay", "momentum", "init_scale")
 
 
 # -- datasets, read once per process -------------------------------------------------------------
@@ -144,58 +142,56 @@ def _timed(timing: Timing, field: str, fn: Callable[[], Any]) -> Any:
     return result
 
 
-def _preload(config: ml_collections.ConfigDict) -> None:
-    """Reads the (cached) dataset of `config` now, before anything is timed."""
+def _preload(config: ml_collections.ConfigDict, chunk: int) -> None:
+    """Chunks of `chunk` steps and no other boundaries (the benchmarks evaluate on their own); reads
+    the (cached) dataset of `config` now, before anything is timed."""
+    config.train.steps_per_call = config.train.log_every_steps = chunk
+    config.eval.every_steps = config.checkpoint.every_steps = 0
     data.DATASETS.get(config.data.name)(config.data)
 
 
 def _start(config: ml_collections.ConfigDict, timing: Timing) -> tuple[train.Trainer, Any]:
-    """A Trainer and its initial state (run form), as `train.run` makes them without a checkpoint."""
+    """A Trainer and its initial state, as `train.run` makes them without a checkpoint."""
     trainer = _timed(timing, "setup_s", lambda: train.Trainer(config))
-    state = _timed(
-        timing,
-        "init_s",
-        lambda: jax.block_until_ready(trainer.par.to_run(trainer.init_state())),
-    )
+    state = _timed(timing, "init_s", lambda: jax.block_until_ready(trainer.init_state()))
     return trainer, state
 
 
 def _chunks(
     trainer: train.Trainer, state: Any, chunk: int, count: int
 ) -> tuple[Any, list[np.ndarray], float]:
-    """`count` calls of `chunk` steps, each call's metrics fetched to the host as the run loop does
-    (it logs them). Returns the state, the train losses of each call and the wall time."""
+    """`count` chunks of `chunk` steps (`train.steps_per_call` = `chunk`), each one's metrics
+    fetched as the run loop does. Returns the state, each chunk's train losses and the wall time."""
     start = time.perf_counter()
+    step = int(trainer.par.fetch(state.step)[0])
     losses = []
-    for _ in range(count):
-        state, metrics = trainer.train(state, chunk)
-        losses.append(trainer.par.fetch(metrics)["train/loss"])
+    for _, state, metrics in trainer.chunks(state, until=step + chunk * count):  # noqa: B007, B020
+        losses.append(metrics[TRAIN_LOSS])
     return state, losses, time.perf_counter() - start
 
 
 def _train(
     trainer: train.Trainer, state: Any, steps: int, timing: Timing, eval_every: int = 0
 ) -> tuple[Any, list[tuple[int, np.ndarray]]]:
-    """`steps` steps as `train.run` takes them, without its files: chunks of train.steps_per_call,
-    an evaluation every `eval_every` steps and at the end. Returns the state and
+    """`steps` steps in the chunks of `train.run` (`Trainer.chunks`), without its files, an
+    evaluation every `eval_every` steps and at the end. Returns the state and
     (step, test accuracy per member) of each evaluation."""
-    chunk = trainer.config.train.steps_per_call
     curve = []
-    step = 0
-    while step < steps:
-        n = min(chunk, steps - step)
-        state, _, seconds = _chunks(trainer, state, n, 1)
-        if step:
+    previous, start = 0, time.perf_counter()
+    for step, state, _ in trainer.chunks(state, until=steps):  # noqa: B020
+        seconds = time.perf_counter() - start
+        if previous:
             timing.steady_s += seconds
-            timing.steady_model_steps += n * len(trainer.members)
+            timing.steady_model_steps += (step - previous) * len(trainer.members)
         else:
             timing.first_chunk_s += seconds
-        step += n
+        previous = step
         if step == steps or (eval_every and step % eval_every == 0):
             accuracy = _timed(
                 timing, "eval_s", lambda state=state: trainer.evaluate(state)["accuracy"]
             )
             curve.append((step, accuracy))
+        start = time.perf_counter()
     return state, curve
 
 
@@ -230,9 +226,8 @@ def bn_figure(args: argparse.Namespace, steps: int) -> dict[str, Any]:
         config = bn_mlp_config(args.data_dir)
         config.model.normalization = normalization
         config.train.steps = steps
-        config.train.steps_per_call = chunk
         config.sweep.seed = tuple(range(args.seeds))
-        _preload(config)
+        _preload(config, chunk)
         timing = Timing()
         trainer, state = _start(config, timing)
         _, curve = _train(trainer, state, steps, timing, eval_every)
@@ -256,8 +251,7 @@ def sweep_speedup(args: argparse.Namespace, steps: int) -> dict[str, Any]:
     k = args.sweep_k
     base = bn_mlp_config(args.data_dir)
     base.train.steps = steps
-    base.train.steps_per_call = args.steps_per_call
-    _preload(base)
+    _preload(base, args.steps_per_call)
 
     vmapped_config = base.copy_and_resolve_references()
     vmapped_config.sweep.seed = tuple(range(k))
@@ -279,17 +273,12 @@ def sweep_speedup(args: argparse.Namespace, steps: int) -> dict[str, Any]:
     # The best a hand-written loop can do: one Trainer, its compiled programs reused for every seed.
     shared = Timing()
     trainer = _timed(shared, "setup_s", lambda: train.Trainer(base))
-    member = trainer.members[0]
-    hparams = {h: jnp.asarray([member[h]], jnp.float32) for h in HPARAMS}
-    init = jax.jit(
-        lambda seed: jax.vmap(trainer.program.init_state)(jax.random.PRNGKey(seed)[None], hparams),
-        out_shardings=trainer.par.replicated,
-    )
     for seed in range(k):
+        members = [{**trainer.members[0], "seed": seed}]
         state = _timed(
             shared,
             "init_s",
-            lambda seed=seed: jax.block_until_ready(trainer.par.to_run(init(seed))),
+            lambda members=members: jax.block_until_ready(trainer.init_state(members)),
         )
         _train(trainer, state, steps, shared)
 
@@ -340,7 +329,7 @@ def resnet20(args: argparse.Namespace, steps: int) -> dict[str, Any]:
     }
     for dtype in ("float32", "bfloat16"):
         config = resnet20_config(dtype, batch)
-        _preload(config)
+        _preload(config, chunk)
         trainer, state = _start(config, Timing())
         state, _, compile_s = _chunks(trainer, state, chunk, 1)  # warm-up: compiles the chunk
         state, losses, elapsed = _chunks(trainer, state, chunk, timed_steps // chunk)
@@ -380,7 +369,7 @@ def parallel_modes(args: argparse.Namespace, steps: int) -> dict[str, Any]:
         config = bn_mlp_config(args.data_dir)
         config.train.batch_size = batch
         config.parallel.mode = mode
-        _preload(config)
+        _preload(config, chunk)
         trainer, state = _start(config, Timing())
         state, _, compile_s = _chunks(trainer, state, chunk, 1)  # warm-up: compiles the chunk
         _, _, elapsed = _chunks(trainer, state, chunk, timed_steps // chunk)
@@ -649,6 +638,6 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 if __name__ == "__main__":
     try:
         main()
-    except ConfigError as error:  # e.g. a --data_dir without MNIST: one line, exit code 2
+    except UserError as error:  # e.g. a --data_dir without MNIST: one line, exit code 2
         print(f"error: {error}", file=sys.stderr)
         sys.exit(2)

@@ -22,7 +22,7 @@ import jax  # noqa: E402
 from absl import app  # noqa: E402
 
 from dlresearch import checkpoint, main, train  # noqa: E402
-from dlresearch.registry import parse_flags  # noqa: E402
+from dlresearch.cli import parse_flags  # noqa: E402
 
 SECONDS: dict[str, float] = {"import_s": time.perf_counter() - START}
 CALLS: dict[str, int] = {}
@@ -64,7 +64,7 @@ def run(split_json: str, argv: list[str]) -> None:
     _timed(train.Trainer, "evaluate", "eval_s")
     _timed(checkpoint.Checkpointer, "save", "checkpoint_s")
     _timed(checkpoint.Checkpointer, "close", "checkpoint_s")
-    train.Trainer.train = _train_field(train.Trainer.train)
+    train.Trainer.train_chunk = _train_field(train.Trainer.train_chunk)
     try:
         app.run(main.main, argv=argv, flags_parser=parse_flags)
     except SystemExit as done:

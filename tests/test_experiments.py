@@ -14,8 +14,8 @@ import pytest
 from dlresearch import config as config_lib
 from dlresearch import train
 from dlresearch.ablation import runner, spec
+from dlresearch.errors import ConfigError
 from dlresearch.metrics import METRICS_FILE, read_jsonl
-from dlresearch.registry import ConfigError
 from experiments import all as all_experiments
 
 EXPERIMENTS = {e.name: e for e in all_experiments.EXPERIMENTS}
