@@ -17,7 +17,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from benchmarks import run
+from benchmarks import harness, run
 from dlresearch import data, train
 from dlresearch import program as program_lib
 
@@ -39,7 +39,7 @@ def _run_ms(compiled: Any, *args: Any, repeats: int = 3) -> float:
 
 
 def profile_sweep(k: int, data_dir: str) -> None:
-    config = run.bn_mlp_config(data_dir)
+    config = harness.bn_mlp_config(data_dir)
     if k > 1:
         config.sweep.seed = tuple(range(k))
     trainer = train.Trainer(config)
@@ -90,7 +90,7 @@ def profile_sweep(k: int, data_dir: str) -> None:
 
 
 def profile_conv_in_loop() -> None:
-    config = run.resnet20_config("float32", batch_size=32)
+    config = harness.resnet20_config("float32", batch_size=32)
     trainer = train.Trainer(config)
     program = trainer.program
     state = jax.tree.map(lambda x: x[0], trainer.init_state())  # one member, no vmap

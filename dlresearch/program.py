@@ -240,7 +240,7 @@ class Program:
         """`num_steps` steps of every member (leading axis of `states`); metrics [members, steps].
 
         `perms` holds each member's permutations of the epochs the chunk touches, from the current
-        one on. They are computed outside (once per epoch, see `Trainer.train`): a sort of the whole
+        one on. They are computed outside (once per epoch, see `Trainer.train_chunk`): a sort of the whole
         training set in every chunk would cost as much as the steps of a small model.
 
         The members are vmapped in `member_groups` groups inside each step. XLA:CPU runs each
@@ -281,7 +281,7 @@ class Program:
 
         if num_steps == 1:
             # XLA:CPU runs convolution gradients inside a loop on a slow generic path (about 25x
-            # slower for ResNet-20, jax-ml/jax#12868); one step needs no loop (see Trainer.train).
+            # slower for ResNet-20, jax-ml/jax#12868); one step needs no loop (see Trainer.train_chunk).
             groups, metrics = body(split(states), None)
             return concatenate(groups), jax.tree.map(lambda m: m[:, None], metrics)
         groups, metrics = lax.scan(body, split(states), None, length=num_steps)
