@@ -17,8 +17,9 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from benchmarks import run
+from benchmarks import harness, run
 from dlresearch import data, train
+from dlresearch import program as program_lib
 
 
 def _compile_s(fn: Callable[..., Any], *args: Any) -> tuple[float, Any]:
@@ -38,29 +39,25 @@ def _run_ms(compiled: Any, *args: Any, repeats: int = 3) -> float:
 
 
 def profile_sweep(k: int, data_dir: str) -> None:
-    config = run.bn_mlp_config(data_dir)
+    config = harness.bn_mlp_config(data_dir)
     if k > 1:
         config.sweep.seed = tuple(range(k))
     trainer = train.Trainer(config)
     program, chunk = trainer.program, config.train.steps_per_call
     members = trainer.members
 
-    seconds, _ = _compile_s(functools.partial(train.init_states, program, members))
-    print(f"K={k}  compile train.init_states:                   {seconds:6.2f} s")
-    keys = jnp.stack([jax.random.PRNGKey(int(m["seed"])) for m in members])
-    hparams = {h: jnp.asarray([m[h] for m in members], jnp.float32) for h in run.HPARAMS}
-    seconds, _ = _compile_s(
-        lambda keys, hparams: jax.lax.map(lambda a: program.init_state(*a), (keys, hparams)),
-        keys,
-        hparams,
-    )
-    print(f"K={k}  compile the same init as lax.map over members: {seconds:6.2f} s")
+    keys, hparams = program_lib.member_inputs(members)
+    seconds, _ = _compile_s(functools.partial(program_lib.init_states, program), keys, hparams)
+    print(f"K={k}  compile program.init_states:                 {seconds:6.2f} s")
 
     state = trainer.init_state()
-    train_chunk = functools.partial(program.train_chunk, num_steps=chunk, axis_name=None)
-    seconds, compiled = _compile_s(jax.vmap(train_chunk, in_axes=(0, None)), state, trainer.data)
+    perms = trainer._permutations(state, chunk)
+    train_chunk = functools.partial(
+        program.train_chunk, num_steps=chunk, axis_name=None, member_groups=trainer._member_groups
+    )
+    seconds, compiled = _compile_s(train_chunk, state, trainer.arrays, perms)
     print(f"K={k}  compile the chunk of {chunk} steps:               {seconds:6.2f} s")
-    chunk_ms = _run_ms(compiled, state, trainer.data)
+    chunk_ms = _run_ms(compiled, state, trainer.arrays, perms)
     print(
         f"K={k}  steady chunk: {chunk_ms:8.1f} ms = {k * chunk / chunk_ms * 1000:6.0f} model-steps/s"
     )
@@ -81,8 +78,8 @@ def profile_sweep(k: int, data_dir: str) -> None:
     images = data.normalize(trainer.dataset.train_images[:60], program.mean, program.std)
     labels = jnp.asarray(trainer.dataset.train_labels[:60])
 
-    def fixed_batch_chunk(state: train.TrainState) -> train.TrainState:
-        def body(state: train.TrainState, _: None) -> tuple[train.TrainState, None]:
+    def fixed_batch_chunk(state: program_lib.TrainState) -> program_lib.TrainState:
+        def body(state: program_lib.TrainState, _: None) -> tuple[program_lib.TrainState, None]:
             step = program.train_step(state, (images, labels), state.rng, axis_name=None)
             return step[0], None
 
@@ -93,17 +90,17 @@ def profile_sweep(k: int, data_dir: str) -> None:
 
 
 def profile_conv_in_loop() -> None:
-    config = run.resnet20_config("float32", batch_size=32)
+    config = harness.resnet20_config("float32", batch_size=32)
     trainer = train.Trainer(config)
     program = trainer.program
     state = jax.tree.map(lambda x: x[0], trainer.init_state())  # one member, no vmap
-    batch = program.batch_of_step(state, trainer.data, None)
+    batch = program.batch_of_step(state, trainer.arrays, None)
     key = jax.random.PRNGKey(0)
 
-    def one_step(state: train.TrainState) -> train.TrainState:
+    def one_step(state: program_lib.TrainState) -> program_lib.TrainState:
         return program.train_step(state, batch, key, axis_name=None)[0]
 
-    def scanned(state: train.TrainState) -> train.TrainState:
+    def scanned(state: program_lib.TrainState) -> program_lib.TrainState:
         return jax.lax.scan(lambda s, _: (one_step(s), None), state, None, length=1)[0]
 
     for name, fn in (("without a loop", one_step), ("inside lax.scan", scanned)):

@@ -15,12 +15,13 @@ Prints a table and writes every number to `--json`; see benchmarks/README.md.
 """
 
 import argparse
-import dataclasses
 import datetime
-import functools
+import importlib.util
 import json
 import os
+import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -28,181 +29,12 @@ from typing import Any
 
 import flax
 import jax
-import jax.numpy as jnp
-import ml_collections
 import numpy as np
 
-from dlresearch import data, train
+from benchmarks import harness
+from dlresearch import train
 from dlresearch.config import base_config
-from dlresearch.registry import ConfigError
-
-DEFAULT_MNIST = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "mnist"
-# The per-member hyperparameters that `train.init_states` injects into each state.
-HPARAMS = ("lr", "weight_decay", "momentum", "init_scale")
-
-
-# -- datasets, read once per process -------------------------------------------------------------
-@functools.cache
-def _read(name: str, directory: str) -> data.Splits:
-    """The splits of the registered dataset `name`, read from `directory` once per process."""
-    return data.DATASETS.get(name)(ml_collections.ConfigDict({"name": name, "dir": directory}))
-
-
-@functools.cache
-def _synthetic_cifar10() -> data.Splits:
-    """Uniform random pixels and labels in CIFAR-10's shapes (50,000 + 10,000 32x32x3 images)."""
-    rng = np.random.default_rng(0)
-
-    def split(n: int) -> tuple[np.ndarray, np.ndarray]:
-        return rng.integers(0, 256, (n, 32, 32, 3), np.uint8), rng.integers(0, 10, n)
-
-    return data.Splits(*split(50_000), *split(10_000), num_classes=10, augment=True)
-
-
-# Benchmark-only data.name values. Each Trainer reads its dataset; these return splits read once,
-# so that K sequential runs are not charged K file reads that have nothing to do with training.
-for _name in ("mnist", "digits"):
-    data.DATASETS.add(f"cached_{_name}", lambda config, name=_name: _read(name, config.dir))
-data.DATASETS.add("synthetic_cifar10", lambda config: _synthetic_cifar10())
-
-
-# -- configs ---------------------------------------------------------------------------------------
-def bn_mlp_config(data_dir: str) -> ml_collections.ConfigDict:
-    """The BatchNorm paper's MNIST network (Ioffe & Szegedy 2015, §4.1), without BatchNorm.
-
-    3 hidden layers of 100 sigmoid units, N(0, 0.01^2) weights, SGD on batches of 60. The paper
-    does not give the learning rate; 1.0 is the one experiments/batchnorm.py measured as best for
-    the baseline. An empty `data_dir` means the embedded digits.
-    """
-    config = base_config()
-    config.data.name = "cached_mnist" if data_dir else "cached_digits"
-    config.data.dir = data_dir
-    config.model.name = "mlp"
-    config.model.depth = 3
-    config.model.width = 100
-    config.model.activation = "sigmoid"
-    config.model.kernel_init = "small_normal"
-    config.model.init_std = 0.01
-    config.optim.name = "sgd"
-    config.optim.lr = 1.0
-    config.train.batch_size = 60
-    # One device: the workload is one small batch; a mesh of several would only split it.
-    config.parallel.mode = "single"
-    return config
-
-
-def resnet20_config(dtype: str, batch_size: int) -> ml_collections.ConfigDict:
-    """ResNet-20 as in He et al. (2016) §4.2: BatchNorm, ReLU, momentum SGD, crop+flip augmentation."""
-    config = base_config()
-    config.data.name = "synthetic_cifar10"
-    config.model.name = "resnet_cifar"
-    config.model.depth = 20
-    config.model.normalization = "batchnorm"
-    config.optim.name = "momentum"
-    config.optim.lr = 0.1
-    config.optim.weight_decay = 1e-4
-    config.train.batch_size = batch_size
-    config.parallel.mode = "single"
-    config.dtype = dtype
-    return config
-
-
-# -- timing the training system --------------------------------------------------------------------
-@dataclasses.dataclass
-class Timing:
-    """Where the wall time of one or more runs went, summed over the runs."""
-
-    setup_s: float = 0.0  # Trainer construction: config checks, dataset statistics, data to device
-    init_s: float = 0.0  # state initialisation, compiled on first use
-    first_chunk_s: float = 0.0  # the first chunk of each run: compilation (if not cached) + steps
-    steady_s: float = 0.0  # every later chunk: compiled steps only
-    eval_s: float = 0.0  # evaluations, compilation of the first included
-    steady_model_steps: int = 0  # member-steps done in steady_s
-
-    @property
-    def total_s(self) -> float:
-        return self.setup_s + self.init_s + self.first_chunk_s + self.steady_s + self.eval_s
-
-    def to_json(self) -> dict[str, float]:
-        values = {k: round(v, 4) for k, v in dataclasses.asdict(self).items()}
-        values["total_s"] = round(self.total_s, 4)
-        values["steady_model_steps_per_sec"] = round(
-            self.steady_model_steps / self.steady_s if self.steady_s else 0.0, 1
-        )
-        return values
-
-
-def _timed(timing: Timing, field: str, fn: Callable[[], Any]) -> Any:
-    start = time.perf_counter()
-    result = fn()
-    setattr(timing, field, getattr(timing, field) + time.perf_counter() - start)
-    return result
-
-
-def _preload(config: ml_collections.ConfigDict) -> None:
-    """Reads the (cached) dataset of `config` now, before anything is timed."""
-    data.DATASETS.get(config.data.name)(config.data)
-
-
-def _start(config: ml_collections.ConfigDict, timing: Timing) -> tuple[train.Trainer, Any]:
-    """A Trainer and its initial state (run form), as `train.run` makes them without a checkpoint."""
-    trainer = _timed(timing, "setup_s", lambda: train.Trainer(config))
-    state = _timed(
-        timing,
-        "init_s",
-        lambda: jax.block_until_ready(trainer.par.to_run(trainer.init_state())),
-    )
-    return trainer, state
-
-
-def _chunks(
-    trainer: train.Trainer, state: Any, chunk: int, count: int
-) -> tuple[Any, list[np.ndarray], float]:
-    """`count` calls of `chunk` steps, each call's metrics fetched to the host as the run loop does
-    (it logs them). Returns the state, the train losses of each call and the wall time."""
-    start = time.perf_counter()
-    losses = []
-    for _ in range(count):
-        state, metrics = trainer.train(state, chunk)
-        losses.append(trainer.par.fetch(metrics)["train/loss"])
-    return state, losses, time.perf_counter() - start
-
-
-def _train(
-    trainer: train.Trainer, state: Any, steps: int, timing: Timing, eval_every: int = 0
-) -> tuple[Any, list[tuple[int, np.ndarray]]]:
-    """`steps` steps as `train.run` takes them, without its files: chunks of train.steps_per_call,
-    an evaluation every `eval_every` steps and at the end. Returns the state and
-    (step, test accuracy per member) of each evaluation."""
-    chunk = trainer.config.train.steps_per_call
-    curve = []
-    step = 0
-    while step < steps:
-        n = min(chunk, steps - step)
-        state, _, seconds = _chunks(trainer, state, n, 1)
-        if step:
-            timing.steady_s += seconds
-            timing.steady_model_steps += n * len(trainer.members)
-        else:
-            timing.first_chunk_s += seconds
-        step += n
-        if step == steps or (eval_every and step % eval_every == 0):
-            accuracy = _timed(
-                timing, "eval_s", lambda state=state: trainer.evaluate(state)["accuracy"]
-            )
-            curve.append((step, accuracy))
-    return state, curve
-
-
-def _dataset(data_dir: str) -> dict[str, str]:
-    """Which dataset the MLP benchmarks used, for the JSON."""
-    if data_dir:
-        return {"dataset": "mnist", "data_dir": data_dir}
-    return {
-        "dataset": "digits",
-        "note": f"no MNIST at {DEFAULT_MNIST} and no --data_dir: the embedded 8x8 scikit-learn "
-        "digits (1437 train / 360 test), so the accuracies are not comparable with the paper's",
-    }
+from dlresearch.errors import UserError
 
 
 # -- the benchmarks --------------------------------------------------------------------------------
@@ -212,9 +44,9 @@ def bn_figure(args: argparse.Namespace, steps: int) -> dict[str, Any]:
     # About 50 points per curve, at chunk boundaries so evaluation never splits a chunk.
     eval_every = chunk * max(1, steps // (50 * chunk))
     result: dict[str, Any] = {
-        **_dataset(args.data_dir),
+        **harness.dataset(args.data_dir),
         "steps": steps,
-        "batch_size": bn_mlp_config(args.data_dir).train.batch_size,
+        "batch_size": harness.bn_mlp_config(args.data_dir).train.batch_size,
         "seeds": args.seeds,
         "steps_per_call": chunk,
         "eval_every_steps": eval_every,
@@ -222,15 +54,14 @@ def bn_figure(args: argparse.Namespace, steps: int) -> dict[str, Any]:
     }
     start = time.perf_counter()
     for variant, normalization in (("baseline", "none"), ("batchnorm", "batchnorm")):
-        config = bn_mlp_config(args.data_dir)
+        config = harness.bn_mlp_config(args.data_dir)
         config.model.normalization = normalization
         config.train.steps = steps
-        config.train.steps_per_call = chunk
         config.sweep.seed = tuple(range(args.seeds))
-        _preload(config)
-        timing = Timing()
-        trainer, state = _start(config, timing)
-        _, curve = _train(trainer, state, steps, timing, eval_every)
+        harness.preload(config, chunk)
+        timing = harness.Timing()
+        trainer, state = harness.start(config, timing)
+        _, curve = harness.run_timed(trainer, state, steps, timing, eval_every)
         final = curve[-1][1]
         result[variant] = {
             "wall_s": round(timing.total_s, 3),
@@ -249,47 +80,41 @@ def bn_figure(args: argparse.Namespace, steps: int) -> dict[str, Any]:
 def sweep_speedup(args: argparse.Namespace, steps: int) -> dict[str, Any]:
     """K seeds as one vmapped program against the same K runs one after another."""
     k = args.sweep_k
-    base = bn_mlp_config(args.data_dir)
+    base = harness.bn_mlp_config(args.data_dir)
     base.train.steps = steps
-    base.train.steps_per_call = args.steps_per_call
-    _preload(base)
+    harness.preload(base, args.steps_per_call)
 
     vmapped_config = base.copy_and_resolve_references()
     vmapped_config.sweep.seed = tuple(range(k))
-    vmapped = Timing()
-    trainer, state = _start(vmapped_config, vmapped)
-    _, curve = _train(trainer, state, steps, vmapped)
+    vmapped = harness.Timing()
+    trainer, state = harness.start(vmapped_config, vmapped)
+    _, curve = harness.run_timed(trainer, state, steps, vmapped)
     vmapped_accuracy = curve[-1][1]
 
     # What a user of the library does: one config, hence one Trainer (and its compilation), per seed.
-    sequential = Timing()
+    sequential = harness.Timing()
     sequential_accuracy = []
     for seed in range(k):
         config = base.copy_and_resolve_references()
         config.seed = seed
-        trainer, state = _start(config, sequential)
-        _, curve = _train(trainer, state, steps, sequential)
+        trainer, state = harness.start(config, sequential)
+        _, curve = harness.run_timed(trainer, state, steps, sequential)
         sequential_accuracy.append(curve[-1][1][0])
 
     # The best a hand-written loop can do: one Trainer, its compiled programs reused for every seed.
-    shared = Timing()
-    trainer = _timed(shared, "setup_s", lambda: train.Trainer(base))
-    member = trainer.members[0]
-    hparams = {h: jnp.asarray([member[h]], jnp.float32) for h in HPARAMS}
-    init = jax.jit(
-        lambda seed: jax.vmap(trainer.program.init_state)(jax.random.PRNGKey(seed)[None], hparams),
-        out_shardings=trainer.par.replicated,
-    )
+    shared = harness.Timing()
+    trainer = harness.timed(shared, "setup_s", lambda: train.Trainer(base))
     for seed in range(k):
-        state = _timed(
+        members = [{**trainer.members[0], "seed": seed}]
+        state = harness.timed(
             shared,
             "init_s",
-            lambda seed=seed: jax.block_until_ready(trainer.par.to_run(init(seed))),
+            lambda members=members: jax.block_until_ready(trainer.init_state(members)),
         )
-        _train(trainer, state, steps, shared)
+        harness.run_timed(trainer, state, steps, shared)
 
     return {
-        **_dataset(args.data_dir),
+        **harness.dataset(args.data_dir),
         "k": k,
         "steps": steps,
         "batch_size": base.train.batch_size,
@@ -334,11 +159,13 @@ def resnet20(args: argparse.Namespace, steps: int) -> dict[str, Any]:
         "includes_compile": False,
     }
     for dtype in ("float32", "bfloat16"):
-        config = resnet20_config(dtype, batch)
-        _preload(config)
-        trainer, state = _start(config, Timing())
-        state, _, compile_s = _chunks(trainer, state, chunk, 1)  # warm-up: compiles the chunk
-        state, losses, elapsed = _chunks(trainer, state, chunk, timed_steps // chunk)
+        config = harness.resnet20_config(dtype, batch)
+        harness.preload(config, chunk)
+        trainer, state = harness.start(config, harness.Timing())
+        state, _, compile_s = harness.timed_chunks(
+            trainer, state, chunk, 1
+        )  # warm-up: compiles the chunk
+        state, losses, elapsed = harness.timed_chunks(trainer, state, chunk, timed_steps // chunk)
         result[dtype] = {
             "images_per_sec": round(timed_steps * batch / elapsed, 2),
             "seconds": round(elapsed, 3),
@@ -347,6 +174,11 @@ def resnet20(args: argparse.Namespace, steps: int) -> dict[str, Any]:
             "train_loss_finite": bool(np.all(np.isfinite(np.concatenate(losses, axis=-1)))),
             "param_dtypes": sorted({str(p.dtype) for p in jax.tree.leaves(state.params)}),
         }
+    result["peer"] = _peer(args, "resnet20", str(batch), str(max(timed_steps, 10)))
+    if result["peer"]:
+        result["float32_vs_peer"] = round(
+            result["float32"]["images_per_sec"] / result["peer"]["images_per_sec"], 3
+        )
     return result
 
 
@@ -359,7 +191,7 @@ def parallel_modes(args: argparse.Namespace, steps: int) -> dict[str, Any]:
     timed_steps = chunk * max(1, steps // chunk)
     batch = 64 * jax.device_count()
     result: dict[str, Any] = {
-        **_dataset(args.data_dir),
+        **harness.dataset(args.data_dir),
         "model": "784-100-100-100-10 sigmoid MLP (bn_figure's baseline)",
         "batch_size": batch,
         "steps": timed_steps,
@@ -367,13 +199,15 @@ def parallel_modes(args: argparse.Namespace, steps: int) -> dict[str, Any]:
         "includes_compile": False,
     }
     for mode in ("single", "shard_map", "pmap"):
-        config = bn_mlp_config(args.data_dir)
+        config = harness.bn_mlp_config(args.data_dir)
         config.train.batch_size = batch
         config.parallel.mode = mode
-        _preload(config)
-        trainer, state = _start(config, Timing())
-        state, _, compile_s = _chunks(trainer, state, chunk, 1)  # warm-up: compiles the chunk
-        _, _, elapsed = _chunks(trainer, state, chunk, timed_steps // chunk)
+        harness.preload(config, chunk)
+        trainer, state = harness.start(config, harness.Timing())
+        state, _, compile_s = harness.timed_chunks(
+            trainer, state, chunk, 1
+        )  # warm-up: compiles the chunk
+        _, _, elapsed = harness.timed_chunks(trainer, state, chunk, timed_steps // chunk)
         result[mode] = {
             "devices": trainer.par.num_devices,
             "steps_per_sec": round(timed_steps / elapsed, 2),
@@ -383,17 +217,114 @@ def parallel_modes(args: argparse.Namespace, steps: int) -> dict[str, Any]:
     return result
 
 
+# -- whole processes, as a user runs them, and the PyTorch peer ----------------------------------
+def _peer(args: argparse.Namespace, *argv: str) -> dict[str, Any] | None:
+    """benchmarks/torch_peers.py run by `--torch_python`, its JSON plus `process_s` (the whole
+    process, torch import included); None without a torch interpreter."""
+    if not args.torch_python:
+        return None
+    start = time.perf_counter()
+    result = subprocess.run(
+        [args.torch_python, str(Path(__file__).with_name("torch_peers.py")), *argv],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    process_s = time.perf_counter() - start
+    return {
+        **json.loads(result.stdout.splitlines()[-1]),
+        "python": args.torch_python,
+        "process_s": round(process_s, 3),
+    }
+
+
+def _main_flags(data_dir: str, normalization: str, steps: int, seeds: int) -> list[str]:
+    """The BatchNorm-paper run of ../shared/acceptance/speed as `dlresearch.main` flags."""
+    config = {
+        "data.name": "mnist" if data_dir else "digits",
+        "data.dir": data_dir,
+        "model.name": "mlp",
+        "model.depth": 3,
+        "model.width": 100,
+        "model.activation": "sigmoid",
+        "model.kernel_init": "small_normal",
+        "model.init_std": 0.01,
+        "model.normalization": normalization,
+        "optim.name": "sgd",
+        "optim.lr": 0.5,
+        "train.batch_size": 60,
+        "train.steps": steps,
+        "train.log_every_steps": min(1000, steps),
+        "eval.every_steps": steps,
+        "checkpoint.every_steps": steps,
+        "sweep.seed": ",".join(map(str, range(seeds))),
+    }
+    return ["--config=configs/default.py", *(f"--config.{k}={v}" for k, v in config.items())]
+
+
+def bn_process(args: argparse.Namespace, steps: int) -> dict[str, Any]:
+    """The BatchNorm-paper workload as two `dlresearch.main` processes (without and with
+    BatchNorm, `--seeds` vmapped seeds each), timed whole, with a fresh compilation cache ("cold")
+    and again with the cache it filled ("warm"); against PyTorch eager running the same 2 x seeds
+    runs one after another."""
+    result: dict[str, Any] = {
+        **harness.dataset(args.data_dir),
+        "steps": steps,
+        "seeds": args.seeds,
+        "includes_compile": True,
+        "method": "wall time of the processes, start to exit, one after another; the split "
+        "comes from benchmarks/timed_main.py inside each",
+    }
+    repo = Path(__file__).resolve().parents[1]
+    with tempfile.TemporaryDirectory() as scratch:
+        env = {**os.environ, "DLRESEARCH_COMPILATION_CACHE": os.path.join(scratch, "cache")}
+        env["PYTHONPATH"] = os.pathsep.join([str(repo), env.get("PYTHONPATH", "")])
+        for cache in ("cold", "warm"):
+            runs: dict[str, Any] = {}
+            for variant, normalization in (("baseline", "none"), ("batchnorm", "batchnorm")):
+                workdir = os.path.join(scratch, f"{cache}-{variant}")
+                split = workdir + ".json"
+                flags = _main_flags(args.data_dir, normalization, steps, args.seeds)
+                command = [sys.executable, "-m", "benchmarks.timed_main", split, *flags]
+                start = time.perf_counter()
+                subprocess.run(
+                    [*command, f"--workdir={workdir}"],
+                    cwd=repo,
+                    env=env,
+                    check=True,
+                    capture_output=True,
+                )
+                runs[variant] = {"process_s": round(time.perf_counter() - start, 3)}
+                runs[variant].update(json.loads(Path(split).read_text()))
+                training_s = runs[variant]["first_chunk_s"] + runs[variant].get("steady_s", 0.0)
+                runs[variant]["eval_fraction"] = round(runs[variant]["eval_s"] / training_s, 4)
+            runs["process_s"] = round(sum(r["process_s"] for r in runs.values()), 3)
+            result[cache] = runs
+    peer = (
+        _peer(args, "bn_mlp", args.data_dir, str(steps), str(args.seeds)) if args.data_dir else None
+    )
+    result["peer"] = peer
+    if peer:
+        for cache in ("cold", "warm"):
+            result[f"speedup_vs_peer_{cache}"] = round(
+                peer["process_s"] / result[cache]["process_s"], 3
+            )
+    return result
+
+
 BENCHMARKS: dict[str, Callable[[argparse.Namespace, int], dict[str, Any]]] = {
     "bn_figure": bn_figure,
     "sweep_speedup": sweep_speedup,
     "resnet20": resnet20,
     "parallel_modes": parallel_modes,
+    "bn_process": bn_process,
 }
 DEFAULT_STEPS = {
     "bn_figure": 50_000,
     "sweep_speedup": 2_000,
     "resnet20": 500,
     "parallel_modes": 1_000,
+    "bn_process": 3_000,
 }
 # The rows of the printed table: paths into each benchmark's JSON.
 TABLE = {
@@ -409,11 +340,18 @@ TABLE = {
         "sequential_shared_compile_s",
         "speedup_vs_shared_compile",
     ),
-    "resnet20": ("float32.images_per_sec", "bfloat16.images_per_sec"),
+    "resnet20": ("float32.images_per_sec", "bfloat16.images_per_sec", "float32_vs_peer"),
     "parallel_modes": (
         "single.steps_per_sec",
         "shard_map.steps_per_sec",
         "pmap.steps_per_sec",
+    ),
+    "bn_process": (
+        "cold.process_s",
+        "warm.process_s",
+        "peer.process_s",
+        "speedup_vs_peer_cold",
+        "speedup_vs_peer_warm",
     ),
 }
 
@@ -456,11 +394,19 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--data_dir",
-        help=f"MNIST IDX files (default {DEFAULT_MNIST} if it exists; '' = the embedded digits)",
+        help=f"MNIST IDX files (default {harness.DEFAULT_MNIST} if it exists; '' = the embedded digits)",
     )
-    parser.add_argument("--seeds", type=positive, default=10, help="bn_figure seeds per variant")
+    parser.add_argument(
+        "--seeds", type=positive, default=10, help="bn_figure and bn_process seeds per variant"
+    )
     parser.add_argument("--sweep_k", type=positive, default=16, help="sweep_speedup seeds")
     parser.add_argument("--resnet_batch_size", type=positive, default=128)
+    parser.add_argument(
+        "--torch_python",
+        default=sys.executable if importlib.util.find_spec("torch") else "",
+        help="a Python with torch for the PyTorch peers (default: this one if it has torch; "
+        "'' = no peers)",
+    )
     args = parser.parse_args(argv)
     if args.data_dir is None:
         args.data_dir = default_data_dir()
@@ -469,7 +415,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def default_data_dir() -> str:
     """The shared MNIST beside the repository if it is there, else "" (the embedded digits)."""
-    return str(DEFAULT_MNIST) if DEFAULT_MNIST.is_dir() else ""
+    return str(harness.DEFAULT_MNIST) if harness.DEFAULT_MNIST.is_dir() else ""
 
 
 def environment(argv: list[str]) -> dict[str, Any]:
@@ -489,7 +435,10 @@ def environment(argv: list[str]) -> dict[str, Any]:
 
 
 def _lookup(result: dict[str, Any], path: str) -> Any:
+    """The value at a dotted path, or None where it is absent (e.g. no peer)."""
     for key in path.split("."):
+        if not isinstance(result, dict) or key not in result:
+            return None
         result = result[key]
     return result
 
@@ -498,7 +447,8 @@ def table(report: dict[str, Any]) -> str:
     rows = [("benchmark", "metric", "value")]
     for name, paths in TABLE.items():
         if name in report:
-            rows += [(name, path, f"{_lookup(report[name], path):.4g}") for path in paths]
+            values = [(path, _lookup(report[name], path)) for path in paths]
+            rows += [(name, path, f"{value:.4g}") for path, value in values if value is not None]
     widths = [max(len(row[i]) for row in rows) for i in range(3)]
     return "\n".join(
         "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) for row in rows
@@ -523,6 +473,6 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 if __name__ == "__main__":
     try:
         main()
-    except ConfigError as error:  # e.g. a --data_dir without MNIST: one line, exit code 2
+    except UserError as error:  # e.g. a --data_dir without MNIST: one line, exit code 2
         print(f"error: {error}", file=sys.stderr)
         sys.exit(2)

@@ -14,6 +14,7 @@ A save that fails (a full disk) is a `CheckpointError`; the checkpoints already 
 """
 
 import datetime
+import logging
 import os
 import shutil
 import time
@@ -21,16 +22,13 @@ from typing import Any
 
 import jax
 import orbax.checkpoint as ocp
-from absl import logging
 
-from dlresearch.registry import ConfigError
+from dlresearch.errors import CheckpointError
+
+logger = logging.getLogger(__name__)
 
 READ_ATTEMPTS = 3
 RETRY_SECONDS = 1.0
-
-
-class CheckpointError(ConfigError):
-    """A checkpoint directory that cannot be used as it is (reported in one line, exit code 2)."""
 
 
 def _leaves(tree: Any) -> dict[str, tuple[tuple[int, ...], str]]:
@@ -119,7 +117,7 @@ class Checkpointer:
         for step in steps:
             restored = self._restore(step, abstract)
             if restored is not None:
-                logging.info("restored checkpoint at step %d from %s", step, self.directory)
+                logger.info("restored checkpoint at step %d from %s", step, self.directory)
                 return restored
         if steps:
             raise CheckpointError(
@@ -150,7 +148,7 @@ class Checkpointer:
             except (FileNotFoundError, IsADirectoryError, NotADirectoryError) as error:
                 return self._set_aside(step, error)  # a file of it is missing: damaged
             except OSError as error:  # the file system failed, not the checkpoint
-                logging.warning(
+                logger.warning(
                     "reading the checkpoint of step %d failed (%s), attempt %d of %d",
                     step,
                     error,
@@ -181,7 +179,7 @@ class Checkpointer:
         shutil.move(os.path.join(self.directory, str(step)), destination)
         self._manager.reload()
         first_line = (str(error).splitlines() or [""])[0]
-        logging.warning(
+        logger.warning(
             "checkpoint at step %d in %s is unreadable (%s: %s); moved it to %s and trying the "
             "previous one",
             step,

@@ -1,4 +1,7 @@
-"""The console scripts that `pip install .` puts on the PATH, beside the `python -m` forms.
+"""The command lines' shared conventions, and the console scripts of `pip install .`.
+
+A command line reports a `errors.UserError` (bad config, input, directory) with `fail`: one
+`error:` line on stderr, exit code 2, no traceback. The console scripts, beside the `python -m` forms:
 
     dlresearch-train --config=... --workdir=...              = python -m dlresearch.main ...
     dlresearch-experiment NAME --preset=... --workdir=...    = python -m experiments.NAME ...
@@ -9,9 +12,25 @@ Each runs its module as `python -m` does (runpy), so the two forms cannot drift 
 import pkgutil
 import runpy
 import sys
+from typing import NoReturn
 
-import experiments
-from dlresearch.registry import fail
+from absl import flags
+
+
+def fail(message: str) -> NoReturn:
+    """One line on stderr and exit code 2: how every command line reports a bad config or input."""
+    print(f"error: {message}", file=sys.stderr)
+    sys.exit(2)
+
+
+def parse_flags(argv: list[str]) -> list[str]:
+    """absl's parser, but a bad flag (unknown field, wrong type) exits 2 without usage text."""
+    try:
+        return flags.FLAGS(argv)
+    except flags.Error as error:
+        fail(str(error))
+    except (KeyError, AttributeError, TypeError, ValueError) as error:  # raised by config overrides
+        fail(f"bad config override: {error}")
 
 
 def train() -> None:
@@ -19,6 +38,8 @@ def train() -> None:
 
 
 def experiment() -> None:
+    import experiments  # the scripts' package, imported only by the command that runs one
+
     names = sorted(module.name for module in pkgutil.iter_modules(experiments.__path__))
     name = sys.argv[1] if len(sys.argv) > 1 else ""
     if name not in names:

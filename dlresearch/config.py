@@ -17,11 +17,14 @@ import jax.numpy as jnp
 import ml_collections
 
 from dlresearch import data, diagnostics, models, optim
-from dlresearch.registry import ConfigError
+from dlresearch.errors import ConfigError
 
 PARALLEL_MODES = ("single", "shard_map", "pmap")
 DTYPES = ("float32", "bfloat16")
-SWEEP_AXES = ("seed", "lr", "weight_decay", "momentum", "init_scale")
+# The hyperparameters each member's state carries (`program.init_states`): with the seed, what a
+# sweep can vary.
+HPARAMS = ("lr", "weight_decay", "momentum", "init_scale")
+SWEEP_AXES = ("seed", *HPARAMS)
 
 
 def base_config() -> ml_collections.ConfigDict:

@@ -24,7 +24,8 @@ import ml_collections
 import numpy as np
 
 from dlresearch import download
-from dlresearch.registry import ConfigError, Registry
+from dlresearch.errors import ConfigError
+from dlresearch.registry import Registry
 
 
 @dataclasses.dataclass(frozen=True, eq=False)  # eq=False: `==` on numpy fields is ambiguous
@@ -147,6 +148,11 @@ _CIFAR_RECORD = 1 + 32 * 32 * 3  # label byte, then the R, G and B planes, each 
 _PAD = 4  # augmentation padding, as in the ResNet paper's CIFAR-10 experiments
 
 
+def eval_split(config: ml_collections.ConfigDict) -> str:
+    """The split a `data` config evaluates on: "validation" (`holdout` > 0) or "test"."""
+    return "validation" if int(config.get("holdout", 0)) else "test"
+
+
 def load(config: ml_collections.ConfigDict) -> Dataset:
     """Builds the dataset named by the `data` config section (see `DATASETS` for the names)."""
     builder = DATASETS.get(config.name)
@@ -154,7 +160,7 @@ def load(config: ml_collections.ConfigDict) -> Dataset:
     scale = _SCALE.get(config.get("scale", "standardize"))
     splits = builder(config)
     train_images, train_labels = splits.train_images, splits.train_labels
-    test_images, test_labels, eval_split = splits.test_images, splits.test_labels, "test"
+    test_images, test_labels = splits.test_images, splits.test_labels
     holdout = int(config.get("holdout", 0))
     if holdout:
         num_train = len(train_labels)
@@ -165,7 +171,6 @@ def load(config: ml_collections.ConfigDict) -> Dataset:
             )
         test_images, test_labels = train_images[-holdout:], train_labels[-holdout:]
         train_images, train_labels = train_images[:-holdout], train_labels[:-holdout]
-        eval_split = "validation"
     _check_labels(config.name, np.concatenate([train_labels, test_labels]), splits.num_classes)
     mean, std = _channel_stats(train_images)
     std = scale(std)
@@ -181,7 +186,7 @@ def load(config: ml_collections.ConfigDict) -> Dataset:
         mean=mean,
         std=std,
         augment=splits.augment if augment is None else augment,
-        eval_split=eval_split,
+        eval_split=eval_split(config),
     )
 
 

@@ -19,6 +19,7 @@ import optax
 from jax import lax
 
 from dlresearch import models
+from dlresearch.rng import Stream
 
 # Bounded activations: (lower, upper) of their range, for the saturation fraction.
 BOUNDS = {"sigmoid": (0.0, 1.0), "tanh": (-1.0, 1.0), "softsign": (-1.0, 1.0)}
@@ -79,16 +80,16 @@ def measure(
     program: Any,
     config: ml_collections.ConfigDict,
     state: Any,
-    data_: Any,
+    arrays: Any,
     *,
     axis_name: str | None,
 ) -> dict[str, jax.Array]:
     """Diagnostics of one member on the batch of its current step (see module docstring)."""
-    images, labels = program.batch_of_step(state, data_, axis_name)
+    images, labels = program.batch_of_step(state, arrays, axis_name)
     params = state.params if axis_name is None else lax.pcast(state.params, axis_name, to="varying")
 
     variables = {"params": params, "batch_stats": state.batch_stats}
-    rngs = {"dropout": jax.random.fold_in(state.rng, 3)}
+    rngs = {"dropout": jax.random.fold_in(state.rng, Stream.DIAGNOSTICS)}
 
     def loss_fn(params: Any) -> jax.Array:
         logits, _ = program.model.apply(

@@ -13,6 +13,7 @@ import contextlib
 import dataclasses
 import fcntl
 import http.client
+import logging
 import os
 import tarfile
 import urllib.error
@@ -21,10 +22,11 @@ import uuid
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path, PurePosixPath
 
-from absl import logging
 from tqdm import tqdm
 
-from dlresearch.registry import ConfigError
+from dlresearch.errors import ConfigError
+
+logger = logging.getLogger(__name__)
 
 CACHE_ENV = "DLRESEARCH_DATA_DIR"
 MIRROR_ENV = "DLRESEARCH_DATA_MIRROR"
@@ -106,7 +108,7 @@ def _locked(directory: Path) -> Iterator[None]:
         try:
             fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            logging.info("waiting for another process downloading into %s", directory)
+            logger.info("waiting for another process downloading into %s", directory)
             fcntl.flock(lock, fcntl.LOCK_EX)
         try:
             yield
@@ -130,7 +132,7 @@ def _download(directory: Path, file: Published, dataset: str, source: Source, ch
             failures.append(f"{url}: {_reason(error)}")
             continue
         if failures:
-            logging.warning("downloaded %s after these failed: %s", url, "; ".join(failures))
+            logger.warning("downloaded %s after these failed: %s", url, "; ".join(failures))
         return
     needed = ", ".join(n for f in source.files for n in f.gives)
     raise ConfigError(
@@ -160,7 +162,7 @@ def _transfer(url: str, path: Path) -> None:
         length = response.headers.get("Content-Length")
         total = int(length) if length else None
         size = f"{total / 1e6:.1f} MB" if total is not None else "size unknown"
-        logging.info("downloading %s (%s)", url, size)
+        logger.info("downloading %s (%s)", url, size)
         received = 0
         with tqdm(
             total=total, desc=PurePosixPath(url).name, unit="B", unit_scale=True, disable=None

@@ -12,7 +12,8 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 
 from dlresearch import train
-from dlresearch.registry import ConfigError, fail, parse_flags
+from dlresearch.cli import fail, parse_flags
+from dlresearch.errors import UserError
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file (a get_config() module).")
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for config, metrics, checkpoints.")
@@ -22,23 +23,24 @@ _OVERWRITE = flags.DEFINE_bool(
 flags.mark_flags_as_required(["config", "workdir"])
 
 
-def _not_orbax_info(record: pylogging.LogRecord) -> bool:
-    """Orbax logs every save and restore at INFO; keep its warnings, drop the rest."""
-    return record.levelno >= pylogging.WARNING or "orbax" not in record.pathname
+def _not_absl_info(record: pylogging.LogRecord) -> bool:
+    """Orbax logs every save and restore at INFO through absl's logger; dlresearch logs through its
+    own named loggers. Keep absl's warnings, drop the rest."""
+    return record.levelno >= pylogging.WARNING or record.name != "absl"
 
 
 def run_or_fail(config: ml_collections.ConfigDict, workdir: str, overwrite: bool = False) -> None:
-    """`train.run`, a `ConfigError` reported as one `error:` line with exit code 2."""
+    """`train.run`, a `UserError` reported as one `error:` line with exit code 2."""
     try:
         train.run(config, workdir, overwrite=overwrite)
-    except ConfigError as error:
+    except UserError as error:
         fail(str(error))
 
 
 def main(argv: list[str]) -> None:
     if len(argv) > 1:
         fail(f"unexpected arguments: {' '.join(argv[1:])}")
-    logging.get_absl_handler().addFilter(_not_orbax_info)
+    logging.get_absl_handler().addFilter(_not_absl_info)
     # JAX logs each absent backend it probes (libtpu on every non-TPU machine) at INFO; a backend
     # that should be there and fails is a WARNING, which stays.
     pylogging.getLogger("jax._src.xla_bridge").setLevel(pylogging.WARNING)

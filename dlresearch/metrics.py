@@ -11,9 +11,24 @@ import time
 from pathlib import Path
 from typing import Any
 
-from dlresearch.registry import ConfigError
+from dlresearch.errors import ConfigError
 
 METRICS_FILE = "metrics.jsonl"
+INIT_DIAGNOSTICS_FILE = "init_diagnostics.json"  # per member, the diagnostics of its initial state
+
+# Keys of metrics.jsonl besides "step" (and "member", "sweep/<axis>" in a sweep; "diag/..." from
+# `diagnostics`; the evaluation split's from `eval_key`).
+TRAIN_LOSS = "train/loss"
+TRAIN_ACCURACY = "train/accuracy"
+GRAD_NORM = "grad_norm"
+LR = "lr"
+EXAMPLES_PER_SEC = "examples_per_sec"
+DIVERGED = "diverged"
+
+
+def eval_key(split: str, name: str) -> str:
+    """The key of an evaluation metric ("loss", "accuracy") on `split` ("test" or "validation")."""
+    return f"{split}/{name}"
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
@@ -48,6 +63,14 @@ def read_jsonl(path: str | os.PathLike) -> list[dict[str, Any]]:
                 f"{path} line {number} is not JSON ({line[:60]!r}); the {len(lines) - number} "
                 "lines after it are intact: repair or remove that line, then run again"
             ) from None
+    return records
+
+
+def member_records(path: str | os.PathLike, num_members: int) -> list[list[dict[str, Any]]]:
+    """Per member, its records of the `metrics.jsonl` at `path`, in step order."""
+    records: list[list[dict[str, Any]]] = [[] for _ in range(num_members)]
+    for record in read_jsonl(path):
+        records[record.get("member", 0)].append(record)
     return records
 
 

@@ -19,7 +19,8 @@ import jax.numpy as jnp
 import ml_collections
 from flax.typing import Dtype, Initializer
 
-from dlresearch.registry import ConfigError, Registry
+from dlresearch.errors import ConfigError
+from dlresearch.registry import Registry
 
 Activation = Callable[[jax.Array], jax.Array]
 # Makes the normalisation layer named `name` for one call; `train` selects batch statistics.

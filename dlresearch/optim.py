@@ -15,7 +15,8 @@ import jax.numpy as jnp
 import ml_collections
 import optax
 
-from dlresearch.registry import ConfigError, Registry
+from dlresearch.errors import ConfigError
+from dlresearch.registry import Registry
 
 Schedule = Callable[[jax.Array], jax.Array]
 

@@ -7,17 +7,19 @@ batch, and therefore the result, does not depend on the device count. This also 
 every process holds the (small) dataset and runs the same program over the global mesh.
 """
 
+import logging
 from collections.abc import Callable
 from typing import Any
 
 import jax
 import ml_collections
 import numpy as np
-from absl import logging
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from dlresearch.registry import ConfigError
+from dlresearch.errors import ConfigError
+
+logger = logging.getLogger(__name__)
 
 AXIS = "data"
 
@@ -34,7 +36,7 @@ def initialize_distributed(config: ml_collections.ConfigDict) -> None:
             num_processes=config.num_processes,
             process_id=config.process_id,
         )
-    logging.info(
+    logger.info(
         "process %d of %d, %d local / %d global devices",
         jax.process_index(),
         jax.process_count(),

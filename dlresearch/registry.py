@@ -1,33 +1,12 @@
-"""Name -> builder registries, so that every ablation is one config override, and the one
-convention for bad configs: a `ConfigError`, which a command line reports in one line, exit code 2."""
+"""Name -> builder registries, so that every ablation is one config override; an unknown name is
+a `ConfigError` listing the known ones."""
 
-import sys
 from collections.abc import Callable, Iterator
-from typing import Generic, NoReturn, TypeVar
+from typing import Generic, TypeVar
 
-from absl import flags
+from dlresearch.errors import ConfigError
 
 T = TypeVar("T")
-
-
-class ConfigError(ValueError):
-    """A bad config or bad input data: reported in one line, exit code 2, no traceback."""
-
-
-def fail(message: str) -> NoReturn:
-    """One line on stderr and exit code 2: how every command line reports a bad config or input."""
-    print(f"error: {message}", file=sys.stderr)
-    sys.exit(2)
-
-
-def parse_flags(argv: list[str]) -> list[str]:
-    """absl's parser, but a bad flag (unknown field, wrong type) exits 2 without usage text."""
-    try:
-        return flags.FLAGS(argv)
-    except flags.Error as error:
-        fail(str(error))
-    except (KeyError, AttributeError, TypeError, ValueError) as error:  # raised by config overrides
-        fail(f"bad config override: {error}")
 
 
 class Registry(Generic[T]):

@@ -1,4 +1,5 @@
-"""One process per workdir: an exclusive lock held for the life of a run (or an experiment).
+"""One process per workdir: an exclusive lock held for the life of a run (or an experiment), and
+one config per workdir (`claim`).
 
 The lock is `fcntl.flock` on `WORKDIR/run.lock`, so the operating system releases it when its
 holder dies (a crash or SIGKILL never leaves a stale lock). The file names its holder (pid, host,
@@ -13,9 +14,16 @@ import os
 import shutil
 import socket
 from collections.abc import Iterator
-from contextlib import contextmanager, suppress
+from contextlib import ExitStack, contextmanager, suppress
 
-from dlresearch.registry import ConfigError
+import jax
+import ml_collections
+import numpy as np
+from jax.experimental import multihost_utils
+
+from dlresearch import config as config_lib
+from dlresearch.errors import ConfigError
+from dlresearch.metrics import atomic_write_text
 
 LOCK_FILE = "run.lock"
 
@@ -81,3 +89,59 @@ def clear(workdir: str) -> None:
             shutil.rmtree(entry.path)
         else:
             os.unlink(entry.path)
+
+
+def prepare(workdir: str, config: ml_collections.ConfigDict, overwrite: bool) -> None:
+    """Refuse to mix two different configs in one workdir; write the resolved config.
+
+    Call with the workdir locked (`lock`): `overwrite` empties it but for its lock.
+    """
+    path = os.path.join(workdir, "config.json")
+    new = config_lib.to_json(config)
+    if os.path.exists(path) and not overwrite:
+        with open(path) as f:
+            old = json.load(f)
+        # How a run executes (mode, hosts) may change between restarts; what it computes may not.
+        changed = [
+            c for c in config_lib.diff(old, json.loads(new)) if not c.startswith("parallel.")
+        ]
+        if changed:
+            raise ConfigError(
+                f"{workdir} holds a run with a different config (pass --overwrite to start afresh): "
+                + "; ".join(changed)
+            )
+    if overwrite:
+        clear(workdir)
+    atomic_write_text(path, new)
+
+
+@contextmanager
+def claim(workdir: str, config: ml_collections.ConfigDict, overwrite: bool) -> Iterator[None]:
+    """Process 0 locks `workdir` and checks its config; every process learns the verdict.
+
+    A refusal raises `ConfigError` on every process (none waits at a barrier for the others), and
+    the other processes continue only once process 0 has prepared (or emptied) the workdir.
+    """
+    with ExitStack() as held:
+        refusal = ""
+        if jax.process_index() == 0:
+            try:
+                held.enter_context(lock(workdir))
+                prepare(workdir, config, overwrite)
+            except ConfigError as error:
+                refusal = str(error)
+        refusal = _from_process_0(refusal)
+        if refusal:
+            raise ConfigError(refusal)
+        yield
+
+
+def _from_process_0(message: str, size: int = 4096) -> str:
+    """Process 0's `message` on every process (a collective when there are several)."""
+    if jax.process_count() == 1:
+        return message
+    buffer = np.zeros(size, np.uint8)
+    encoded = message.encode()[:size]
+    buffer[: len(encoded)] = np.frombuffer(encoded, np.uint8)
+    shared = np.asarray(multihost_utils.broadcast_one_to_all(buffer))
+    return shared.tobytes().rstrip(b"\0").decode(errors="replace")

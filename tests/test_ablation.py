@@ -12,7 +12,7 @@ import pytest
 from dlresearch import config as config_lib
 from dlresearch.ablation import measures, plots, provenance, spec, stats, writeup
 from dlresearch.ablation.runs import Run, steps_to_target
-from dlresearch.registry import ConfigError
+from dlresearch.errors import ConfigError
 
 
 def fake_run(

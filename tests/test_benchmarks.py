@@ -3,6 +3,7 @@
 Structure only: no timing thresholds, those belong to benchmarks/README.md.
 """
 
+import argparse
 import json
 import os
 import subprocess
@@ -12,8 +13,12 @@ from typing import Any
 
 import pytest
 
+from benchmarks import run
+
 REPO = Path(__file__).resolve().parents[1]
+# No PyTorch peers here (torch is optional); test_peer_* checks their plumbing with a stand-in.
 TINY = ["--steps", "2", "--seeds", "2", "--sweep_k", "2", "--resnet_batch_size", "4"]
+TINY += ["--torch_python", ""]
 
 
 def _benchmark(*args: str, cwd: Path = REPO) -> subprocess.CompletedProcess:
@@ -39,7 +44,7 @@ def report(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     out = tmp_path_factory.mktemp("bench") / "out.json"
     result = _benchmark(*TINY, "--json", str(out))
     assert result.returncode == 0, result.stderr[-3000:]
-    for name in ("bn_figure", "sweep_speedup", "resnet20", "parallel_modes"):
+    for name in ("bn_figure", "sweep_speedup", "resnet20", "parallel_modes", "bn_process"):
         assert name in result.stdout  # the table
     return json.loads(out.read_text())
 
@@ -106,6 +111,35 @@ def test_parallel_modes(report: dict[str, Any]) -> None:
     for mode in ("single", "shard_map", "pmap"):
         assert _positive(result[mode]["steps_per_sec"]), mode
     assert result["shard_map"]["devices"] == result["pmap"]["devices"] == report["num_devices"]
+
+
+def test_bn_process(report: dict[str, Any]) -> None:
+    result = report["bn_process"]
+    assert result["steps"] == 2 and result["seeds"] == 2 and result["includes_compile"] is True
+    assert result["peer"] is None and "speedup_vs_peer_warm" not in result
+    for cache in ("cold", "warm"):
+        runs = result[cache]
+        assert runs["process_s"] == pytest.approx(
+            runs["baseline"]["process_s"] + runs["batchnorm"]["process_s"], abs=2e-3
+        )
+        for variant in ("baseline", "batchnorm"):
+            split = runs[variant]
+            for key in ("import_s", "setup_s", "init_s", "first_chunk_s", "eval_s", "main_s"):
+                assert _positive(split[key]), (cache, variant, key)
+            assert split["evaluations"] == 1  # eval.every_steps = steps
+            assert split["main_s"] <= split["process_s"]
+            assert split["eval_fraction"] == pytest.approx(
+                split["eval_s"] / (split["first_chunk_s"] + split.get("steady_s", 0.0)), rel=1e-2
+            )
+
+
+def test_peer_reads_the_last_json_line_of_the_torch_python(tmp_path: Path) -> None:
+    fake = tmp_path / "python"
+    fake.write_text("#!/bin/sh\necho warming up\necho '{\"images_per_sec\": 5.0}'\n")
+    fake.chmod(0o755)
+    peer = run._peer(argparse.Namespace(torch_python=str(fake)), "resnet20", "4", "2")
+    assert peer is not None and peer["images_per_sec"] == 5.0 and peer["python"] == str(fake)
+    assert run._peer(argparse.Namespace(torch_python=""), "resnet20", "4", "2") is None
 
 
 def test_only_runs_the_named_benchmark_and_digits_stand_in(tmp_path: Path) -> None:

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from dlresearch import data
-from dlresearch.registry import ConfigError
+from dlresearch.errors import ConfigError
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 

@@ -11,7 +11,7 @@ from dlresearch import diagnostics, models, train
 
 def _measure(**overrides: object) -> dict[str, np.ndarray]:
     trainer = train.Trainer(small_config(**{"model.depth": 3, **overrides}))
-    return trainer.measure(trainer.par.to_run(trainer.init_state()))
+    return trainer.measure(trainer.init_state())
 
 
 def test_sigmoid_mlp_reports_every_layer() -> None:

@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 
 from dlresearch import data, download
-from dlresearch.registry import ConfigError
+from dlresearch.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_MNIST = ROOT.parent / "shared" / "data" / "mnist"

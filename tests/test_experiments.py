@@ -15,8 +15,8 @@ from dlresearch import config as config_lib
 from dlresearch import train
 from dlresearch import workdir as workdir_lib
 from dlresearch.ablation import runner, spec
+from dlresearch.errors import ConfigError
 from dlresearch.metrics import METRICS_FILE, read_jsonl
-from dlresearch.registry import ConfigError
 from experiments import all as all_experiments
 
 EXPERIMENTS = {e.name: e for e in all_experiments.EXPERIMENTS}

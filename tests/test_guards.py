@@ -25,8 +25,8 @@ from hypothesis import strategies as st
 from dlresearch import checkpoint, main, train
 from dlresearch import config as config_lib
 from dlresearch import workdir as workdir_lib
+from dlresearch.errors import ConfigError
 from dlresearch.metrics import MetricWriter, read_jsonl
-from dlresearch.registry import ConfigError
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -52,7 +52,7 @@ def _comparable(workdir: Path) -> list[dict]:
 def _restore(workdir: Path, config=None) -> train.TrainState:
     config = config or small_config()
     with checkpoint.Checkpointer(str(workdir / "checkpoints"), keep=2) as ckpt:
-        return jax.device_get(ckpt.restore_latest(train.Trainer(config).init_state()))
+        return jax.device_get(train.Trainer(config).restore(ckpt))
 
 
 def _steps(workdir: Path) -> list[int]:
@@ -290,7 +290,7 @@ def _signal_on(monkeypatch: pytest.MonkeyPatch, owner: type, method: str, call: 
 
 
 POINTS = {
-    "train-chunk": (train.Trainer, "train", 2),
+    "train-chunk": (train.Trainer, "train_chunk", 2),
     "metric-write": (MetricWriter, "write", 3),
     "evaluation": (train.Trainer, "evaluate", 1),
     "checkpoint-save": (checkpoint.Checkpointer, "save", 1),
@@ -323,7 +323,7 @@ def test_a_second_signal_during_the_final_save_waits_for_it(
     tmp_path: Path, uninterrupted: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     with monkeypatch.context() as patch:
-        _signal_on(patch, train.Trainer, "train", 1, signal.SIGTERM)
+        _signal_on(patch, train.Trainer, "train_chunk", 1, signal.SIGTERM)
         _signal_on(patch, checkpoint.Checkpointer, "save", 1, signal.SIGINT)
         result = train.run(small_config(), str(tmp_path))
     assert result.stopped_early and result.step == 10

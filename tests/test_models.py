@@ -13,7 +13,7 @@ from flax import linen as nn
 from flax import traverse_util
 
 from dlresearch import models
-from dlresearch.registry import ConfigError
+from dlresearch.errors import ConfigError
 
 NUM_CLASSES = 10
 

@@ -10,7 +10,7 @@ import pytest
 from conftest import small_config
 
 from dlresearch import optim
-from dlresearch.registry import ConfigError
+from dlresearch.errors import ConfigError
 
 
 def _quadratic_step(config) -> tuple[float, float]:

@@ -14,8 +14,8 @@ import pytest
 from conftest import small_config
 
 from dlresearch import checkpoint, train, workdir
+from dlresearch.errors import ConfigError
 from dlresearch.metrics import read_jsonl
-from dlresearch.registry import ConfigError
 
 ROOT = Path(__file__).resolve().parents[1]
 MODES = ("single", "shard_map", "pmap")
@@ -24,8 +24,8 @@ MODES = ("single", "shard_map", "pmap")
 def _train(config, steps: int) -> dict:
     """Params after `steps` steps of a fresh state, as host numpy."""
     trainer = train.Trainer(config)
-    state, _ = trainer.train(trainer.par.to_run(trainer.init_state()), steps)
-    return jax.device_get(trainer.par.from_run(state).params)
+    state, _ = trainer.train_chunk(trainer.init_state(), steps)
+    return trainer.par.fetch(state.params)
 
 
 def _max_abs_diff(a: dict, b: dict) -> float:
@@ -95,14 +95,14 @@ def test_checkpoint_restores_onto_another_device_count(
     config = small_config(**{"parallel.mode": second})
     trainer = train.Trainer(config)
     with checkpoint.Checkpointer(str(tmp_path / "run" / "checkpoints"), keep=2) as ckpt:
-        state = ckpt.restore_latest(trainer.init_state())
+        state = trainer.restore(ckpt)
     # Step 20, written on the other device count, placed on this mode's devices.
-    assert int(jax.device_get(state.step)[0]) == 20
-    assert state.params["hidden_0"]["kernel"].sharding == trainer.par.replicated
+    assert int(trainer.par.fetch(state.step)[0]) == 20
+    assert state.params["hidden_0"]["kernel"].devices() == set(trainer.par.mesh.devices.flat)
     assert trainer.par.num_devices == (1 if second == "single" else 8)
     assert train.run(config, str(tmp_path / "run")).step == 40
     with checkpoint.Checkpointer(str(tmp_path / "run" / "checkpoints"), keep=2) as ckpt:
-        resumed = jax.device_get(ckpt.restore_latest(trainer.init_state()).params)
+        resumed = trainer.par.fetch(trainer.restore(ckpt).params)
     assert _max_abs_diff(resumed, _train(config, 40)) <= 1e-5
 
 

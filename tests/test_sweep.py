@@ -14,8 +14,8 @@ from dlresearch.metrics import read_jsonl
 
 def _train(config, steps: int) -> train.TrainState:
     trainer = train.Trainer(config)
-    state, _ = trainer.train(trainer.par.to_run(trainer.init_state()), steps)
-    return jax.device_get(trainer.par.from_run(state))
+    state, _ = trainer.train_chunk(trainer.init_state(), steps)
+    return trainer.par.fetch(state)
 
 
 def test_members_are_the_product_of_the_sweep_axes() -> None:

@@ -19,7 +19,7 @@ def _final_params(workdir: Path) -> dict:
     """The params of the newest checkpoint in `workdir`, as host numpy."""
     config = small_config()
     ckpt = checkpoint.Checkpointer(str(workdir / "checkpoints"), keep=config.checkpoint.keep)
-    state = ckpt.restore_latest(train.Trainer(config).init_state())
+    state = train.Trainer(config).restore(ckpt)
     ckpt.close()
     return jax.device_get(state.params)
 
@@ -111,9 +111,9 @@ def test_different_config_on_used_workdir_is_refused(tmp_path: Path) -> None:
 )
 def test_every_model_trains_through_the_trainer(overrides: dict) -> None:
     trainer = train.Trainer(small_config(**overrides))
-    state, metrics = trainer.train(trainer.par.to_run(trainer.init_state()), 3)
+    state, metrics = trainer.train_chunk(trainer.init_state(), 3)
     assert np.all(np.isfinite(trainer.par.fetch(metrics)["train/loss"]))
-    params = jax.device_get(trainer.par.from_run(state).params)
+    params = trainer.par.fetch(state.params)
     assert all(p.dtype == np.float32 for p in jax.tree.leaves(params))
     assert np.isfinite(trainer.evaluate(state)["loss"]).all()
 
@@ -124,9 +124,8 @@ def test_evaluation_with_padding_equals_one_unpadded_batch(mode: str) -> None:
     padded = train.Trainer(small_config(**{"eval.batch_size": 7, "parallel.mode": mode}))
     assert len(padded.dataset.test_labels) % (7 * padded.par.num_devices)
     whole = train.Trainer(small_config(**{"eval.batch_size": len(padded.dataset.test_labels)}))
-    assert float(np.asarray(padded.data.test_mask).sum()) == len(padded.dataset.test_labels)
-    state = padded.init_state()
-    a = padded.evaluate(padded.par.to_run(state))
-    b = whole.evaluate(whole.par.to_run(whole.init_state()))
+    assert float(np.asarray(padded.arrays.eval_mask).sum()) == len(padded.dataset.test_labels)
+    a = padded.evaluate(padded.init_state())
+    b = whole.evaluate(whole.init_state())
     np.testing.assert_allclose(a["loss"], b["loss"], rtol=1e-5)
     np.testing.assert_array_equal(a["accuracy"], b["accuracy"])

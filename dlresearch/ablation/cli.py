@@ -11,10 +11,12 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 
 from dlresearch import config as config_lib
+from dlresearch import train
 from dlresearch.ablation.runner import run_experiment
 from dlresearch.ablation.spec import PRESETS, DataDirs, Experiment, ExperimentResult
 from dlresearch.ablation.writeup import write_index
-from dlresearch.registry import ConfigError, fail, parse_flags
+from dlresearch.cli import fail, parse_flags
+from dlresearch.errors import UserError
 
 
 def _define_flags() -> Any:
@@ -49,7 +51,7 @@ class _QuietRuns(pylogging.Filter):
     def filter(self, record: pylogging.LogRecord) -> bool:
         if record.levelno >= pylogging.WARNING:
             return True
-        if not record.pathname.endswith(os.path.join("dlresearch", "train.py")):
+        if record.name != train.logger.name:
             return False
         if time.monotonic() - self._last < 30:
             return False
@@ -83,7 +85,7 @@ def _run_from_flags(experiments: Sequence[Experiment], config_flag: Any) -> list
                     only=fv.parts,
                 )
             )
-    except ConfigError as error:
+    except UserError as error:
         fail(str(error))
     return outcomes
 

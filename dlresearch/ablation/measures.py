@@ -8,6 +8,7 @@ import numpy as np
 
 from dlresearch.ablation.runs import Run
 from dlresearch.ablation.spec import Target
+from dlresearch.metrics import TRAIN_LOSS
 
 
 def mean_std(values: Iterable[float], fmt: str = ".3f", scale: float = 1.0) -> str:
@@ -115,7 +116,7 @@ def best_value(run: Run, axis: str, score: Score) -> float:
 
     Ties (e.g. no rate reached a target) go to the lowest mean final training loss.
     """
-    loss = final_score("train/loss")
+    loss = final_score(TRAIN_LOSS)
     values = sorted({m[axis] for m in run.members})
     return min(
         values,

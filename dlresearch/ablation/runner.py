@@ -19,7 +19,7 @@ from dlresearch import data, train
 from dlresearch import workdir as workdir_lib
 from dlresearch.ablation import provenance, writeup
 from dlresearch.ablation.measures import best_value, mean_std
-from dlresearch.ablation.runs import Run, read_history
+from dlresearch.ablation.runs import Run
 from dlresearch.ablation.spec import (
     DEFAULT_SEEDS,
     PRESETS,
@@ -30,10 +30,15 @@ from dlresearch.ablation.spec import (
     Tuning,
     Variant,
 )
-from dlresearch.metrics import METRICS_FILE, atomic_write_text
-from dlresearch.registry import ConfigError
-
-INIT_DIAGNOSTICS_FILE = "init_diagnostics.json"
+from dlresearch.errors import ConfigError
+from dlresearch.metrics import (
+    INIT_DIAGNOSTICS_FILE,
+    METRICS_FILE,
+    TRAIN_LOSS,
+    atomic_write_text,
+    eval_key,
+    member_records,
+)
 
 
 def run_configs(
@@ -66,17 +71,9 @@ def _check_data(part: str, config: ml_collections.ConfigDict) -> int:
         raise ConfigError(f"part {part!r}: {error} (set {flag}, or leave the part out)") from None
 
 
-def _initial_diagnostics(config: ml_collections.ConfigDict, workdir: str) -> list[dict[str, float]]:
-    """Diagnostics of the freshly initialised members, measured once and kept in the run's workdir."""
-    path = os.path.join(workdir, INIT_DIAGNOSTICS_FILE)
-    if os.path.exists(path):
-        with open(path) as f:
-            return json.load(f)
-    trainer = train.Trainer(config)
-    values = trainer.measure(trainer.par.to_run(trainer.init_state()))
-    out = [{k: float(v[i]) for k, v in values.items()} for i in range(len(trainer.members))]
-    atomic_write_text(path, json.dumps(out))
-    return out
+def _read_json(path: str) -> Any:
+    with open(path) as f:
+        return json.load(f)
 
 
 def tuning_config(config: ml_collections.ConfigDict, tuning: Tuning) -> ml_collections.ConfigDict:
@@ -99,8 +96,12 @@ def _train(
     members = config_lib.sweep_members(config)
     log(f"{name}: {len(members)} member(s) x {config.train.steps} steps ...")
     start = time.perf_counter()
-    result = train.run(config, run_dir)
-    init = _initial_diagnostics(config, run_dir) if part.init_diagnostics else [{} for _ in members]
+    result = train.run(config, run_dir, measure_at_init=part.init_diagnostics)
+    init = (
+        _read_json(os.path.join(run_dir, INIT_DIAGNOSTICS_FILE))
+        if part.init_diagnostics
+        else [{} for _ in members]
+    )
     seconds = time.perf_counter() - start
     run = Run(
         part=part.name,
@@ -108,7 +109,7 @@ def _train(
         config=config,
         workdir=run_dir,
         members=result.members,
-        history=read_history(os.path.join(run_dir, METRICS_FILE), len(result.members)),
+        history=member_records(os.path.join(run_dir, METRICS_FILE), len(result.members)),
         diverged_at=result.diverged_at,
         num_train=_check_data(part.name, config),
         init_diagnostics=init,
@@ -154,7 +155,7 @@ def run_grid(
 
 def _brief(run: Run) -> str:
     parts = []
-    for key in ("train/loss", f"{run.eval_split}/accuracy"):
+    for key in (TRAIN_LOSS, eval_key(run.eval_split, "accuracy")):
         values = run.final(key)
         if np.isfinite(values).any():
             parts.append(f"{key} {mean_std(values)}")

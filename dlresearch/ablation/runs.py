@@ -8,9 +8,9 @@ from typing import Any
 import ml_collections
 import numpy as np
 
+from dlresearch import data
 from dlresearch.ablation.spec import Target, Variant
 from dlresearch.diagnostics import forward_order
-from dlresearch.metrics import read_jsonl
 
 
 @dataclasses.dataclass
@@ -31,7 +31,7 @@ class Run:
 
     @property
     def eval_split(self) -> str:
-        return "validation" if self.config.data.holdout else "test"
+        return data.eval_split(self.config.data)
 
     def series(self, key: str, member: int) -> tuple[np.ndarray, np.ndarray]:
         """Steps and values of `key` for one member (non-finite values as NaN)."""
@@ -101,11 +101,3 @@ def steps_to_target(
         if (value <= threshold) if below else (value >= threshold):
             return int(step)
     return None
-
-
-def read_history(path: str, num_members: int) -> list[list[dict[str, Any]]]:
-    """Per member, its records of the `metrics.jsonl` at `path`, in step order."""
-    history: list[list[dict[str, Any]]] = [[] for _ in range(num_members)]
-    for record in read_jsonl(path):
-        history[record.get("member", 0)].append(record)
-    return history

@@ -23,7 +23,7 @@ from dlresearch.ablation.spec import (
     Variant,
 )
 from dlresearch.ablation.stats import Effect, Outcome, Verdict
-from dlresearch.metrics import atomic_write_text
+from dlresearch.metrics import TRAIN_ACCURACY, TRAIN_LOSS, atomic_write_text, eval_key
 
 
 def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
@@ -52,9 +52,9 @@ def summary_table(
     for group in rows:
         line = [
             group.label,
-            mean_std(group.final("train/loss")),
-            mean_std(group.final("train/accuracy")),
-            mean_std(group.final(f"{split}/accuracy")),
+            mean_std(group.final(TRAIN_LOSS)),
+            mean_std(group.final(TRAIN_ACCURACY)),
+            mean_std(group.final(eval_key(split, "accuracy"))),
         ]
         if target:
             line.append(steps_summary(group.steps_to(target), group.run.config.train.steps))
@@ -101,10 +101,10 @@ def _run_rows(
     finals = {
         column: run.final(key)
         for column, key in (
-            ("train_loss", "train/loss"),
-            ("train_accuracy", "train/accuracy"),
-            ("eval_loss", f"{split}/loss"),
-            ("eval_accuracy", f"{split}/accuracy"),
+            ("train_loss", TRAIN_LOSS),
+            ("train_accuracy", TRAIN_ACCURACY),
+            ("eval_loss", eval_key(split, "loss")),
+            ("eval_accuracy", eval_key(split, "accuracy")),
         )
     }
     rows = []
