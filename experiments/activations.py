@@ -111,7 +111,7 @@ def parts(preset: str, dirs: ablation.DataDirs) -> list[ablation.Part]:
             f"{PAPER_SPEEDUP}) times faster than an equivalent network with saturating "
             "(tanh) neurons, each at its best learning rate.",
             source="Krizhevsky, Sutskever & Hinton 2012, §3.1 and Fig. 1",
-            rule=f"{inputs}. Per evaluation seed, steps to {TARGET_ERROR} (a seed that never "
+            rule=f"Per evaluation seed, steps to {TARGET_ERROR} (a seed that never "
             "gets there is censored at the budget); the tanh/ReLU and sigmoid/ReLU step ratios "
             "(paired t on log ratios, censored runs bounding the interval conservatively) are "
             f"each judged against a speed-up of {MIN_SPEEDUP:g}x, the least 'several times' "
