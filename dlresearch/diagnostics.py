@@ -1,12 +1,15 @@
 """Per-layer diagnostics of the classic ablations, measured in a compiled function on a train batch.
 
 - gradient norm of every parameterised layer (vanishing gradients: Glorot & Bengio 2010, Fig. 7),
+- norm of the back-propagated signal: the gradient of the loss w.r.t. every hidden layer's
+  pre-activations (unlike a weight gradient, not scaled by the layer's fan-in or input size),
 - mean and std of every hidden layer's activations, the fraction of saturated units for bounded
   activations (within 0.02 of a bound) and of dead units for ReLU (zero on the whole batch),
 - the 15th/50th/85th percentiles of one unit's pre-activation (BatchNorm paper, Fig. 1b-c).
 
 The models `sow` every hidden layer's pre-activation (the input of its nonlinearity) into the
-"intermediates" collection; layers are reported in the order the forward pass meets them.
+"intermediates" collection and `perturb` it (adding a zero "perturbations" variable whose gradient
+is the signal); layers are reported in the order the forward pass meets them.
 """
 
 import re
@@ -76,6 +79,19 @@ def _stats(
     return out
 
 
+def _signal_norms(signal: Any, axis_name: str | None) -> dict[str, jax.Array]:
+    """Per hidden layer, the norm of d(mean loss over the global batch) / d(pre-activations)."""
+    out = {}
+    for name, grad in ordered_leaves(signal):
+        squares = jnp.sum(jnp.square(grad.astype(jnp.float32)))
+        if axis_name is not None:
+            # Each device's loss is the mean over its shard: 1/devices of the global mean's.
+            devices = lax.psum(1, axis_name)
+            squares = lax.psum(squares, axis_name) / devices**2
+        out[f"diag/signal_norm/{name.removesuffix('_preact')}"] = jnp.sqrt(squares)
+    return out
+
+
 def measure(
     program: Any,
     config: ml_collections.ConfigDict,
@@ -91,21 +107,32 @@ def measure(
     variables = {"params": params, "batch_stats": state.batch_stats}
     rngs = {"dropout": jax.random.fold_in(state.rng, Stream.DIAGNOSTICS)}
 
-    def loss_fn(params: Any) -> jax.Array:
+    # A forward pass outside of jax.grad: the sown dict keeps the forward-pass order, and the
+    # zero perturbations it creates are the points the signal's gradient is taken at.
+    _, sown = program.model.apply(
+        variables,
+        images,
+        train=True,
+        rngs=rngs,
+        mutable=["batch_stats", "intermediates", "perturbations"],
+    )
+
+    def loss_fn(params: Any, perturbations: Any) -> jax.Array:
         logits, _ = program.model.apply(
-            {**variables, "params": params}, images, train=True, rngs=rngs, mutable=["batch_stats"]
+            {**variables, "params": params, "perturbations": perturbations},
+            images,
+            train=True,
+            rngs=rngs,
+            mutable=["batch_stats"],
         )
         return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
 
-    grads = jax.grad(loss_fn)(params)
+    grads, signal = jax.grad(loss_fn, argnums=(0, 1))(params, sown["perturbations"])
     if axis_name is not None:
         grads = lax.pmean(grads, axis_name)
     out = {f"diag/grad_norm/{layer}": optax.tree.norm(g) for layer, g in grads.items()}
+    out.update(_signal_norms(signal, axis_name))
 
-    # A separate forward pass: outside of jax.grad the sown dict keeps the forward-pass order.
-    _, sown = program.model.apply(
-        variables, images, train=True, rngs=rngs, mutable=["batch_stats", "intermediates"]
-    )
     intermediates = sown["intermediates"]
     preacts = [(name, leaf[0]) for name, leaf in ordered_leaves(intermediates)]
     for name, preact in preacts:

@@ -123,10 +123,11 @@ def _dropout(rate: float, x: jax.Array, train: bool) -> jax.Array:
 
 
 def _activate(module: nn.Module, preact: jax.Array, name: str) -> jax.Array:
-    """Applies `module.activation`, first sowing its input into "intermediates" so diagnostics
-    can measure every hidden layer (a no-op unless that collection is mutable)."""
+    """Applies `module.activation`, first sowing its input into "intermediates" and adding a
+    "perturbations" variable to it, so diagnostics can measure every hidden layer and the gradient
+    of the loss w.r.t. its input (both no-ops unless those collections are passed or mutable)."""
     module.sow("intermediates", name, preact)
-    return module.activation(preact)
+    return module.activation(module.perturb(name, preact))
 
 
 class MLP(nn.Module):

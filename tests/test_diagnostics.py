@@ -57,3 +57,11 @@ def test_forward_order_restores_the_order_layers_are_created(overrides: dict) ->
     params = model.init(jax.random.key(0), jnp.zeros((1, 32, 32, 3)), train=False)["params"]
     created = list(params)
     assert sorted(created, key=diagnostics.forward_order) == created
+
+
+def test_signal_norm_reports_every_hidden_layer_and_shrinks_through_sigmoids() -> None:
+    # sigmoid' <= 1/4 and Glorot weights: the back-propagated signal shrinks toward the input.
+    values = _measure(**{"model.activation": "sigmoid", "model.kernel_init": "xavier_uniform"})
+    signal = [values[f"diag/signal_norm/hidden_{i}"][0] for i in range(3)]
+    assert "diag/signal_norm/output" not in values
+    assert 0 < signal[0] < signal[1] < signal[2]

@@ -1,0 +1,129 @@
+"""The activations judges on synthetic run histories: each of the three outcomes, from the rule."""
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from dlresearch.ablation import spec
+from dlresearch.ablation.runs import Run
+from dlresearch.ablation.stats import Outcome
+from experiments import activations
+
+SEEDS = 5
+LOG_EVERY = 10
+
+
+def synthetic_run(
+    activation: str,
+    *,
+    steps: int,
+    records: list[list[dict[str, float]]],
+    init: list[dict[str, float]],
+) -> Run:
+    """A finished evaluation run of `activation`, its members the seeds, logging `records`."""
+    config = spec.make_config({"train.steps": steps, "sweep.seed": tuple(range(len(records)))})
+    return Run(
+        part="p",
+        variant=spec.Variant(activation, {"model.activation": activation}),
+        config=config,
+        workdir="",
+        members=[{"seed": s, "lr": 0.01} for s in range(len(records))],
+        history=records,
+        diverged_at=[None] * len(records),
+        num_train=1000,
+        init_diagnostics=init,
+        seconds=1.0,
+    )
+
+
+def speed_run(activation: str, reached: list[float], steps: int = 500) -> Run:
+    """Per seed, training accuracy below the target until step `reached` (inf: never), then
+    above it."""
+    records = [
+        [
+            {
+                "step": step,
+                "train/accuracy": 0.9 if step >= at else 0.5,
+                "train/loss": 0.3 if step >= at else 1.5,
+            }
+            for step in range(LOG_EVERY, steps + 1, LOG_EVERY)
+        ]
+        for at in reached
+    ]
+    init = [{"diag/saturated/hidden_0": 0.5} for _ in reached]
+    return synthetic_run(activation, steps=steps, records=records, init=init)
+
+
+FAST = [20, 30, 20, 30, 20]
+
+
+@pytest.mark.parametrize(
+    ("tanh", "sigmoid", "outcome"),
+    [
+        # tanh 5-9x slower than ReLU, sigmoid never there in the budget.
+        ([150, 160, 170, 180, 190], [math.inf] * SEEDS, Outcome.REPRODUCED),
+        # tanh as fast as ReLU: the interval excludes a 2x speed-up.
+        ([20, 30, 30, 30, 20], [150, 160, 170, 180, 190], Outcome.NOT_REPRODUCED),
+        # tanh from faster to 20x slower: the interval includes both 1x and 2x.
+        ([10, 400, 20, 300, 30], [10, 400, 20, 300, 30], Outcome.INCONCLUSIVE),
+    ],
+)
+def test_speed_outcomes(
+    tmp_path: Path, tanh: list[float], sigmoid: list[float], outcome: Outcome
+) -> None:
+    runs = {
+        "relu": speed_run("relu", FAST),
+        "tanh": speed_run("tanh", tanh),
+        "sigmoid": speed_run("sigmoid", sigmoid),
+    }
+    findings = activations.judge_speed(runs, str(tmp_path))
+    assert findings.verdict.outcome == outcome
+    assert [e.name.split("/")[0] for e in findings.verdict.effects] == ["tanh", "sigmoid"]
+    assert findings.judged == {name: tuple(range(SEEDS)) for name in runs}
+
+
+def gradient_run(activation: str, slopes: list[float], depth: int = 4, steps: int = 100) -> Run:
+    """Per seed, a back-propagated signal that changes by 10^slope per layer toward the input."""
+
+    def signal(slope: float) -> dict[str, float]:
+        below_top = range(depth - 1, -1, -1)
+        return {
+            f"diag/signal_norm/hidden_{i}": 10.0 ** (slope * k)
+            for i, k in zip(range(depth), below_top, strict=True)
+        } | {"diag/grad_norm/hidden_0": 1.0, "diag/grad_norm/output": 1.0}
+
+    records = [
+        [{"step": steps, "train/loss": 0.5, "test/accuracy": 0.9, **signal(slope)}]
+        for slope in slopes
+    ]
+    return synthetic_run(activation, steps=steps, records=records, init=[signal(s) for s in slopes])
+
+
+@pytest.mark.parametrize(
+    ("sigmoid", "relu", "outcome"),
+    [
+        ([-0.5, -0.6, -0.4, -0.55, -0.45], [0.0, 0.01, -0.02, 0.0, 0.01], Outcome.REPRODUCED),
+        ([0.0, 0.01, -0.02, 0.0, 0.01], [-0.5, -0.6, -0.4, -0.55, -0.45], Outcome.NOT_REPRODUCED),
+        ([-0.1, 0.1, -0.2, 0.2, 0.0], [0.0, 0.01, -0.02, 0.0, 0.01], Outcome.INCONCLUSIVE),
+    ],
+)
+def test_gradients_outcomes(
+    tmp_path: Path, sigmoid: list[float], relu: list[float], outcome: Outcome
+) -> None:
+    runs = {
+        "relu": gradient_run("relu", relu),
+        "tanh": gradient_run("tanh", relu),
+        "sigmoid": gradient_run("sigmoid", sigmoid),
+    }
+    findings = activations.judge_gradients(runs, str(tmp_path))
+    assert findings.verdict.outcome == outcome
+    (effect,) = findings.verdict.effects
+    assert effect.estimate == pytest.approx(np.mean(sigmoid) - np.mean(relu))
+
+
+def test_signal_slope_is_the_decay_per_layer_toward_the_input() -> None:
+    run = gradient_run("sigmoid", [-0.5, -0.25])
+    group = activations.ablation.groups({"sigmoid": run})["sigmoid"]
+    np.testing.assert_allclose(activations.signal_slopes(group, None), [-0.5, -0.25])

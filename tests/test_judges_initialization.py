@@ -1,0 +1,155 @@
+"""The initialization judges on synthetic run histories: each of the three outcomes, from the
+rule."""
+
+import math
+from pathlib import Path
+
+import pytest
+
+from dlresearch.ablation import spec
+from dlresearch.ablation.runs import Run
+from dlresearch.ablation.stats import Outcome
+from experiments import initialization
+
+LOG_EVERY = 10
+
+
+def synthetic_run(
+    name: str,
+    *,
+    steps: int,
+    records: list[list[dict[str, float]]],
+    init: list[dict[str, float]] | None = None,
+    depth: int = 5,
+) -> Run:
+    """A finished evaluation run of variant `name`, its members the seeds, logging `records`
+    (on the embedded digits: its test split sizes the test-set noise)."""
+    seeds = tuple(range(len(records)))
+    config = spec.make_config({"train.steps": steps, "sweep.seed": seeds, "model.depth": depth})
+    return Run(
+        part="p",
+        variant=spec.Variant(name),
+        config=config,
+        workdir="",
+        members=[{"seed": s, "lr": 0.01} for s in seeds],
+        history=records,
+        diverged_at=[None] * len(records),
+        num_train=1000,
+        init_diagnostics=init or [{} for _ in seeds],
+        seconds=1.0,
+    )
+
+
+def glorot_run(name: str, errors: list[float], shrink: float) -> Run:
+    """Per seed, a final test error, and at init an activation std falling by `shrink` from the
+    first to the last of 5 hidden layers."""
+    records = [
+        [{"step": 100, "train/loss": 0.1, "test/accuracy": 1 - e, "diag/act_std/hidden_0": 1.0}]
+        for e in errors
+    ]
+    init = {
+        **{f"diag/act_std/hidden_{i}": shrink ** (i / 4) for i in range(5)},
+        "diag/grad_norm/hidden_0": 1.0,
+    }
+    return synthetic_run(name, steps=100, records=records, init=[init] * len(errors))
+
+
+def glorot_runs(tanh: list[float], tanh_n: list[float]) -> dict[str, Run]:
+    return {
+        "softsign": glorot_run("softsign", [0.05] * 5, 0.5),
+        "softsign_n": glorot_run("softsign_n", [0.05] * 5, 0.9),
+        "tanh": glorot_run("tanh", tanh, 0.5),
+        "tanh_n": glorot_run("tanh_n", tanh_n, 0.9),
+        "sigmoid": glorot_run("sigmoid", [0.5] * 5, 0.5),
+    }
+
+
+LOW = [0.02, 0.03, 0.025, 0.02, 0.03]
+HIGH = [0.15, 0.16, 0.14, 0.15, 0.17]
+
+
+@pytest.mark.parametrize(
+    ("tanh", "tanh_n", "outcome"),
+    [
+        (HIGH, LOW, Outcome.REPRODUCED),
+        (LOW, HIGH, Outcome.NOT_REPRODUCED),
+        (LOW, [0.03, 0.02, 0.03, 0.025, 0.02], Outcome.INCONCLUSIVE),
+    ],
+)
+def test_glorot_outcomes(
+    tmp_path: Path, tanh: list[float], tanh_n: list[float], outcome: Outcome
+) -> None:
+    findings = initialization.judge_glorot(glorot_runs(tanh, tanh_n), str(tmp_path))
+    assert findings.verdict.outcome == outcome
+    (effect,) = findings.verdict.effects
+    assert effect.estimate == pytest.approx(sum(tanh) / 5 - sum(tanh_n) / 5)
+    # Both sanity checks hold in this setup; they do not decide the verdict.
+    assert [c.passed for c in findings.checks] == [True, True]
+
+
+def test_glorot_sanity_checks_fail_when_the_setup_contradicts_them(tmp_path: Path) -> None:
+    runs = glorot_runs(HIGH, LOW)
+    runs["sigmoid"] = glorot_run("sigmoid", LOW, 0.5)
+    runs["tanh_n"] = glorot_run("tanh_n", LOW, 0.1)
+    findings = initialization.judge_glorot(runs, str(tmp_path))
+    assert [c.passed for c in findings.checks] == [False, False]
+    assert findings.verdict.outcome == Outcome.REPRODUCED
+
+
+def he_run(name: str, reached: list[float], depth: int, steps: int) -> Run:
+    """Per seed, training accuracy below the target until step `reached` (inf: never)."""
+    records = [
+        [
+            {"step": step, "train/accuracy": 0.95 if step >= at else 0.5, "train/loss": 1.0}
+            for step in range(LOG_EVERY, steps + 1, LOG_EVERY)
+        ]
+        for at in reached
+    ]
+    return synthetic_run(name, steps=steps, records=records, depth=depth)
+
+
+NEVER = [math.inf] * 5
+
+
+@pytest.mark.parametrize(
+    ("he_deep", "xavier_deep", "xavier_shallow", "steps", "outcome"),
+    [
+        # Xavier-30 stalls beyond 10x He's steps; Xavier-22 gets there, later than He.
+        ([20, 30, 20, 30, 20], NEVER, [100, 120, 90, 110, 100], 1_000, Outcome.REPRODUCED),
+        # Xavier-30 gets there within 2x He's steps: it does not stall.
+        (
+            [20, 30, 20, 30, 20],
+            [40, 50, 40, 60, 40],
+            [100, 120, 90, 110, 100],
+            1_000,
+            Outcome.NOT_REPRODUCED,
+        ),
+        # A Xavier-22 seed never gets there: the claim says both converge at 22 layers.
+        (
+            [20, 30, 20, 30, 20],
+            NEVER,
+            [100, 120, math.inf, 110, 100],
+            1_000,
+            Outcome.NOT_REPRODUCED,
+        ),
+        # A budget shorter than 10x He-30's steps cannot tell a stall from slow training.
+        ([200, 300, 200, 300, 200], NEVER, [100, 120, 90, 110, 100], 1_000, Outcome.INCONCLUSIVE),
+    ],
+)
+def test_he_outcomes(
+    tmp_path: Path,
+    he_deep: list[float],
+    xavier_deep: list[float],
+    xavier_shallow: list[float],
+    steps: int,
+    outcome: Outcome,
+) -> None:
+    runs = {
+        "xavier_4": he_run("xavier_4", xavier_shallow, 4, steps),
+        "he_4": he_run("he_4", [50, 60, 50, 60, 50], 4, steps),
+        "xavier_6": he_run("xavier_6", xavier_deep, 6, steps),
+        "he_6": he_run("he_6", he_deep, 6, steps),
+    }
+    findings = initialization.judge_he(runs, str(tmp_path))
+    assert findings.verdict.outcome == outcome
+    assert len(findings.verdict.effects) == 2
