@@ -15,37 +15,45 @@ The package does the rest, one job per module:
 This module exports what the scripts use.
 """
 
+from dlresearch.ablation import stats
 from dlresearch.ablation.cli import main, main_all
 from dlresearch.ablation.measures import (
     Group,
     best_groups,
     clearly_below,
     final_score,
+    grid_edge_note,
     groups,
     groups_by,
+    judged_members,
     layer_matrix,
     mean_std,
     mean_steps,
     steps_phrase,
     target_score,
+    tuning_edge_notes,
 )
 from dlresearch.ablation.plots import plot_curves, plot_layers, plot_percentiles
 from dlresearch.ablation.runs import Run
 from dlresearch.ablation.spec import (
+    Check,
     DataDirs,
     Experiment,
     Findings,
     Part,
     Plot,
     Target,
+    Tuning,
     Variant,
     Verdict,
     cadence,
+    log_grid,
     make_config,
 )
 from dlresearch.ablation.writeup import markdown_table, summary_table
 
 __all__ = [
+    "Check",
     "DataDirs",
     "Experiment",
     "Findings",
@@ -54,15 +62,19 @@ __all__ = [
     "Plot",
     "Run",
     "Target",
+    "Tuning",
     "Variant",
     "Verdict",
     "best_groups",
     "cadence",
     "clearly_below",
     "final_score",
+    "grid_edge_note",
     "groups",
     "groups_by",
+    "judged_members",
     "layer_matrix",
+    "log_grid",
     "main",
     "main_all",
     "make_config",
@@ -72,7 +84,9 @@ __all__ = [
     "plot_curves",
     "plot_layers",
     "plot_percentiles",
+    "stats",
     "steps_phrase",
     "summary_table",
     "target_score",
+    "tuning_edge_notes",
 ]

@@ -153,6 +153,17 @@ def grid_edge_note(group: Group, axis: str = "lr") -> str:
     )
 
 
+def tuning_edge_notes(runs: Mapping[str, Run]) -> list[str]:
+    """`grid_edge_note` of every tuned run: whether the rate its tuning run selected is an edge of
+    the tuning grid."""
+    notes = []
+    for run in runs.values():
+        if run.tuning is not None:
+            selected = run.tuning.where(lr=run.config.optim.lr)
+            notes.append(grid_edge_note(Group(run.variant.title, run.tuning, selected)))
+    return [note for note in notes if note]
+
+
 def judged_members(groups: Mapping[str, Group]) -> dict[str, tuple[int, ...]]:
     """Per variant, the members of the group a verdict rests on (for `Findings.judged`)."""
     return {name: group.members for name, group in groups.items()}
