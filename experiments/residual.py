@@ -4,7 +4,7 @@
 
 Plain nets get WORSE on the training set as they get deeper (degradation); the same nets with
 identity shortcuts do not. Parts:
-- `mlp` (quick and test presets): plain vs residual MLPs with BatchNorm on MNIST at three depths,
+- `mlp` (quick and test presets): plain vs residual MLPs with BatchNorm on MNIST at two depths,
   every net tuned on the same learning-rate grid (`MLP_GRID`, lowest final training loss on a
   tuning seed).
 - `cifar` (paper preset, needs --cifar_dir): `resnet_cifar` of depth 20/32/44/56 (and ResNet-110)
@@ -46,7 +46,7 @@ class MLPSizes:
 
 MLP_SIZES = {
     "test": MLPSizes(depths=(2, 4), width=16, steps=40),
-    "quick": MLPSizes(depths=(4, 16, 32), width=64, steps=1_500),
+    "quick": MLPSizes(depths=(4, 32), width=64, steps=1_000),
 }
 CIFAR_DEPTHS = {"plain": (20, 32, 44, 56), "residual": (20, 32, 44, 56, 110)}
 RULE = (
