@@ -97,6 +97,8 @@ def base_config() -> ml_collections.ConfigDict:
     # The unit whose pre-activation percentiles are tracked (BatchNorm paper Fig. 1b-c): layer -1 = last hidden.
     c.diagnostics.layer = -1
     c.diagnostics.unit = 0
+    # Also the percentiles of every unit of that layer (e.g. the drift of a whole layer's inputs).
+    c.diagnostics.all_units = False
 
     c.parallel = ml_collections.ConfigDict()
     c.parallel.mode = "shard_map"

@@ -5,7 +5,8 @@
   pre-activations (unlike a weight gradient, not scaled by the layer's fan-in or input size),
 - mean and std of every hidden layer's activations, the fraction of saturated units for bounded
   activations (within 0.02 of a bound) and of dead units for ReLU (zero on the whole batch),
-- the 15th/50th/85th percentiles of one unit's pre-activation (BatchNorm paper, Fig. 1b-c).
+- the 15th/50th/85th percentiles of one unit's pre-activation (BatchNorm paper, Fig. 1b-c), and
+  with `diagnostics.all_units` those of every unit of its layer (`diag/units_p{q}/{unit}`).
 
 The models `sow` every hidden layer's pre-activation (the input of its nonlinearity) into the
 "intermediates" collection and `perturb` it (adding a zero "perturbations" variable whose gradient
@@ -137,15 +138,21 @@ def measure(
     preacts = [(name, leaf[0]) for name, leaf in ordered_leaves(intermediates)]
     for name, preact in preacts:
         out.update(_stats(name.removesuffix("_preact"), preact, config.model.activation, axis_name))
-    # Percentiles of one unit over the whole global batch (gathered over devices).
+    # Percentiles of the tracked unit (with `all_units`, of every unit of its layer) over the whole
+    # global batch (gathered over devices).
     _, preact = preacts[config.diagnostics.layer]
-    unit = preact[..., config.diagnostics.unit].astype(jnp.float32).reshape(-1)
+    units = preact.astype(jnp.float32).reshape(-1, preact.shape[-1])  # (examples, units)
+    tracked = config.diagnostics.unit
+    if not config.diagnostics.all_units:
+        units, tracked = units[:, tracked : tracked + 1], 0
     if axis_name is not None:
-        unit = lax.all_gather(unit, axis_name, tiled=True)
-    percentiles = jnp.percentile(unit, jnp.array(PERCENTILES))
+        units = lax.all_gather(units, axis_name, tiled=True)
+    percentiles = jnp.percentile(units, jnp.array(PERCENTILES), axis=0)  # (percentiles, units)
     if axis_name is not None:
         # Every device holds the same values; pmax (exact for equal values) types them replicated.
         percentiles = lax.pmax(percentiles, axis_name)
-    for q, value in zip(PERCENTILES, percentiles, strict=True):
-        out[f"diag/unit_p{q}"] = value
+    for q, values in zip(PERCENTILES, percentiles, strict=True):
+        out[f"diag/unit_p{q}"] = values[tracked]
+        if config.diagnostics.all_units:
+            out.update({f"diag/units_p{q}/{u}": v for u, v in enumerate(values)})
     return out

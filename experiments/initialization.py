@@ -222,7 +222,7 @@ def judge_glorot(runs: dict[str, ablation.Run], outdir: str) -> ablation.Finding
     effect = stats.error_difference(
         errors["tanh"],
         errors["tanh_n"],
-        ablation.test_examples(tanh),
+        tanh.num_eval,
         name="Tanh - Tanh N test error",
     )
     error = {k: float(np.mean(e)) for k, e in errors.items()}

@@ -50,6 +50,7 @@ def fake_run(
         history=history,
         diverged_at=[diverged.get(i) for i in range(len(members))],
         num_train=1000,
+        num_eval=500,
         init_diagnostics=init,
         seconds=1.0,
     )

@@ -40,6 +40,21 @@ def test_diagnostics_match_one_device(mode: str) -> None:
         np.testing.assert_allclose(sharded[key], single[key], rtol=1e-4, atol=1e-6, err_msg=key)
 
 
+@pytest.mark.parametrize("mode", ["single", "shard_map"])
+def test_all_units_gives_every_unit_of_the_layer_and_the_tracked_one_unchanged(mode: str) -> None:
+    tracked = {"model.activation": "sigmoid", "diagnostics.unit": 2, "parallel.mode": mode}
+    one = _measure(**tracked)
+    every = _measure(**tracked, **{"diagnostics.all_units": True})
+    width = small_config().model.width
+    for q in diagnostics.PERCENTILES:
+        units = [every[f"diag/units_p{q}/{u}"][0] for u in range(width)]
+        assert len([k for k in every if k.startswith(f"diag/units_p{q}/")]) == width
+        np.testing.assert_allclose(units[2], one[f"diag/unit_p{q}"][0], rtol=1e-6)
+        np.testing.assert_allclose(every[f"diag/unit_p{q}"], one[f"diag/unit_p{q}"], rtol=1e-6)
+    assert not any(k.startswith("diag/units_p") for k in one)
+    assert len({float(every[f"diag/units_p50/{u}"][0]) for u in range(width)}) > 1
+
+
 @pytest.mark.parametrize(
     "overrides",
     [

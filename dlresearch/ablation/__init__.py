@@ -15,6 +15,7 @@ The package does the rest, one job per module:
 This module exports what the scripts use.
 """
 
+from dlresearch.ablation import stats
 from dlresearch.ablation.cli import main, main_all
 from dlresearch.ablation.measures import (
     Group,
@@ -30,7 +31,6 @@ from dlresearch.ablation.measures import (
     mean_steps,
     steps_phrase,
     target_score,
-    test_examples,
     tuning_edge_notes,
 )
 from dlresearch.ablation.plots import plot_curves, plot_layers, plot_percentiles
@@ -82,9 +82,9 @@ __all__ = [
     "plot_curves",
     "plot_layers",
     "plot_percentiles",
+    "stats",
     "steps_phrase",
     "summary_table",
     "target_score",
-    "test_examples",
     "tuning_edge_notes",
 ]

@@ -1,15 +1,11 @@
 """Numbers over seeds: groups of members, the best value of a swept axis, and their summaries."""
 
 import dataclasses
-import functools
-import json
 import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
 
-import ml_collections
 import numpy as np
 
-from dlresearch import data
 from dlresearch.ablation.runs import Run
 from dlresearch.ablation.spec import Target
 from dlresearch.metrics import TRAIN_LOSS
@@ -159,25 +155,14 @@ def grid_edge_note(group: Group, axis: str = "lr") -> str:
 
 
 def tuning_edge_notes(runs: Mapping[str, Run]) -> list[str]:
-    """`grid_edge_note` of each run's rate in the tuning run that selected it (none if untuned)."""
+    """`grid_edge_note` of every tuned run: whether the rate its tuning run selected is an edge of
+    the tuning grid."""
     notes = []
     for run in runs.values():
         if run.tuning is not None:
-            members = run.tuning.where(lr=run.config.optim.lr)
-            notes.append(
-                grid_edge_note(Group(f"{run.variant.title} (tuning)", run.tuning, members))
-            )
+            selected = run.tuning.where(lr=run.config.optim.lr)
+            notes.append(grid_edge_note(Group(run.variant.title, run.tuning, selected)))
     return [note for note in notes if note]
-
-
-@functools.cache
-def _test_examples(data_json: str) -> int:
-    return len(data.load(ml_collections.ConfigDict(json.loads(data_json))).test_labels)
-
-
-def test_examples(run: Run) -> int:
-    """The size of a run's test split, for the test-set noise of its error rates."""
-    return _test_examples(json.dumps(run.config.data.to_dict(), sort_keys=True))
 
 
 def judged_members(groups: Mapping[str, Group]) -> dict[str, tuple[int, ...]]:

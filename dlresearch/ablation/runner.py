@@ -58,14 +58,16 @@ def run_configs(
 
 
 @functools.cache
-def _num_train(data_json: str) -> int:
-    """Training examples of a data config (loading it also checks the files before any training)."""
-    return len(data.load(ml_collections.ConfigDict(json.loads(data_json))).train_labels)
+def _sizes(data_json: str) -> tuple[int, int]:
+    """Training and evaluation examples of a data config (loading it also checks the files before
+    any training)."""
+    dataset = data.load(ml_collections.ConfigDict(json.loads(data_json)))
+    return len(dataset.train_labels), len(dataset.test_labels)
 
 
-def _check_data(part: str, config: ml_collections.ConfigDict) -> int:
+def _check_data(part: str, config: ml_collections.ConfigDict) -> tuple[int, int]:
     try:
-        return _num_train(json.dumps(config.data.to_dict(), sort_keys=True))
+        return _sizes(json.dumps(config.data.to_dict(), sort_keys=True))
     except ConfigError as error:
         flag = "--cifar_dir" if config.data.name == "cifar10" else "--data_dir"
         raise ConfigError(f"part {part!r}: {error} (set {flag}, or leave the part out)") from None
@@ -103,6 +105,7 @@ def _train(
         else [{} for _ in members]
     )
     seconds = time.perf_counter() - start
+    num_train, num_eval = _check_data(part.name, config)
     run = Run(
         part=part.name,
         variant=variant,
@@ -111,7 +114,8 @@ def _train(
         members=result.members,
         history=member_records(os.path.join(run_dir, METRICS_FILE), len(result.members)),
         diverged_at=result.diverged_at,
-        num_train=_check_data(part.name, config),
+        num_train=num_train,
+        num_eval=num_eval,
         init_diagnostics=init,
         seconds=seconds,
     )

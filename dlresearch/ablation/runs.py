@@ -25,6 +25,7 @@ class Run:
     history: list[list[dict[str, Any]]]  # per member, its metrics.jsonl records in step order
     diverged_at: list[int | None]
     num_train: int
+    num_eval: int  # examples of the evaluation split (test, or validation with a hold-out)
     init_diagnostics: list[dict[str, float]]  # per member; empty dicts when not measured
     seconds: float  # wall time spent on this variant by this invocation
     tuning: "Run | None" = None  # the tuning run that chose this run's learning rate

@@ -1,0 +1,72 @@
+"""The optimizers judge on fabricated histories: each of the three outcomes, Holm over the
+comparisons, and the grid-edge note of a tuned rate."""
+
+import numpy as np
+from fake_runs import fake_run, fake_tuning_run
+
+from dlresearch.ablation import Run, stats
+from experiments import optimizers
+
+NOISE = np.array([0.0, 1.0, -1.0, 2.0, -2.0])  # per seed: a spread, so intervals are finite
+MIDDLE = optimizers.GRID[len(optimizers.GRID) // 2]
+
+
+def _runs(costs: dict[str, float], noise: float = 0.005, lr: float = MIDDLE) -> dict[str, Run]:
+    """Every optimizer with the given mean final training cost (per-seed noise differing between
+    optimizers), its tuning run over the whole grid."""
+    runs = {}
+    for i, (name, cost) in enumerate(costs.items()):
+        members = [
+            [
+                {"step": s, "train/loss": 2 * (cost + noise * n) / s * 10, "train/accuracy": 0.9}
+                | {"test/accuracy": 0.9}
+                for s in (10, 20)
+            ]
+            for n in np.roll(NOISE, i)
+        ]
+        tuning = fake_tuning_run(name, optimizers.GRID)
+        runs[name] = fake_run(name, members, part="mlp", lr=lr, tuning=tuning)
+    return runs
+
+
+def _costs(adam: float, others: float) -> dict[str, float]:
+    return {name: adam if name == "adam" else others for name in optimizers.NAMES}
+
+
+def test_reproduced_when_adam_ends_lowest_against_every_optimizer(tmp_path) -> None:
+    findings = optimizers.judge(_runs(_costs(adam=0.05, others=0.2)), str(tmp_path))
+    assert findings.verdict.outcome == stats.Outcome.REPRODUCED
+    assert len(findings.verdict.effects) == len(optimizers.NAMES) - 1
+    assert "Holm-adjusted" in findings.verdict.reason
+    assert not findings.notes  # selected at an inner rate of the grid
+
+
+def test_not_reproduced_when_an_optimizer_ends_clearly_below_adam(tmp_path) -> None:
+    costs = _costs(adam=0.05, others=0.2) | {"rmsprop": 0.01}
+    assert optimizers.judge(_runs(costs), str(tmp_path)).verdict.outcome == (
+        stats.Outcome.NOT_REPRODUCED
+    )
+
+
+def test_inconclusive_when_one_comparison_is_within_the_noise(tmp_path) -> None:
+    costs = _costs(adam=0.05, others=0.2) | {"adadelta": 0.051}
+    assert optimizers.judge(_runs(costs), str(tmp_path)).verdict.outcome == (
+        stats.Outcome.INCONCLUSIVE
+    )
+
+
+def test_each_comparison_is_judged_at_its_holm_adjusted_p(tmp_path) -> None:
+    costs = _costs(adam=0.05, others=0.2) | {"adagrad": 0.07, "adadelta": 0.06}
+    verdict = optimizers.judge(_runs(costs, noise=0.01), str(tmp_path)).verdict
+    raw = [e.p for e in verdict.effects]
+    adjusted = stats.holm(raw)
+    assert adjusted != raw
+    for effect, p in zip(verdict.effects, adjusted, strict=True):
+        expected = stats.verdict(effect, claim="greater", p_adjusted=p)
+        assert f"{effect.name}: {expected.outcome}. {expected.reason}" in verdict.reason
+
+
+def test_a_rate_selected_at_the_grid_edge_is_noted(tmp_path) -> None:
+    runs = _runs(_costs(adam=0.05, others=0.2), lr=optimizers.GRID[0])
+    notes = optimizers.judge(runs, str(tmp_path)).notes
+    assert len(notes) == len(optimizers.NAMES) and all("lowest of the grid" in n for n in notes)
