@@ -33,6 +33,7 @@ def synthetic_run(
         history=records,
         diverged_at=[None] * len(records),
         num_train=1000,
+        num_eval=360,
         init_diagnostics=init,
         seconds=1.0,
     )
