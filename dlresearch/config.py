@@ -243,6 +243,7 @@ RULES: dict[str, Rule] = {
         "int"
     ),  # and within the model's hidden layers, see _check_diagnostics
     "diagnostics.unit": _count(),  # and below that layer's width
+    "diagnostics.all_units": Rule("bool"),
     "parallel.mode": Rule("choice", choices=lambda: PARALLEL_MODES),
     "parallel.coordinator": _text(),
     "parallel.num_processes": _count(1),
