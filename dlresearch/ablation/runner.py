@@ -79,10 +79,20 @@ def _read_json(path: str) -> Any:
 
 
 def tuning_config(config: ml_collections.ConfigDict, tuning: Tuning) -> ml_collections.ConfigDict:
-    """The tuning run of a variant: the whole grid on the tuning seeds, with a held-out split."""
+    """The tuning run of a variant: the whole grid on the tuning seeds, with a held-out split.
+
+    Selection reads final values and the training curve only, so the run evaluates once, at its
+    end, and measures no diagnostics (neither changes what it trains).
+    """
     return config_lib.apply_overrides(
         config,
-        {"sweep.lr": tuning.grid, "sweep.seed": tuning.seeds, "data.holdout": tuning.holdout},
+        {
+            "sweep.lr": tuning.grid,
+            "sweep.seed": tuning.seeds,
+            "data.holdout": tuning.holdout,
+            "eval.every_steps": 0,
+            "diagnostics.every_steps": 0,
+        },
     )
 
 
@@ -93,15 +103,17 @@ def _train(
     run_dir: str,
     name: str,
     log: Callable[[str], None],
+    *,
+    measure_at_init: bool,
 ) -> Run:
     """Train (or resume, or read back) one variant's sweep in `run_dir`."""
     members = config_lib.sweep_members(config)
     log(f"{name}: {len(members)} member(s) x {config.train.steps} steps ...")
     start = time.perf_counter()
-    result = train.run(config, run_dir, measure_at_init=part.init_diagnostics)
+    result = train.run(config, run_dir, measure_at_init=measure_at_init)
     init = (
         _read_json(os.path.join(run_dir, INIT_DIAGNOSTICS_FILE))
-        if part.init_diagnostics
+        if measure_at_init
         else [{} for _ in members]
     )
     seconds = time.perf_counter() - start
@@ -147,11 +159,14 @@ def run_grid(
                 os.path.join(workdir, "tuning", part.name, variant.name),
                 f"{name} tuning",
                 log,
+                measure_at_init=False,
             )
             lr = best_value(tuning_run, "lr", part.tuning.score)
             config = config_lib.apply_overrides(config, {"optim.lr": lr})
         run_dir = os.path.join(workdir, "runs", part.name, variant.name)
-        run = _train(part, variant, config, run_dir, name, log)
+        run = _train(
+            part, variant, config, run_dir, name, log, measure_at_init=part.init_diagnostics
+        )
         run.tuning = tuning_run
         runs[variant.name] = run
     return runs
