@@ -129,3 +129,8 @@ def test_evaluation_with_padding_equals_one_unpadded_batch(mode: str) -> None:
     b = whole.evaluate(whole.init_state())
     np.testing.assert_allclose(a["loss"], b["loss"], rtol=1e-5)
     np.testing.assert_array_equal(a["accuracy"], b["accuracy"])
+
+
+def test_evaluation_log_line_prints_numbers_not_a_list() -> None:
+    assert train._numbers(np.array([0.99171])) == "0.9917"
+    assert train._numbers(np.array([0.9, 0.95, 1.0])) == "mean 0.9500 (min 0.9000, max 1.0000)"
