@@ -60,7 +60,7 @@ def _train_field(original: Callable[..., Any]) -> Callable[..., Any]:
 
 def run(split_json: str, argv: list[str]) -> None:
     _timed(train.Trainer, "__init__", "setup_s")
-    _timed(train.Trainer, "init_state", "init_s")
+    _timed(train.Trainer, "restore", "init_s")  # a fresh state, or the newest checkpoint
     _timed(train.Trainer, "evaluate", "eval_s")
     _timed(checkpoint.Checkpointer, "save", "checkpoint_s")
     _timed(checkpoint.Checkpointer, "close", "checkpoint_s")

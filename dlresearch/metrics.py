@@ -107,8 +107,12 @@ class MetricWriter:
         if enabled and tensorboard:
             from tensorboardX import SummaryWriter
 
+            # Event files are named by the second and host; a resumed run starting within the same
+            # second as its predecessor would reuse (and clobber) its file without a suffix.
             self._tb = SummaryWriter(
-                os.path.join(workdir, "tensorboard"), purge_step=resume_step + 1
+                os.path.join(workdir, "tensorboard"),
+                purge_step=resume_step + 1,
+                filename_suffix=f".step{resume_step}.pid{os.getpid()}",
             )
 
     def write(self, step: int, values: dict[str, Any], tags: dict[str, Any] | None = None) -> None:

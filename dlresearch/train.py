@@ -395,8 +395,20 @@ class _Log:
         results = self.trainer.evaluate(state)
         split = self.trainer.dataset.eval_split
         self._write(step, {metrics.eval_key(split, k): results[k] for k in ("loss", "accuracy")})
-        accuracy = np.round(results["accuracy"], 4).tolist()
-        logger.info("step %d: %s %s", step, metrics.eval_key(split, "accuracy"), accuracy)
+        logger.info(
+            "step %d: %s %s",
+            step,
+            metrics.eval_key(split, "accuracy"),
+            _numbers(results["accuracy"]),
+        )
+
+
+def _numbers(values: np.ndarray) -> str:
+    """A log line's numbers: '0.9917' for one member, 'mean 0.9901 (min 0.9876, max 0.9917)' for
+    a sweep."""
+    if values.size == 1:
+        return f"{float(values[0]):.4f}"
+    return f"mean {values.mean():.4f} (min {values.min():.4f}, max {values.max():.4f})"
 
 
 def final_metrics(path: str, num_members: int) -> list[dict[str, float]]:

@@ -259,9 +259,9 @@ def test_offline_with_an_empty_cache_names_the_files_the_cache_and_data_dir(
     script = (
         "import dataclasses, sys\n"
         "from absl import app\n"
-        "from dlresearch import data, main, registry\n"
+        "from dlresearch import cli, data, main\n"
         "data.DOWNLOADS['mnist'] = dataclasses.replace(data.DOWNLOADS['mnist'], mirrors=())\n"
-        "app.run(main.main, flags_parser=registry.parse_flags)\n"
+        "app.run(main.main, flags_parser=cli.parse_flags)\n"
     )
     workdir = cache().parent / "run"
     result = subprocess.run(
@@ -335,9 +335,9 @@ def test_two_processes_download_once(mirror: Mirror) -> None:
     mirror.server.gate.clear()
     script = (
         "import dataclasses\n"
-        "from absl import logging\n"
+        "import logging\n"
         "from dlresearch import data\n"
-        "logging.set_verbosity('info')\n"
+        "logging.basicConfig(level=logging.INFO)\n"
         "data.DOWNLOADS['mnist'] = dataclasses.replace(data.DOWNLOADS['mnist'], mirrors=())\n"
         "print(data.dataset_dir('mnist'))\n"
     )

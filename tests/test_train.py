@@ -12,7 +12,7 @@ from conftest import small_config
 from tensorboardX.proto.event_pb2 import Event, SessionLog
 
 from dlresearch import checkpoint, train
-from dlresearch.metrics import read_jsonl
+from dlresearch.metrics import MetricWriter, read_jsonl
 
 
 def _final_params(workdir: Path) -> dict:
@@ -129,3 +129,16 @@ def test_evaluation_with_padding_equals_one_unpadded_batch(mode: str) -> None:
     b = whole.evaluate(whole.init_state())
     np.testing.assert_allclose(a["loss"], b["loss"], rtol=1e-5)
     np.testing.assert_array_equal(a["accuracy"], b["accuracy"])
+
+
+def test_evaluation_log_line_prints_numbers_not_a_list() -> None:
+    assert train._numbers(np.array([0.99171])) == "0.9917"
+    assert train._numbers(np.array([0.9, 0.95, 1.0])) == "mean 0.9500 (min 0.9000, max 1.0000)"
+
+
+def test_a_resumed_run_never_reuses_an_event_file(tmp_path: Path) -> None:
+    # tensorboardX names event files by the second and host: a run resumed within the same second
+    # as its predecessor used to write into (and clobber) the same file.
+    for resume_step in (0, 20):
+        MetricWriter(str(tmp_path), resume_step=resume_step).close()
+    assert len(list((tmp_path / "tensorboard").iterdir())) == 2
