@@ -474,15 +474,19 @@ def _seeds_needed(effect: Effect, oriented: Callable[[float], float], margin: fl
     return f"about {max(effect.n + 1, seeds)} seeds at the current spread (now {effect.n})"
 
 
-def combine(verdicts: Sequence[Verdict]) -> Verdict:
-    """One verdict from several conditions of a claim: not reproduced if any is, reproduced if
-    all are, inconclusive otherwise; the reason lists each condition's."""
-    outcomes = {v.outcome for v in verdicts}
+def joint_outcome(outcomes: Sequence[Outcome]) -> Outcome:
+    """The outcome of a claim made of several conditions (or an experiment of several parts):
+    not reproduced if any is, reproduced if all are, inconclusive otherwise."""
     if Outcome.NOT_REPRODUCED in outcomes:
-        outcome = Outcome.NOT_REPRODUCED
-    elif outcomes == {Outcome.REPRODUCED}:
-        outcome = Outcome.REPRODUCED
-    else:
-        outcome = Outcome.INCONCLUSIVE
+        return Outcome.NOT_REPRODUCED
+    if set(outcomes) == {Outcome.REPRODUCED}:
+        return Outcome.REPRODUCED
+    return Outcome.INCONCLUSIVE
+
+
+def combine(verdicts: Sequence[Verdict]) -> Verdict:
+    """One verdict from several conditions of a claim (`joint_outcome`); the reason lists each
+    condition's."""
+    outcome = joint_outcome([v.outcome for v in verdicts])
     reason = " ".join(f"{v.effects[0].name}: {v.outcome}. {v.reason}" for v in verdicts)
     return Verdict(outcome, reason, tuple(e for v in verdicts for e in v.effects))

@@ -22,7 +22,7 @@ from dlresearch.ablation.spec import (
     Tuning,
     Variant,
 )
-from dlresearch.ablation.stats import Effect, Outcome, Verdict
+from dlresearch.ablation.stats import Effect, Outcome, Verdict, joint_outcome
 from dlresearch.metrics import TRAIN_ACCURACY, TRAIN_LOSS, atomic_write_text, eval_key
 
 
@@ -315,13 +315,7 @@ def tuning_section(tuning: Tuning, runs: Mapping[str, Run]) -> str:
 def experiment_verdict(results: Sequence[tuple[Part, Findings]], *, partial: bool) -> Verdict:
     """Not reproduced if any part is, reproduced if every part is, inconclusive otherwise; the
     reason lists each part's outcome. `partial`: only some of the preset's parts ran."""
-    outcomes = {f.verdict.outcome for _, f in results}
-    if Outcome.NOT_REPRODUCED in outcomes:
-        outcome = Outcome.NOT_REPRODUCED
-    elif outcomes == {Outcome.REPRODUCED}:
-        outcome = Outcome.REPRODUCED
-    else:
-        outcome = Outcome.INCONCLUSIVE
+    outcome = joint_outcome([f.verdict.outcome for _, f in results])
     reason = "; ".join(f"{p.name}: {f.verdict.outcome}" for p, f in results)
     if partial:
         reason = f"Partial: only parts {', '.join(p.name for p, _ in results)} ran. " + reason
