@@ -12,8 +12,9 @@ from pathlib import Path
 
 import jax
 
+from dlresearch import download
+
 CACHE_ENV = "DLRESEARCH_COMPILATION_CACHE"
-DATA_ENV = "DLRESEARCH_DATA_DIR"
 OFF = ("", "off")
 
 
@@ -21,8 +22,7 @@ def cache_dir() -> Path | None:
     """Where compiled programs are kept, or None when the cache is switched off."""
     value = os.environ.get(CACHE_ENV)
     if value is None:
-        data_cache = Path(os.environ.get(DATA_ENV) or "~/.cache/dlresearch")
-        return data_cache.expanduser() / "jax-compilation-cache"
+        return download.cache_dir() / "jax-compilation-cache"
     if value.strip().lower() in OFF:
         return None
     return Path(value).expanduser()

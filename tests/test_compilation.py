@@ -7,16 +7,16 @@ from pathlib import Path
 
 import pytest
 
-from dlresearch import compilation
+from dlresearch import compilation, download
 
 REPO = Path(__file__).resolve().parents[1]
 
 
 def test_default_is_inside_the_dataset_cache(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv(compilation.CACHE_ENV, raising=False)
-    monkeypatch.setenv(compilation.DATA_ENV, "/data/cache")
+    monkeypatch.setenv(download.CACHE_ENV, "/data/cache")
     assert compilation.cache_dir() == Path("/data/cache/jax-compilation-cache")
-    monkeypatch.delenv(compilation.DATA_ENV)
+    monkeypatch.delenv(download.CACHE_ENV)
     assert compilation.cache_dir() == Path("~/.cache/dlresearch/jax-compilation-cache").expanduser()
 
 
@@ -36,7 +36,7 @@ def _compile_in_fresh_process(cache: str, data_cache: Path) -> None:
         "import jax; from dlresearch import compilation; compilation.enable_persistent_cache(); "
         "jax.jit(lambda x: x * 2 + 1)(1.0).block_until_ready()"
     )
-    env = {**os.environ, "PYTHONPATH": str(REPO), compilation.DATA_ENV: str(data_cache)}
+    env = {**os.environ, "PYTHONPATH": str(REPO), download.CACHE_ENV: str(data_cache)}
     env[compilation.CACHE_ENV] = cache
     subprocess.run([sys.executable, "-c", code], env=env, check=True, timeout=120)
 
