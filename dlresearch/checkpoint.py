@@ -1,5 +1,8 @@
 """Orbax checkpoints of the whole train state, restorable onto any device count.
 
+Each checkpoint also holds the train metrics not yet logged (the steps since the last log line),
+so a run stopped inside a log interval logs the same mean over it once resumed.
+
 Restores go through a template built from a freshly initialised state placed as the current run
 wants it, so the target shardings come from this process, not from the writer (8 devices -> 1 works).
 
@@ -18,9 +21,10 @@ import logging
 import os
 import shutil
 import time
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
+import numpy as np
 import orbax.checkpoint as ocp
 
 from dlresearch.errors import CheckpointError
@@ -60,6 +64,20 @@ def _differences(expected: dict, found: dict, limit: int = 5) -> str:
     return "; ".join(lines[:limit]) + more
 
 
+class Restored(NamedTuple):
+    state: Any
+    unlogged: dict[str, np.ndarray]  # train metrics [members, steps] since the last log line
+
+
+def _encode(unlogged: dict[str, np.ndarray]) -> dict[str, Any]:
+    # JSON floats round-trip float32 values exactly (NaN included: `json` writes it as NaN).
+    return {k: {"dtype": str(v.dtype), "values": v.tolist()} for k, v in unlogged.items()}
+
+
+def _decode(item: dict[str, Any]) -> dict[str, np.ndarray]:
+    return {k: np.asarray(v["values"], dtype=v["dtype"]) for k, v in item.items()}
+
+
 class Checkpointer:
     """Saves and restores the train state under `directory`, keeping the newest `keep`."""
 
@@ -68,7 +86,10 @@ class Checkpointer:
         self._manager = ocp.CheckpointManager(
             directory,
             # Named, so that the metadata of a checkpoint can be read before restoring it.
-            item_handlers={"state": ocp.StandardCheckpointHandler()},
+            item_handlers={
+                "state": ocp.StandardCheckpointHandler(),
+                "unlogged": ocp.JsonCheckpointHandler(),
+            },
             options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True),
         )
         self._saving: int | None = None  # the step of the save in flight, if any
@@ -79,15 +100,18 @@ class Checkpointer:
     def __exit__(self, *exc_info: object) -> None:
         self.close()
 
-    def save(self, step: int, state: Any) -> None:
-        """Start an asynchronous save; a crash during it leaves only a temporary directory."""
+    def save(self, step: int, state: Any, unlogged: dict[str, np.ndarray] | None = None) -> None:
+        """Start an asynchronous save of `state` and the train metrics `unlogged` (since the last
+        log line); a crash during it leaves only a temporary directory."""
         try:
             # A previous save's failure surfaces here, before a new one starts.
             self.wait_until_finished()
             self._saving = step
-            saved = self._manager.save(
-                step, args=ocp.args.Composite(state=ocp.args.StandardSave(state)), force=True
+            args = ocp.args.Composite(
+                state=ocp.args.StandardSave(state),
+                unlogged=ocp.args.JsonSave(_encode(unlogged or {})),
             )
+            saved = self._manager.save(step, args=args, force=True)
         except OSError as error:
             raise self._save_error(step, error) from None
         if not saved:
@@ -110,8 +134,9 @@ class Checkpointer:
             f"({error.strerror or error}); {kept}"
         )
 
-    def restore_latest(self, template: Any) -> Any:
-        """The newest readable checkpoint shaped and placed like `template`, or `template` if none."""
+    def restore_latest(self, template: Any) -> Restored:
+        """The newest readable checkpoint shaped and placed like `template`, or `template` (and
+        nothing unlogged) if none."""
         abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, template)
         steps = sorted(self._manager.all_steps(), reverse=True)
         for step in steps:
@@ -124,25 +149,13 @@ class Checkpointer:
                 f"no readable checkpoint in {self.directory} (tried steps {steps}; moved them to "
                 f"{self._damaged_directory()})"
             )
-        return template
+        return Restored(template, {})
 
-    def _restore(self, step: int, abstract: Any) -> Any | None:
-        """The state of `step`, or None once a damaged checkpoint was moved aside."""
+    def _restore(self, step: int, abstract: Any) -> Restored | None:
+        """The checkpoint of `step`, or None once a damaged checkpoint was moved aside."""
         for attempt in range(1, READ_ATTEMPTS + 1):
             try:
-                metadata = self._manager.item_metadata(step)["state"]
-                if metadata is None:
-                    raise ValueError("its metadata cannot be read")  # damaged, handled below
-                found = _leaves(metadata)
-                expected = _leaves(abstract)
-                if found != expected:
-                    raise CheckpointError(
-                        f"the checkpoint of step {step} in {self.directory} holds another state "
-                        f"structure than this config builds (did the code or config change?): "
-                        f"{_differences(expected, found)}; nothing was changed"
-                    )
-                args = ocp.args.Composite(state=ocp.args.StandardRestore(abstract))
-                return self._manager.restore(step, args=args).state
+                return self._read(step, abstract)
             except CheckpointError:
                 raise
             except (FileNotFoundError, IsADirectoryError, NotADirectoryError) as error:
@@ -165,6 +178,26 @@ class Checkpointer:
             except Exception as error:  # whatever unreadable files raise: damage
                 return self._set_aside(step, error)
         return None
+
+    def _read(self, step: int, abstract: Any) -> Restored:
+        items = self._manager.item_metadata(step)
+        metadata = items["state"]
+        if metadata is None:
+            raise ValueError("its metadata cannot be read")  # damaged: set aside by the caller
+        found = _leaves(metadata)
+        expected = _leaves(abstract)
+        if found != expected:
+            raise CheckpointError(
+                f"the checkpoint of step {step} in {self.directory} holds another state "
+                f"structure than this config builds (did the code or config change?): "
+                f"{_differences(expected, found)}; nothing was changed"
+            )
+        args = {"state": ocp.args.StandardRestore(abstract)}
+        # Checkpoints written before the unlogged metrics were kept have no such item.
+        if "unlogged" in items:
+            args["unlogged"] = ocp.args.JsonRestore()
+        restored = self._manager.restore(step, args=ocp.args.Composite(**args))
+        return Restored(restored.state, _decode(restored.unlogged) if "unlogged" in args else {})
 
     def _damaged_directory(self) -> str:
         return self.directory.rstrip(os.sep) + "_damaged"

@@ -11,6 +11,7 @@ import json
 import logging
 import os
 import signal
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -36,6 +37,10 @@ from dlresearch.program import (
 )
 
 logger = logging.getLogger(__name__)
+
+# A stop request (SIGTERM, SIGINT) is honoured within about this many seconds: chunks are cut to
+# what the measured step time allows (see `Trainer.chunks`).
+STOP_WITHIN_SECONDS = 10.0
 
 
 @dataclasses.dataclass
@@ -63,6 +68,24 @@ def _boundaries(config: ml_collections.ConfigDict) -> list[int]:
 
 def _next_stop(step: int, total: int, intervals: list[int]) -> int:
     return min([total] + [(step // i + 1) * i for i in intervals])
+
+
+def _chunk_length(remaining: int, max_chunk: int | None) -> int:
+    """The next chunk of the `remaining` steps to a boundary: all of them, or `max_chunk` while
+    at least twice that remain (so the last piece has `max_chunk` to `2 * max_chunk - 1` steps:
+    few distinct lengths to compile, none of one step unless the boundaries ask for it)."""
+    if max_chunk is None or remaining < 2 * max_chunk:
+        return remaining
+    return max_chunk
+
+
+def _max_chunk(seconds_per_step: float, steps_per_call: int) -> int | None:
+    """The longest chunk for which `_chunk_length`'s pieces stay within `STOP_WITHIN_SECONDS`: a
+    power of two (None where a whole `steps_per_call` fits)."""
+    fits = int(STOP_WITHIN_SECONDS / max(seconds_per_step, 1e-12))
+    if fits >= steps_per_call:
+        return None
+    return 1 << max(0, ((fits + 1) // 2).bit_length() - 1)
 
 
 def _due(step: int, every: int, total: int) -> bool:
@@ -123,6 +146,9 @@ class Trainer:
             functools.partial(init_states, self.program), out_shardings=self.par.replicated
         )
         self._chunks: dict[int, Any] = {}
+        # The longest chunk `STOP_WITHIN_SECONDS` allows (None: no cut), from measured steps. A
+        # chunk of one-step calls is free to cut, so its first one is a step, to measure.
+        self._max_chunk: int | None = 1 if self._one_step_calls else None
         self._permutation = self._compile(self.program.epoch_permutation, donate_state=False)
         self._perm_cache: dict[tuple[bytes, int], jax.Array] = {}
         self._evaluate = self._compile(self.program.evaluate, donate_state=False)
@@ -152,12 +178,19 @@ class Trainer:
         """Fresh states of `members` (default: the config's sweep), one compiled init for all."""
         return self.par.to_run(self._fresh(self.members if members is None else members))
 
-    def restore(self, ckpt: checkpoint.Checkpointer) -> TrainState:
-        """The newest checkpoint of `ckpt`, or the fresh state when it holds none."""
-        return self.par.to_run(ckpt.restore_latest(self._fresh(self.members)))
+    def restore(self, ckpt: checkpoint.Checkpointer) -> checkpoint.Restored:
+        """The newest checkpoint of `ckpt` (its state placed to run), or the fresh state."""
+        state, unlogged = ckpt.restore_latest(self._fresh(self.members))
+        return checkpoint.Restored(self.par.to_run(state), unlogged)
 
-    def save(self, ckpt: checkpoint.Checkpointer, step: int, state: TrainState) -> None:
-        ckpt.save(step, self.par.from_run(state))
+    def save(
+        self,
+        ckpt: checkpoint.Checkpointer,
+        step: int,
+        state: TrainState,
+        unlogged: dict[str, np.ndarray],
+    ) -> None:
+        ckpt.save(step, self.par.from_run(state), unlogged)
 
     def chunks(
         self, state: TrainState, until: int | None = None
@@ -166,17 +199,27 @@ class Trainer:
         (step, state, metrics on the host as [members, steps] arrays).
 
         Chunks end at every multiple of the config's intervals (steps per call, logging,
-        evaluation, checkpoints, diagnostics), so a resumed run chunks as an uninterrupted one.
+        evaluation, checkpoints, diagnostics), so a resumed run logs, evaluates and saves where an
+        uninterrupted one does; and they are cut shorter where the measured step time would make
+        one last over `STOP_WITHIN_SECONDS`, so that a stop request is read soon enough. Neither
+        changes the numbers: compiled chunks of any length give bitwise-equal states.
         Each state yielded is donated to the next chunk: use it before asking for the next one.
         """
         step = int(self.par.fetch(state.step)[0])
         total = self.config.train.steps if until is None else until
         intervals = _boundaries(self.config)
         while step < total:
-            stop = _next_stop(step, total, intervals)
-            state, chunk_metrics = self.train_chunk(state, stop - step)
-            step = stop
-            yield step, state, self.par.fetch(chunk_metrics)
+            length = _chunk_length(_next_stop(step, total, intervals) - step, self._max_chunk)
+            compiled = len(self._chunks)
+            started = time.perf_counter()
+            state, chunk_metrics = self.train_chunk(state, length)
+            host_metrics = self.par.fetch(chunk_metrics)  # waits for the chunk to end
+            if len(self._chunks) == compiled:  # a time without compilation in it
+                self._max_chunk = _max_chunk(
+                    (time.perf_counter() - started) / length, self.config.train.steps_per_call
+                )
+            step += length
+            yield step, state, host_metrics
 
     def train_chunk(
         self, state: TrainState, num_steps: int
@@ -291,7 +334,7 @@ def _train(trainer: Trainer, workdir: str, signals: list[int]) -> RunResult:
         os.path.join(workdir, "checkpoints"), keep=config.checkpoint.keep
     )
     with ckpt:
-        state = trainer.restore(ckpt)
+        state, unlogged = trainer.restore(ckpt)
         step = int(par.fetch(state.step)[0])
         writer = MetricWriter(workdir, enabled=jax.process_index() == 0, resume_step=step)
         with writer:
@@ -304,7 +347,7 @@ def _train(trainer: Trainer, workdir: str, signals: list[int]) -> RunResult:
                 par.num_devices,
             )
             diverged = [None if d == NOT_DIVERGED else int(d) for d in par.fetch(state.diverged_at)]
-            log = _Log(trainer, writer, step, diverged)
+            log = _Log(trainer, writer, step, diverged, unlogged)
             # A run whose members all diverged is finished; asking again does not step it further.
             halted = config.halt_on_nan and None not in diverged
             # A signal before the first chunk: the restored step already has its checkpoint.
@@ -315,7 +358,7 @@ def _train(trainer: Trainer, workdir: str, signals: list[int]) -> RunResult:
                 halted = config.halt_on_nan and None not in diverged
                 signalled = bool(signals)  # the one read of this boundary
                 if signalled or halted or _due(step, config.checkpoint.every_steps, total):
-                    trainer.save(ckpt, step, state)
+                    trainer.save(ckpt, step, state, log.unlogged)
                 writer.flush()
                 if signalled or halted:
                     break
@@ -337,13 +380,26 @@ class _Log:
     """What the run loop writes at a chunk boundary: train means, divergence, eval, diagnostics."""
 
     def __init__(
-        self, trainer: Trainer, writer: MetricWriter, step: int, diverged: list[int | None]
+        self,
+        trainer: Trainer,
+        writer: MetricWriter,
+        step: int,
+        diverged: list[int | None],
+        unlogged: dict[str, np.ndarray],
     ) -> None:
         self.trainer, self.config, self.writer = trainer, trainer.config, writer
         self.tags = _member_tags(trainer.config, trainer.members)
         self.progress = Progress(trainer.config.train.steps, step)
-        self.pending: list[dict[str, np.ndarray]] = []  # chunk metrics since the last log line
+        # Chunk metrics since the last log line (a resumed run starts with its checkpoint's).
+        self.pending: list[dict[str, np.ndarray]] = [unlogged] if unlogged else []
         self.diverged = diverged  # per member, updated in place as members diverge
+
+    @property
+    def unlogged(self) -> dict[str, np.ndarray]:
+        """The train metrics [members, steps] not yet in a log line: saved with a checkpoint."""
+        if not self.pending:
+            return {}
+        return {k: np.concatenate([p[k] for p in self.pending], axis=1) for k in self.pending[0]}
 
     def boundary(self, step: int, state: TrainState, chunk_metrics: dict[str, np.ndarray]) -> None:
         config, total = self.config, self.config.train.steps
@@ -373,9 +429,7 @@ class _Log:
 
     def _train(self, step: int) -> str:
         """Write the mean train metrics since the last log line (lr: its latest value)."""
-        stacked = {
-            k: np.concatenate([p[k] for p in self.pending], axis=1) for k in self.pending[0]
-        }  # [members, steps]
+        stacked = self.unlogged
         steps_per_sec = self.progress.steps_per_sec(step)
         examples_per_sec = steps_per_sec * self.config.train.batch_size * len(self.tags)
         for i, tag in enumerate(self.tags):

@@ -49,10 +49,14 @@ def _comparable(workdir: Path) -> list[dict]:
     ]
 
 
-def _restore(workdir: Path, config=None) -> train.TrainState:
+def _restored(workdir: Path, config=None) -> checkpoint.Restored:
     config = config or small_config()
     with checkpoint.Checkpointer(str(workdir / "checkpoints"), keep=2) as ckpt:
         return jax.device_get(train.Trainer(config).restore(ckpt))
+
+
+def _restore(workdir: Path, config=None) -> train.TrainState:
+    return _restored(workdir, config).state
 
 
 def _steps(workdir: Path) -> list[int]:
@@ -330,6 +334,59 @@ def test_a_second_signal_during_the_final_save_waits_for_it(
     assert int(_restore(tmp_path).step[0]) == 10
     train.run(small_config(), str(tmp_path))
     _assert_same_run(tmp_path, uninterrupted)
+
+
+# -- the stop latency: chunks cut by measured time ---------------------------------------------------
+def test_a_stop_inside_a_log_interval_keeps_the_unlogged_steps_and_resumes_exactly(
+    tmp_path: Path, uninterrupted: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Any measured step is too slow for this bound: once a chunk was timed (the second; the first
+    # compiles), chunks are single steps, so the signal lands inside the 20-30 log interval.
+    with monkeypatch.context() as patch:
+        patch.setattr(train, "STOP_WITHIN_SECONDS", 1e-9)
+        _signal_on(patch, train.Trainer, "train_chunk", 4, signal.SIGTERM)
+        result = train.run(small_config(), str(tmp_path))
+    assert result.stopped_early and result.step == 22 and _steps(tmp_path) == [20, 22]
+    # Resumed with the default bound (10-step chunks again): the log line at 30 is the mean over
+    # steps 21-30, two of them from the checkpoint.
+    train.run(small_config(), str(tmp_path))
+    _assert_same_run(tmp_path, uninterrupted)
+
+
+@settings(deadline=None, max_examples=300, derandomize=True)
+@given(
+    seconds_per_step=st.floats(1e-6, 30.0),
+    steps_per_call=st.integers(1, 1000),
+    data=st.data(),
+)
+def test_chunks_cut_by_measured_time_fit_the_stop_bound(
+    seconds_per_step: float, steps_per_call: int, data: st.DataObject
+) -> None:
+    remaining = data.draw(st.integers(1, steps_per_call))
+    max_chunk = train._max_chunk(seconds_per_step, steps_per_call)
+    pieces = []
+    while sum(pieces) < remaining:
+        pieces.append(train._chunk_length(remaining - sum(pieces), max_chunk))
+    assert sum(pieces) == remaining
+    # Every piece fits the bound, unless a single step does not.
+    slowest = max(pieces) * seconds_per_step
+    assert slowest <= train.STOP_WITHIN_SECONDS or max(pieces) == 1
+    # And cut no shorter than need be: pieces of a quarter of the bound at least.
+    if max_chunk is not None:
+        assert min(pieces) >= min(max_chunk, remaining)
+        assert 4 * max_chunk * seconds_per_step > train.STOP_WITHIN_SECONDS
+
+
+def test_a_checkpoint_without_unlogged_metrics_restores(
+    tmp_path: Path, uninterrupted: Path
+) -> None:
+    # As written before the unlogged metrics were saved with it: the state item only.
+    shutil.copytree(uninterrupted, tmp_path, dirs_exist_ok=True)
+    for step in _steps(tmp_path):
+        shutil.rmtree(tmp_path / "checkpoints" / str(step) / "unlogged")
+    state, unlogged = _restored(tmp_path)
+    assert int(state.step[0]) == 40 and unlogged == {}
+    jax.tree.map(np.testing.assert_array_equal, state.params, _restore(uninterrupted).params)
 
 
 # -- checkpoints: damaged, unreadable, another structure, a full disk --------------------------------

@@ -95,14 +95,14 @@ def test_checkpoint_restores_onto_another_device_count(
     config = small_config(**{"parallel.mode": second})
     trainer = train.Trainer(config)
     with checkpoint.Checkpointer(str(tmp_path / "run" / "checkpoints"), keep=2) as ckpt:
-        state = trainer.restore(ckpt)
+        state = trainer.restore(ckpt).state
     # Step 20, written on the other device count, placed on this mode's devices.
     assert int(trainer.par.fetch(state.step)[0]) == 20
     assert state.params["hidden_0"]["kernel"].devices() == set(trainer.par.mesh.devices.flat)
     assert trainer.par.num_devices == (1 if second == "single" else 8)
     assert train.run(config, str(tmp_path / "run")).step == 40
     with checkpoint.Checkpointer(str(tmp_path / "run" / "checkpoints"), keep=2) as ckpt:
-        resumed = trainer.par.fetch(trainer.restore(ckpt).params)
+        resumed = trainer.par.fetch(trainer.restore(ckpt).state.params)
     assert _max_abs_diff(resumed, _train(config, 40)) <= 1e-5
 
 

@@ -84,7 +84,7 @@ def _final_params(workdir: Path) -> dict:
     config.model.width = 128
     config.train.batch_size = 64
     ckpt = checkpoint.Checkpointer(str(workdir / "checkpoints"), keep=2)
-    params = jax.device_get(train.Trainer(config).restore(ckpt).params)
+    params = jax.device_get(train.Trainer(config).restore(ckpt).state.params)
     ckpt.close()
     return params
 

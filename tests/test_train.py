@@ -19,7 +19,7 @@ def _final_params(workdir: Path) -> dict:
     """The params of the newest checkpoint in `workdir`, as host numpy."""
     config = small_config()
     ckpt = checkpoint.Checkpointer(str(workdir / "checkpoints"), keep=config.checkpoint.keep)
-    state = train.Trainer(config).restore(ckpt)
+    state = train.Trainer(config).restore(ckpt).state
     ckpt.close()
     return jax.device_get(state.params)
 
