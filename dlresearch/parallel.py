@@ -14,6 +14,7 @@ from typing import Any
 import jax
 import ml_collections
 import numpy as np
+from jax.experimental import multihost_utils
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
@@ -43,6 +44,24 @@ def initialize_distributed(config: ml_collections.ConfigDict) -> None:
         jax.local_device_count(),
         jax.device_count(),
     )
+
+
+def first_failure(message: str, size: int = 4096) -> str:
+    """The first process's non-empty `message` ('' when none has one), known to every process.
+
+    With several processes an error on one must reach them all: a process that went on alone
+    would wait at the next collective for one that has left. A collective when there are several.
+    """
+    if jax.process_count() == 1:
+        return message
+    buffer = np.zeros(size, np.uint8)
+    encoded = message.encode()[:size]
+    buffer[: len(encoded)] = np.frombuffer(encoded, np.uint8)
+    for index, row in enumerate(np.asarray(multihost_utils.process_allgather(buffer))):
+        text = row.tobytes().rstrip(b"\0").decode(errors="replace")
+        if text:
+            return text if index == jax.process_index() else f"process {index}: {text}"
+    return ""
 
 
 class Parallel:

@@ -18,12 +18,11 @@ from contextlib import ExitStack, contextmanager, suppress
 
 import jax
 import ml_collections
-import numpy as np
-from jax.experimental import multihost_utils
 
 from dlresearch import config as config_lib
 from dlresearch.errors import ConfigError
 from dlresearch.metrics import atomic_write_text
+from dlresearch.parallel import first_failure
 
 LOCK_FILE = "run.lock"
 
@@ -130,18 +129,7 @@ def claim(workdir: str, config: ml_collections.ConfigDict, overwrite: bool) -> I
                 prepare(workdir, config, overwrite)
             except ConfigError as error:
                 refusal = str(error)
-        refusal = _from_process_0(refusal)
+        refusal = first_failure(refusal)
         if refusal:
             raise ConfigError(refusal)
         yield
-
-
-def _from_process_0(message: str, size: int = 4096) -> str:
-    """Process 0's `message` on every process (a collective when there are several)."""
-    if jax.process_count() == 1:
-        return message
-    buffer = np.zeros(size, np.uint8)
-    encoded = message.encode()[:size]
-    buffer[: len(encoded)] = np.frombuffer(encoded, np.uint8)
-    shared = np.asarray(multihost_utils.broadcast_one_to_all(buffer))
-    return shared.tobytes().rstrip(b"\0").decode(errors="replace")

@@ -18,6 +18,7 @@ from dlresearch.errors import ConfigError
 from dlresearch.metrics import read_jsonl
 
 ROOT = Path(__file__).resolve().parents[1]
+MNIST = ROOT.parent / "shared" / "data" / "mnist"
 MODES = ("single", "shard_map", "pmap")
 
 
@@ -191,3 +192,42 @@ def test_a_refused_multi_host_run_exits_2_on_every_process(tmp_path: Path) -> No
     for error in errors:
         assert f"is in use by pid {os.getpid()}" in error and "Traceback" not in error
     assert os.listdir(tmp_path / "two") == []
+
+
+def test_data_missing_on_one_host_exits_2_on_every_process(tmp_path: Path) -> None:
+    """`data.dir` is relative: process 0's working directory holds MNIST, process 1's does not."""
+    port = _free_port()
+    hosts = [tmp_path / "host0", tmp_path / "host1"]
+    for host in hosts:
+        host.mkdir()
+    (hosts[0] / "mnist").symlink_to(MNIST)
+    procs = []
+    try:
+        for i, host in enumerate(hosts):
+            cmd, env = _main(
+                tmp_path / "two",
+                f"--config.parallel.coordinator=127.0.0.1:{port}",
+                "--config.parallel.num_processes=2",
+                f"--config.parallel.process_id={i}",
+                "--config.data.name=mnist",
+                "--config.data.dir=mnist",
+                devices=2,
+            )
+            cmd[cmd.index("--config=configs/default.py")] = f"--config={ROOT}/configs/default.py"
+            procs.append(
+                subprocess.Popen(
+                    cmd,
+                    env={**env, "PYTHONPATH": str(ROOT)},
+                    cwd=host,
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.PIPE,
+                )
+            )
+        errors = [p.communicate(timeout=180)[1].decode() for p in procs]
+    finally:
+        for p in procs:
+            p.kill()
+    assert [p.returncode for p in procs] == [2, 2], errors
+    assert "data.dir='mnist'" in errors[1] and "process 1: data.dir='mnist'" in errors[0]
+    assert all("Traceback" not in e for e in errors)
+    assert not (tmp_path / "two").exists()
