@@ -34,7 +34,8 @@ class Run:
     def prefix(self, steps: int) -> "Run":
         """This run as if its budget had been its first `steps` steps: what it logged up to then,
         `config.train.steps` = `steps` (the budget a judge censors at), and a divergence only if
-        it happened by then. Judging every run of a part by its prefix gives the verdict of the
+        it happened by then; the rest (members, the rate its tuning run chose, the diagnostics
+        at init) as it is. Judging every run of a part by its prefix gives the verdict of the
         shorter budget on the same seeds."""
         if not 0 < steps <= self.config.train.steps:
             raise ValueError(f"a prefix of 1 to {self.config.train.steps} steps, got {steps}")
