@@ -252,7 +252,8 @@ def signal_slopes(group: ablation.Group, step: int | None) -> np.ndarray:
 def judge_gradients(runs: dict[str, ablation.Run], outdir: str) -> ablation.Findings:
     by_name = ablation.groups(runs)
     rows = list(by_name.values())
-    end = runs["relu"].config.train.steps
+    end = runs["relu"].last_measured(SIGNAL)
+    at_end = "init" if end is None else f"step {end:,}"
     slopes = {name: (signal_slopes(g, None), signal_slopes(g, end)) for name, g in by_name.items()}
     effect = stats.paired_difference(
         slopes["sigmoid"][0],
@@ -264,7 +265,7 @@ def judge_gradients(runs: dict[str, ablation.Run], outdir: str) -> ablation.Find
         [
             "activation",
             "signal slope at init (decades/layer)",
-            f"... at step {end:,}",
+            f"... at {at_end}",
             "final train loss",
             f"final {runs['relu'].eval_split} acc.",
         ],
@@ -284,7 +285,7 @@ def judge_gradients(runs: dict[str, ablation.Run], outdir: str) -> ablation.Find
         "activations_gradients.png",
         [
             ("back-propagated signal at initialisation", SIGNAL, [(g, None) for g in rows]),
-            (f"back-propagated signal after {end:,} steps", SIGNAL, [(g, end) for g in rows]),
+            (f"back-propagated signal at {at_end}", SIGNAL, [(g, end) for g in rows]),
             ("weight gradient norm at initialisation", "diag/grad_norm", [(g, None) for g in rows]),
         ],
     )

@@ -79,6 +79,8 @@ def test_prefix_is_the_run_as_if_its_budget_had_been_shorter() -> None:
     assert prefix.diverged_at == [20, None]
     assert prefix.members == run.members and prefix.init_diagnostics == run.init_diagnostics
     assert prefix.config.model == run.config.model
+    assert run.last_measured("diag/grad_norm") == 10  # logged at the first step only
+    assert run.last_measured("diag/act_std") is None
     with pytest.raises(ValueError, match="a prefix of 1 to 40 steps, got 50"):
         run.prefix(50)
 

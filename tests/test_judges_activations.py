@@ -141,6 +141,25 @@ def test_gradients_outcomes(
     assert effect.estimate == pytest.approx(np.mean(sigmoid) - np.mean(relu))
 
 
+def test_gradients_on_a_prefix_that_ends_between_measurements(tmp_path: Path) -> None:
+    """The verdict is at init, whatever the budget; the table shows the last measurement."""
+    sigmoid, relu = [-0.5, -0.6, -0.4, -0.55, -0.45], [0.0, 0.01, -0.02, 0.0, 0.01]
+    runs = {
+        "relu": gradient_run("relu", relu),
+        "tanh": gradient_run("tanh", relu),
+        "sigmoid": gradient_run("sigmoid", sigmoid),
+    }
+    for run in runs.values():
+        for records in run.history:
+            records.insert(0, {"step": 50, "train/loss": 1.0, "test/accuracy": 0.5})
+    full = activations.judge_gradients(runs, str(tmp_path))
+    prefix = activations.judge_gradients(
+        {name: run.prefix(60) for name, run in runs.items()}, str(tmp_path)
+    )
+    assert prefix.verdict == full.verdict
+    assert "at step 100" in full.tables[0] and "at init" in prefix.tables[0]
+
+
 def test_signal_slope_is_the_decay_per_layer_toward_the_input() -> None:
     run = gradient_run("sigmoid", [-0.5, -0.25])
     group = activations.ablation.groups({"sigmoid": run})["sigmoid"]

@@ -77,6 +77,14 @@ class Run:
     def epochs(self, steps: np.ndarray) -> np.ndarray:
         return steps * self.config.train.batch_size / self.num_train
 
+    def last_measured(self, prefix: str) -> int | None:
+        """The last step at which the per-layer diagnostics `prefix/<layer>` were logged; None
+        (at init) if never. A run measures them at its last step, but its `prefix` may end
+        between two measurements."""
+        start = prefix + "/"
+        steps = [r["step"] for r in self.history[0] if any(k.startswith(start) for k in r)]
+        return steps[-1] if steps else None
+
     def layer_values(self, prefix: str, member: int, step: int | None = None) -> dict[str, float]:
         """Per-layer diagnostics `prefix/<layer>` in forward order, at `step` (None = at init)."""
         record = self.init_diagnostics[member]
