@@ -182,7 +182,9 @@ def test_activations_gradients(
     loss = approach(2.3, 0.1, loss_tau)
 
     def signal(slope: float) -> dict[str, float]:
-        return {f"diag/signal_norm/hidden_{i}": 10.0 ** (slope * (depth - 1 - i)) for i in range(4)}
+        return {
+            f"diag/signal_norm/hidden_{i}": 10.0 ** (slope * (depth - 1 - i)) for i in range(depth)
+        }
 
     runs = {}
     for name, slope, deviation in zip(activations.ACTIVATIONS, slopes, noise, strict=True):
