@@ -12,7 +12,8 @@ report, states the thresholds defined below):
   four-layer MLP (3 hidden layers + output) on MNIST, with the paper's N(0, 0.01^2) weights.
   Rule: tanh/ReLU and sigmoid/ReLU ratios of steps to the target (a seed that never gets there is
   censored at the budget), each judged against the smallest speed-up "several times faster"
-  asserts (`MIN_SPEEDUP`), Holm-corrected; reproduced when both are.
+  asserts (`MIN_SPEEDUP`), Holm-corrected; reproduced when both are. A ratio that cut-off seeds
+  leave only bounded is decided only where no longer budget could reverse it.
 - `speed_standardized`: the same with standardised inputs, the control for input scale (raw pixel
   values saturate tanh and sigmoid units at the first layer); judged by the same rule.
 - `gradients`: a deep MLP with Glorot weights for every activation. The measure is the slope of
@@ -118,7 +119,10 @@ def parts(preset: str, dirs: ablation.DataDirs) -> list[ablation.Part]:
             f"asserts (the paper: about {PAPER_SPEEDUP}x), with Holm-adjusted p-values: "
             f"reproduced if both intervals exclude 1x on the claimed side, not reproduced if "
             f"either lies wholly below {MIN_SPEEDUP:g}x or shows ReLU slower, inconclusive "
-            "otherwise.",
+            "otherwise. Where cut-off seeds make a ratio only a bound, the verdict must hold "
+            "for every longer budget: reproduced also needs the ratio's lower bound to reach "
+            f"{MIN_SPEEDUP:g}x, not reproduced needs its upper bound at most 1x; else "
+            "inconclusive (needs a longer budget).",
             config=speed_config(scale),
             variants=_variants(),
             judge=judge_speed,
@@ -248,7 +252,8 @@ def signal_slopes(group: ablation.Group, step: int | None) -> np.ndarray:
 def judge_gradients(runs: dict[str, ablation.Run], outdir: str) -> ablation.Findings:
     by_name = ablation.groups(runs)
     rows = list(by_name.values())
-    end = runs["relu"].config.train.steps
+    end = runs["relu"].last_measured(SIGNAL)
+    at_end = "init" if end is None else f"step {end:,}"
     slopes = {name: (signal_slopes(g, None), signal_slopes(g, end)) for name, g in by_name.items()}
     effect = stats.paired_difference(
         slopes["sigmoid"][0],
@@ -260,7 +265,7 @@ def judge_gradients(runs: dict[str, ablation.Run], outdir: str) -> ablation.Find
         [
             "activation",
             "signal slope at init (decades/layer)",
-            f"... at step {end:,}",
+            f"... at {at_end}",
             "final train loss",
             f"final {runs['relu'].eval_split} acc.",
         ],
@@ -280,7 +285,7 @@ def judge_gradients(runs: dict[str, ablation.Run], outdir: str) -> ablation.Find
         "activations_gradients.png",
         [
             ("back-propagated signal at initialisation", SIGNAL, [(g, None) for g in rows]),
-            (f"back-propagated signal after {end:,} steps", SIGNAL, [(g, end) for g in rows]),
+            (f"back-propagated signal at {at_end}", SIGNAL, [(g, end) for g in rows]),
             ("weight gradient norm at initialisation", "diag/grad_norm", [(g, None) for g in rows]),
         ],
     )

@@ -252,7 +252,7 @@ def judge_glorot(runs: dict[str, ablation.Run], outdir: str) -> ablation.Finding
             for k, g in by_name.items()
         ],
     )
-    end = tanh.config.train.steps
+    end = tanh.last_measured("diag/act_std")
     rows = list(by_name.values())
     plots = [
         ablation.Plot(
@@ -261,7 +261,11 @@ def judge_glorot(runs: dict[str, ablation.Run], outdir: str) -> ablation.Finding
                 f"initialization_{tanh.part}_layers.png",
                 [
                     ("activation std at init", "diag/act_std", [(g, None) for g in rows]),
-                    (f"activation std at step {end:,}", "diag/act_std", [(g, end) for g in rows]),
+                    (
+                        f"activation std at {'init' if end is None else f'step {end:,}'}",
+                        "diag/act_std",
+                        [(g, end) for g in rows],
+                    ),
                     ("gradient norm at init", "diag/grad_norm", [(g, None) for g in rows]),
                 ],
             ),

@@ -13,8 +13,10 @@ Rule (the `RULE` text, printed in the report): reproduced when (1) degradation: 
 net's final training error minus the shallowest plain net's, and (2) the fix: that rise minus the
 residual nets' rise over the same depths, both paired over seeds, have 95% intervals above 0; not
 reproduced when either is significantly below 0. The claim is about nets that have finished
-training: if the shallowest plain net's training loss still fell by `CONVERGED_CHANGE` or more over
-the last `CONVERGED_TAIL` of training, the verdict is inconclusive (the budget is too short).
+training: if any of the four nets compared (plain and residual, shallowest and deepest) still fell
+by `CONVERGED_CHANGE` or more in training loss over the last `CONVERGED_TAIL` of training, the
+verdict is inconclusive (the budget is too short; a deeper plain net that only starts slower is
+not degraded).
 """
 
 import dataclasses
@@ -29,8 +31,8 @@ from dlresearch.ablation import stats
 PAPER_TEST_ERRORS = {20: 8.75, 32: 7.51, 44: 7.17, 56: 6.97, 110: 6.43}
 # The learning-rate grid every net of the `mlp` part is tuned on (momentum SGD).
 MLP_GRID = ablation.log_grid(1e-3, 1e-1)
-# Converged: the shallowest plain net's training loss (mean over seeds) fell by less than
-# CONVERGED_CHANGE over the last CONVERGED_TAIL of training.
+# Converged: a net's training loss (mean over seeds) fell by less than CONVERGED_CHANGE over the
+# last CONVERGED_TAIL of training.
 CONVERGED_CHANGE = 0.1
 CONVERGED_TAIL = 0.2
 
@@ -53,8 +55,8 @@ RULE = (
     "with e(kind, depth) the final training error, paired over seeds: reproduced if both (1) "
     "degradation, e(plain, deepest) - e(plain, shallowest), and (2) the fix, that rise minus "
     "e(residual, deepest) - e(residual, shallowest), have 95% intervals (paired t) above 0; not "
-    "reproduced if either is significantly below 0. Inconclusive, whatever the intervals, if the "
-    "shallowest plain net has not converged: its training loss (mean over seeds) fell by "
+    "reproduced if either is significantly below 0. Inconclusive, whatever the intervals, if any "
+    "of the four nets compared has not converged: its training loss (mean over seeds) fell by "
     f"{CONVERGED_CHANGE:.0%} or more over the last {CONVERGED_TAIL:.0%} of training (the claim is "
     "about trained nets: a longer budget is needed)."
 )
@@ -179,6 +181,13 @@ def loss_drop(group: ablation.Group) -> float:
     return float((loss[before] - loss[-1]) / loss[before])
 
 
+def _compared(
+    by_kind: dict[str, dict[int, ablation.Group]], shallow: int, deep: int
+) -> list[ablation.Group]:
+    """The nets the verdict compares: plain and residual, at the shallowest and deepest depth."""
+    return [by_kind[kind][depth] for kind in ("plain", "residual") for depth in (shallow, deep)]
+
+
 def _verdict(
     by_kind: dict[str, dict[int, ablation.Group]], shallow: int, deep: int
 ) -> stats.Verdict:
@@ -199,14 +208,20 @@ def _verdict(
     verdict = stats.combine(
         [stats.verdict(degradation, claim="greater"), stats.verdict(fix, claim="greater")]
     )
-    drop = loss_drop(by_kind["plain"][shallow])
-    if drop < CONVERGED_CHANGE:
+    falling = {
+        g.label: drop
+        for g in _compared(by_kind, shallow, deep)
+        if (drop := loss_drop(g)) >= CONVERGED_CHANGE
+    }
+    if not falling:
         return verdict
     return stats.Verdict(
         stats.Outcome.INCONCLUSIVE,
-        f"The shallowest plain net has not converged: its training loss fell {drop:.0%} over the "
-        f"last {CONVERGED_TAIL:.0%} of training (converged: < {CONVERGED_CHANGE:.0%}); needs a "
-        f"longer budget. As measured: {verdict.outcome}. {verdict.reason}",
+        "Not every net compared has converged: the training loss of "
+        + ", ".join(f"{label} fell {drop:.0%}" for label, drop in falling.items())
+        + f" over the last {CONVERGED_TAIL:.0%} of training (converged: < "
+        f"{CONVERGED_CHANGE:.0%}); needs a longer budget. As measured: {verdict.outcome}. "
+        f"{verdict.reason}",
         verdict.effects,
     )
 
@@ -255,10 +270,10 @@ def judge(runs: dict[str, ablation.Run], outdir: str) -> ablation.Findings:
             ("residual", [by_kind["residual"][d] for d in sorted(by_kind["residual"])]),
         ],
     )
-    drop = loss_drop(by_kind["plain"][shallow])
+    falls = ", ".join(f"{g.label} {loss_drop(g):.1%}" for g in _compared(by_kind, shallow, deep))
     notes = [
-        f"Convergence of plain-{shallow}: its training loss fell {drop:.1%} over the last "
-        f"{CONVERGED_TAIL:.0%} of training (converged: < {CONVERGED_CHANGE:.0%}).",
+        f"Convergence: the training loss fell by {falls} over the last {CONVERGED_TAIL:.0%} of "
+        f"training (converged: < {CONVERGED_CHANGE:.0%}).",
         *ablation.tuning_edge_notes(runs),
     ]
     return ablation.Findings(

@@ -17,8 +17,10 @@ def fake_run(
     part: str = "p",
     num_eval: int = 10_000,
     tuning: Run | None = None,
+    init: Sequence[Mapping[str, float]] | None = None,
 ) -> Run:
-    """An evaluation run at rate `lr` whose member i (seed i) logged the records `history[i]`."""
+    """An evaluation run at rate `lr` whose member i (seed i) logged the records `history[i]`
+    (and measured the diagnostics `init[i]` at initialisation)."""
     members = [{"seed": i, "lr": lr} for i in range(len(history))]
     steps = max(r["step"] for records in history for r in records)
     overrides = {"train.steps": steps, "optim.lr": lr, **(config or {})}
@@ -32,7 +34,7 @@ def fake_run(
         diverged_at=[None] * len(members),
         num_train=60_000,
         num_eval=num_eval,
-        init_diagnostics=[{} for _ in members],
+        init_diagnostics=[dict(d) for d in init] if init else [{} for _ in members],
         seconds=1.0,
         tuning=tuning,
     )

@@ -69,6 +69,22 @@ def test_steps_to_target_is_the_first_logged_crossing() -> None:
     assert steps_to_target([10, 20], [2.0, 0.4], 0.5, below=True) == 20
 
 
+def test_prefix_is_the_run_as_if_its_budget_had_been_shorter() -> None:
+    run = fake_run(diverged={0: 20, 1: 40})
+    prefix = run.prefix(30)
+    assert prefix.config.train.steps == 30 and run.config.train.steps == 40
+    assert [[r["step"] for r in records] for records in prefix.history] == [[10, 20, 30]] * 2
+    np.testing.assert_allclose(prefix.final("train/accuracy"), [0.8, 0.7])
+    assert prefix.steps_to(spec.Target("train/accuracy", 0.9), 1) is None  # reached at step 40
+    assert prefix.diverged_at == [20, None]
+    assert prefix.members == run.members and prefix.init_diagnostics == run.init_diagnostics
+    assert prefix.config.model == run.config.model
+    assert run.last_measured("diag/grad_norm") == 10  # logged at the first step only
+    assert run.last_measured("diag/act_std") is None
+    with pytest.raises(ValueError, match="a prefix of 1 to 40 steps, got 50"):
+        run.prefix(50)
+
+
 def test_steps_summary_and_mean_count_a_miss_as_the_whole_run() -> None:
     assert measures.steps_summary([100, 300], 1000) == "200 ± 100"
     assert measures.steps_summary([100, None], 1000) == "100 ± 0 (1/2 reached)"

@@ -85,6 +85,23 @@ def test_speed_outcomes(
     assert findings.judged == {name: tuple(range(SEEDS)) for name in runs}
 
 
+def test_speed_is_inconclusive_where_a_longer_budget_could_refute_it(tmp_path: Path) -> None:
+    """At 140 steps one tanh seed is cut off: its ratio to ReLU is only known to be >= 1.59x,
+    an interval above 1x but a bound short of the claimed 2x; the same seeds over 1,000 steps
+    show tanh less than 2x slower."""
+    runs = {
+        "relu": speed_run("relu", [60, 60, 70, 60, 80], steps=1_000),
+        "tanh": speed_run("tanh", [90, 100, 110, 90, 150], steps=1_000),
+        "sigmoid": speed_run("sigmoid", [math.inf] * SEEDS, steps=1_000),
+    }
+    assert activations.judge_speed(runs, str(tmp_path)).verdict.outcome == (Outcome.NOT_REPRODUCED)
+    prefix = {name: run.prefix(140) for name, run in runs.items()}
+    verdict = activations.judge_speed(prefix, str(tmp_path)).verdict
+    assert verdict.outcome == Outcome.INCONCLUSIVE
+    assert "tanh/ReLU steps to 25% training error: inconclusive" in verdict.reason
+    assert "only a lower bound, short of the claimed 2x" in verdict.reason
+
+
 def gradient_run(activation: str, slopes: list[float], depth: int = 4, steps: int = 100) -> Run:
     """Per seed, a back-propagated signal that changes by 10^slope per layer toward the input."""
 
@@ -122,6 +139,25 @@ def test_gradients_outcomes(
     assert findings.verdict.outcome == outcome
     (effect,) = findings.verdict.effects
     assert effect.estimate == pytest.approx(np.mean(sigmoid) - np.mean(relu))
+
+
+def test_gradients_on_a_prefix_that_ends_between_measurements(tmp_path: Path) -> None:
+    """The verdict is at init, whatever the budget; the table shows the last measurement."""
+    sigmoid, relu = [-0.5, -0.6, -0.4, -0.55, -0.45], [0.0, 0.01, -0.02, 0.0, 0.01]
+    runs = {
+        "relu": gradient_run("relu", relu),
+        "tanh": gradient_run("tanh", relu),
+        "sigmoid": gradient_run("sigmoid", sigmoid),
+    }
+    for run in runs.values():
+        for records in run.history:
+            records.insert(0, {"step": 50, "train/loss": 1.0, "test/accuracy": 0.5})
+    full = activations.judge_gradients(runs, str(tmp_path))
+    prefix = activations.judge_gradients(
+        {name: run.prefix(60) for name, run in runs.items()}, str(tmp_path)
+    )
+    assert prefix.verdict == full.verdict
+    assert "at step 100" in full.tables[0] and "at init" in prefix.tables[0]
 
 
 def test_signal_slope_is_the_decay_per_layer_toward_the_input() -> None:

@@ -218,6 +218,45 @@ def test_verdict_inconclusive_says_what_is_needed():
     assert "a longer budget (2 runs did not reach the target)" in result.reason
 
 
+def test_a_lower_bound_short_of_the_margin_is_not_yet_reproduced():
+    relu = [100.0] * 5
+    # One seed of the slower arm cut off at 140 steps: the ratio is at least 1.35x and its
+    # interval excludes 1x, but had that seed got there at 150 steps the interval would exclude
+    # the claimed 2x.
+    cut_off = stats.paired_ratio([130, 135, 140, 130, math.inf], relu, name="r", budget=140)
+    reached = stats.paired_ratio([130, 135, 140, 130, 150], relu, name="r")
+    assert stats.verdict(reached, claim="greater", margin=2.0).outcome == Outcome.NOT_REPRODUCED
+    result = stats.verdict(cut_off, claim="greater", margin=2.0)
+    assert result.outcome == Outcome.INCONCLUSIVE
+    assert "only a lower bound, short of the claimed 2x" in result.reason
+    assert result.reason.endswith("needs a longer budget.")
+    # A lower bound beyond the margin: every longer budget's estimate is too.
+    beyond = stats.paired_ratio([230, 235, 240, 230, math.inf], relu, name="r", budget=240)
+    assert stats.verdict(beyond, claim="greater", margin=2.0).outcome == Outcome.REPRODUCED
+    # Without a margin the interval alone decides.
+    assert stats.verdict(cut_off, claim="greater").outcome == Outcome.REPRODUCED
+
+
+def test_an_upper_bound_above_no_effect_does_not_refute_by_the_margin():
+    slow = [100 * math.exp(0.5)] * 4 + [1000.0]
+    # The faster arm cut off at 1,000 steps on one seed: the upper limit is below the claimed
+    # 2x; had that seed got there at 1,052 steps the wider interval would reach 2x and exclude
+    # 1x (a t-limit is not monotone in the values it bounds).
+    cut_off = stats.paired_ratio(slow, [100.0] * 4 + [math.inf], name="r", budget=1000)
+    reached = stats.paired_ratio(slow, [100.0] * 4 + [1000 * math.exp(0.05)], name="r")
+    assert cut_off.high < 2.0 and reached.low > 1.0 and reached.high > 2.0
+    assert stats.verdict(reached, claim="greater", margin=2.0).outcome == Outcome.REPRODUCED
+    result = stats.verdict(cut_off, claim="greater", margin=2.0)
+    assert result.outcome == Outcome.INCONCLUSIVE
+    assert "only an upper bound, beyond no effect" in result.reason
+    # An upper bound at most 1x: every longer budget's estimate is too.
+    at_most = stats.paired_ratio(
+        [90, 95, 92, 88, 500], [100.0] * 4 + [math.inf], name="r", budget=1000
+    )
+    assert at_most.estimate <= 1
+    assert stats.verdict(at_most, claim="greater", margin=2.0).outcome == Outcome.NOT_REPRODUCED
+
+
 def test_holm_adjusted_p_can_make_a_verdict_inconclusive():
     effect = stats.paired_difference([1.0, 2.0, 0.2, 1.5, 0.5], [0.0] * 5, name="gain")
     assert 0.025 < effect.p < 0.05 and effect.low > 0

@@ -8,6 +8,7 @@ from typing import Any
 import ml_collections
 import numpy as np
 
+from dlresearch import config as config_lib
 from dlresearch import data
 from dlresearch.ablation.spec import Target, Variant
 from dlresearch.diagnostics import forward_order
@@ -29,6 +30,21 @@ class Run:
     init_diagnostics: list[dict[str, float]]  # per member; empty dicts when not measured
     seconds: float  # wall time spent on this variant by this invocation
     tuning: "Run | None" = None  # the tuning run that chose this run's learning rate
+
+    def prefix(self, steps: int) -> "Run":
+        """This run as if its budget had been its first `steps` steps: what it logged up to then,
+        `config.train.steps` = `steps` (the budget a judge censors at), and a divergence only if
+        it happened by then; the rest (members, the rate its tuning run chose, the diagnostics
+        at init) as it is. Judging every run of a part by its prefix gives the verdict of the
+        shorter budget on the same seeds."""
+        if not 0 < steps <= self.config.train.steps:
+            raise ValueError(f"a prefix of 1 to {self.config.train.steps} steps, got {steps}")
+        return dataclasses.replace(
+            self,
+            config=config_lib.apply_overrides(self.config, {"train.steps": steps}),
+            history=[[r for r in records if r["step"] <= steps] for records in self.history],
+            diverged_at=[d if d is not None and d <= steps else None for d in self.diverged_at],
+        )
 
     @property
     def eval_split(self) -> str:
@@ -60,6 +76,14 @@ class Run:
 
     def epochs(self, steps: np.ndarray) -> np.ndarray:
         return steps * self.config.train.batch_size / self.num_train
+
+    def last_measured(self, prefix: str) -> int | None:
+        """The last step at which the per-layer diagnostics `prefix/<layer>` were logged; None
+        (at init) if never. A run measures them at its last step, but its `prefix` may end
+        between two measurements."""
+        start = prefix + "/"
+        steps = [r["step"] for r in self.history[0] if any(k.startswith(start) for k in r)]
+        return steps[-1] if steps else None
 
     def layer_values(self, prefix: str, member: int, step: int | None = None) -> dict[str, float]:
         """Per-layer diagnostics `prefix/<layer>` in forward order, at `step` (None = at init)."""

@@ -409,17 +409,43 @@ def verdict(
     - reproduced: the interval excludes no effect on the claimed side (and `p_adjusted` is below
       1 - confidence);
     - inconclusive otherwise; the reason says whether more seeds or a longer budget is needed.
-    """
-    sign = 1 if claim == "greater" else -1
-    alpha = 1 - effect.confidence
 
-    # Claim-oriented scale: no effect at 0, the claimed side positive, ratios on logs.
+    Where censored runs make the estimate a bound, a verdict stands only if no longer budget can
+    give the opposite one (`_open_to_a_longer_budget`); otherwise the budget decides, and the
+    answer is inconclusive.
+    """
+    oriented = _orientation(effect, claim)
+    if margin is not None and oriented(margin) <= 0:
+        raise ValueError(f"margin={margin!r} is not on the claimed ({claim}) side of no effect")
+    decided = _interval_verdict(effect, oriented, margin, p_adjusted)
+    why = _open_to_a_longer_budget(effect, decided.outcome, claim, margin)
+    if not why:
+        return decided
+    return Verdict(
+        Outcome.INCONCLUSIVE, f"{decided.reason} But {why}; needs a longer budget.", (effect,)
+    )
+
+
+def _orientation(effect: Effect, claim: Claim) -> Callable[[float], float]:
+    """The claim-oriented scale of `effect`: no effect at 0, the claimed side positive, ratios
+    on logs."""
+    sign = 1 if claim == "greater" else -1
+
     def oriented(x: float) -> float:
         with np.errstate(divide="ignore"):
             return sign * float(np.log(x) if effect.unit == "x" else x)
 
-    if margin is not None and oriented(margin) <= 0:
-        raise ValueError(f"margin={margin!r} is not on the claimed ({claim}) side of no effect")
+    return oriented
+
+
+def _interval_verdict(
+    effect: Effect,
+    oriented: Callable[[float], float],
+    margin: float | None,
+    p_adjusted: float | None,
+) -> Verdict:
+    """The verdict from the interval as it stands (see `verdict`)."""
+    alpha = 1 - effect.confidence
     low, high = sorted((oriented(effect.low), oriented(effect.high)))
     significant = p_adjusted is None or p_adjusted <= alpha
     holm_text = "" if p_adjusted is None else f" (Holm-adjusted {_p_text(p_adjusted)})"
@@ -455,6 +481,48 @@ def verdict(
     if margin is None:
         reason += " No smallest claimed effect is stated, so the data cannot refute the claim."
     return Verdict(Outcome.INCONCLUSIVE, reason, (effect,))
+
+
+def _open_to_a_longer_budget(
+    effect: Effect, outcome: Outcome, claim: Claim, margin: float | None
+) -> str:
+    """Why a longer budget could give the opposite of `outcome` ('' if none can).
+
+    Censored runs make the estimate a bound (">=" where numerators were cut off, "<=" where
+    denominators were) that a longer budget moves one way only. The limits of a t-interval lie
+    on either side of its estimate at every budget but are not monotone in the values they
+    bound, so a limit alone does not settle it (e.g. an upper limit below the margin can rise
+    above it when a cut-off denominator turns out larger, widening the interval). Reproduced
+    stands if a bound toward the claim reaches the margin (then so does every longer budget's
+    estimate, and its upper limit); not reproduced stands if a bound away from the claim is at
+    most no effect (then so is every longer budget's estimate, and its lower limit). Without a
+    margin both hold whenever the interval decides.
+    """
+    if not effect.estimate_bound or outcome == Outcome.INCONCLUSIVE:
+        return ""
+    oriented = _orientation(effect, claim)
+    estimate = oriented(effect.estimate)
+    toward_claim = (effect.estimate_bound == ">=") == (claim == "greater")
+    kind = "a lower" if effect.estimate_bound == ">=" else "an upper"
+    cut_off = (
+        f"{_runs(effect.censored)} did not reach the target: the estimate is only {kind} bound"
+    )
+    if (
+        outcome == Outcome.REPRODUCED
+        and toward_claim
+        and margin is not None
+        and estimate < oriented(margin)
+    ):
+        return (
+            f"{cut_off}, short of the claimed {effect.value(margin)}, and a longer budget could "
+            "still exclude the claimed effect"
+        )
+    if outcome == Outcome.NOT_REPRODUCED and not toward_claim and estimate > 0:
+        return (
+            f"{cut_off}, beyond no effect on the claimed side, and a longer budget could still "
+            "show the claimed effect"
+        )
+    return ""
 
 
 def _seeds_needed(effect: Effect, oriented: Callable[[float], float], margin: float | None) -> str:
