@@ -116,7 +116,8 @@ def parts(preset: str, dirs: ablation.DataDirs) -> list[ablation.Part]:
             "drift without / with BatchNorm is above 1 (paired t on log ratios over seeds); "
             "drift = mean over all units of the last hidden layer of (range of the unit's median "
             "input over training) / (its final 85th-15th percentile spread). Not reproduced if "
-            "either is significantly in the other direction; inconclusive otherwise.",
+            "either is significantly in the other direction; inconclusive otherwise. "
+            + ablation.CONVERGENCE_RULE,
             config=fig1,
             variants=VARIANTS,
             judge=judge_fig1,
@@ -135,7 +136,7 @@ def parts(preset: str, dirs: ablation.DataDirs) -> list[ablation.Part]:
             rule=f"reproduced if {ERROR_RULE}; not reproduced if it is significantly below 0. "
             "Sanity check (not a verdict condition): the baseline's mean test accuracy is at "
             f"least {ABOVE_CHANCE:.0%} above chance ({CHANCE:.0%}), i.e. the comparison is with "
-            "a net that trains.",
+            f"a net that trains. {ablation.CONVERGENCE_RULE}",
             config=deep,
             variants=VARIANTS,
             judge=judge_deep,
@@ -191,8 +192,9 @@ def judge_fig1(runs: dict[str, ablation.Run], outdir: str) -> ablation.Findings:
     drift_effect = stats.paired_ratio(
         drift(base), drift(bn), name="median-input drift, without / with BatchNorm"
     )
-    verdict = stats.combine(
-        [_error_verdict(base, bn), stats.verdict(drift_effect, claim="greater")]
+    verdict = ablation.unless_unconverged(
+        stats.combine([_error_verdict(base, bn), stats.verdict(drift_effect, claim="greater")]),
+        [base, bn],
     )
     split = base.run.eval_split
     plots = [
@@ -226,7 +228,7 @@ def judge_fig1(runs: dict[str, ablation.Run], outdir: str) -> ablation.Findings:
         verdict,
         [table],
         plots,
-        notes=ablation.tuning_edge_notes(runs),
+        notes=[ablation.convergence_note([base, bn]), *ablation.tuning_edge_notes(runs)],
         judged=ablation.judged_members(by_name),
     )
 
@@ -244,7 +246,7 @@ def judge_deep(runs: dict[str, ablation.Run], outdir: str) -> ablation.Findings:
         f"mean {split} accuracy {accuracy:.4f}, chance {CHANCE:.0%}, "
         f"required >= {CHANCE + ABOVE_CHANCE:.0%}",
     )
-    notes = ablation.tuning_edge_notes(runs)
+    notes = [ablation.convergence_note([base, bn]), *ablation.tuning_edge_notes(runs)]
     if not trains:
         notes.append(
             "The baseline did not train at its selected rate, the best of the grid on the tuning "
@@ -261,7 +263,7 @@ def judge_deep(runs: dict[str, ablation.Run], outdir: str) -> ablation.Findings:
         log_y=True,
     )
     return ablation.Findings(
-        _error_verdict(base, bn),
+        ablation.unless_unconverged(_error_verdict(base, bn), [base, bn]),
         [ablation.summary_table([base, bn])],
         [
             ablation.Plot(

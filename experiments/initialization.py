@@ -195,7 +195,8 @@ def _glorot_part(
         rule="Tanh's test error minus Tanh N's, paired over the evaluation seeds, with a 95% "
         "interval for seed and test-set (binomial) noise: reproduced if it lies above 0, not "
         "reproduced if it lies below 0, inconclusive otherwise (the paper's 0.12 pp gives no "
-        "smallest effect to refute, so no margin).",
+        "smallest effect to refute, so no margin). The nets compared: Tanh and Tanh N. "
+        + ablation.CONVERGENCE_RULE,
         config=config,
         variants=GLOROT_VARIANTS,
         judge=judge_glorot,
@@ -299,7 +300,8 @@ def judge_glorot(runs: dict[str, ablation.Run], outdir: str) -> ablation.Finding
             f"{shrink['tanh_n']:.2f} (normalized)",
         ),
     ]
-    notes = ablation.tuning_edge_notes(runs)
+    compared = [by_name["tanh"], by_name["tanh_n"]]
+    notes = [ablation.convergence_note(compared), *ablation.tuning_edge_notes(runs)]
     if 100 * error["sigmoid"] > NEAR_CHANCE_ERROR:
         notes.append(
             f"At {100 * error['sigmoid']:.0f}% test error sigmoid has not left chance level in "
@@ -308,7 +310,7 @@ def judge_glorot(runs: dict[str, ablation.Run], outdir: str) -> ablation.Finding
             f"{MNIST_ERRORS['sigmoid']:.2f}%)."
         )
     return ablation.Findings(
-        stats.verdict(effect, claim="greater"),
+        ablation.unless_unconverged(stats.verdict(effect, claim="greater"), compared),
         [table],
         plots,
         notes,

@@ -39,7 +39,8 @@ RULE = (
     "for each other optimizer, its final training cost (the last logged training loss) minus "
     "Adam's, paired over seeds (95% t-interval, p-values Holm-adjusted over the part's "
     "comparisons): reproduced if every difference is above 0, not reproduced if any is "
-    "significantly below 0, inconclusive otherwise."
+    "significantly below 0, inconclusive otherwise. The nets compared: every optimizer's. "
+    + ablation.CONVERGENCE_RULE
 )
 
 
@@ -161,13 +162,16 @@ def judge(runs: dict[str, ablation.Run], outdir: str) -> ablation.Findings:
         for name in others
     ]
     adjusted = stats.holm([e.p for e in effects])
-    verdict = stats.combine(
-        [
-            stats.verdict(e, claim="greater", p_adjusted=p)
-            for e, p in zip(effects, adjusted, strict=True)
-        ]
-    )
     rows = list(by_name.values())
+    verdict = ablation.unless_unconverged(
+        stats.combine(
+            [
+                stats.verdict(e, claim="greater", p_adjusted=p)
+                for e, p in zip(effects, adjusted, strict=True)
+            ]
+        ),
+        rows,
+    )
     plot = ablation.plot_curves(
         outdir,
         f"optimizers_{rows[0].run.part}_training_cost.png",
@@ -191,7 +195,7 @@ def judge(runs: dict[str, ablation.Run], outdir: str) -> ablation.Findings:
                 "mean ± std over seeds.",
             )
         ],
-        notes=ablation.tuning_edge_notes(runs),
+        notes=[ablation.convergence_note(rows), *ablation.tuning_edge_notes(runs)],
         judged=ablation.judged_members(by_name),
     )
 

@@ -13,10 +13,9 @@ Rule (the `RULE` text, printed in the report): reproduced when (1) degradation: 
 net's final training error minus the shallowest plain net's, and (2) the fix: that rise minus the
 residual nets' rise over the same depths, both paired over seeds, have 95% intervals above 0; not
 reproduced when either is significantly below 0. The claim is about nets that have finished
-training: if any of the four nets compared (plain and residual, shallowest and deepest) still fell
-by `CONVERGED_CHANGE` or more in training loss over the last `CONVERGED_TAIL` of training, the
-verdict is inconclusive (the budget is too short; a deeper plain net that only starts slower is
-not degraded).
+training: if any of the four nets compared (plain and residual, shallowest and deepest) has not
+converged (`ablation.CONVERGENCE_RULE`), the verdict is inconclusive (the budget is too short; a
+deeper plain net that only starts slower is not degraded).
 """
 
 import dataclasses
@@ -31,10 +30,6 @@ from dlresearch.ablation import stats
 PAPER_TEST_ERRORS = {20: 8.75, 32: 7.51, 44: 7.17, 56: 6.97, 110: 6.43}
 # The learning-rate grid every net of the `mlp` part is tuned on (momentum SGD).
 MLP_GRID = ablation.log_grid(1e-3, 1e-1)
-# Converged: a net's training loss (mean over seeds) fell by less than CONVERGED_CHANGE over the
-# last CONVERGED_TAIL of training.
-CONVERGED_CHANGE = 0.1
-CONVERGED_TAIL = 0.2
 
 
 @dataclasses.dataclass(frozen=True)
@@ -55,10 +50,8 @@ RULE = (
     "with e(kind, depth) the final training error, paired over seeds: reproduced if both (1) "
     "degradation, e(plain, deepest) - e(plain, shallowest), and (2) the fix, that rise minus "
     "e(residual, deepest) - e(residual, shallowest), have 95% intervals (paired t) above 0; not "
-    "reproduced if either is significantly below 0. Inconclusive, whatever the intervals, if any "
-    "of the four nets compared has not converged: its training loss (mean over seeds) fell by "
-    f"{CONVERGED_CHANGE:.0%} or more over the last {CONVERGED_TAIL:.0%} of training (the claim is "
-    "about trained nets: a longer budget is needed)."
+    "reproduced if either is significantly below 0. The nets compared: plain and residual, at the "
+    f"shallowest and the deepest depth. {ablation.CONVERGENCE_RULE}"
 )
 CLAIM = (
     "Deeper plain nets have higher training error than shallower ones (degradation, not "
@@ -172,15 +165,6 @@ def _train_errors(group: ablation.Group) -> np.ndarray:
     return 1 - np.nan_to_num(group.final("train/accuracy"), nan=0.0)
 
 
-def loss_drop(group: ablation.Group) -> float:
-    """The fraction by which the mean training loss over seeds fell over the last
-    `CONVERGED_TAIL` of training (from the last value logged before it to the final one)."""
-    steps, _ = group.run.series("train/loss", group.members[0])
-    loss = np.mean([group.run.series("train/loss", m)[1] for m in group.members], axis=0)
-    before = np.flatnonzero(steps <= (1 - CONVERGED_TAIL) * steps[-1])[-1]
-    return float((loss[before] - loss[-1]) / loss[before])
-
-
 def _compared(
     by_kind: dict[str, dict[int, ablation.Group]], shallow: int, deep: int
 ) -> list[ablation.Group]:
@@ -208,22 +192,7 @@ def _verdict(
     verdict = stats.combine(
         [stats.verdict(degradation, claim="greater"), stats.verdict(fix, claim="greater")]
     )
-    falling = {
-        g.label: drop
-        for g in _compared(by_kind, shallow, deep)
-        if (drop := loss_drop(g)) >= CONVERGED_CHANGE
-    }
-    if not falling:
-        return verdict
-    return stats.Verdict(
-        stats.Outcome.INCONCLUSIVE,
-        "Not every net compared has converged: the training loss of "
-        + ", ".join(f"{label} fell {drop:.0%}" for label, drop in falling.items())
-        + f" over the last {CONVERGED_TAIL:.0%} of training (converged: < "
-        f"{CONVERGED_CHANGE:.0%}); needs a longer budget. As measured: {verdict.outcome}. "
-        f"{verdict.reason}",
-        verdict.effects,
-    )
+    return ablation.unless_unconverged(verdict, _compared(by_kind, shallow, deep))
 
 
 def _table(by_kind: dict[str, dict[int, ablation.Group]], split: str, is_cifar: bool) -> str:
@@ -270,10 +239,8 @@ def judge(runs: dict[str, ablation.Run], outdir: str) -> ablation.Findings:
             ("residual", [by_kind["residual"][d] for d in sorted(by_kind["residual"])]),
         ],
     )
-    falls = ", ".join(f"{g.label} {loss_drop(g):.1%}" for g in _compared(by_kind, shallow, deep))
     notes = [
-        f"Convergence: the training loss fell by {falls} over the last {CONVERGED_TAIL:.0%} of "
-        f"training (converged: < {CONVERGED_CHANGE:.0%}).",
+        ablation.convergence_note(_compared(by_kind, shallow, deep)),
         *ablation.tuning_edge_notes(runs),
     ]
     return ablation.Findings(

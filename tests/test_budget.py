@@ -8,8 +8,11 @@ target that fall before, between or after the budgets (never reached included), 
 curves that approach their final level exponentially, fast or slowly (converged long before the
 short budget, still falling at it, or still falling at the long one).
 
-The judges of final values at the budget are not budget-proof yet (strict xfail, each with its
-reason): an arm still improving at the short budget can end on the other side.
+The judges of final values at the budget count only nets that have converged
+(`ablation.CONVERGENCE_RULE`). That removes the plain counterexample (a net that ends better but
+gets there 10x later), and optimizers pass; but a fixed-window criterion passes some nets that
+are still far from their final level (a time constant near the budget at a high loss, or far
+beyond it), so glorot, batchnorm and residual keep a strict xfail with their counterexample.
 """
 
 import math
@@ -37,9 +40,11 @@ MANY = settings(max_examples=500, deadline=None, derandomize=True)
 EXAMPLES = settings(max_examples=60, deadline=None, derandomize=True)
 # A known failure (strict xfail): report the first counterexample unshrunk.
 KNOWN_FAILURE = settings(EXAMPLES, phases=[Phase.explicit, Phase.generate])
-NOT_BUDGET_PROOF = (
-    "final values at the budget, and no condition that the compared nets have converged: a net "
-    "still improving at the short budget can end on the other side (issue 13, point 4)"
+SLOW_LOOKS_CONVERGED = (
+    "the convergence condition (training loss fell < 10% of its value over the last fifth of "
+    "training) passes a net with a time constant near the budget while its loss is still high: "
+    "an error approaching 0.125 with a time constant of 1.8x the short budget falls 8.8% over its "
+    "last fifth there, and a longer budget reverses the verdict"
 )
 
 Judge = Callable[[dict[str, Run], str], ablation.Findings]
@@ -232,8 +237,9 @@ SOONER_WORSE = (0.25, PAPER / 100, SPREAD)
 LATER_BETTER = (0.125, PAPER / 10, SPREAD)
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=NOT_BUDGET_PROOF)
+@pytest.mark.xfail(strict=True, raises=AssertionError, reason=SLOW_LOOKS_CONVERGED)
 @KNOWN_FAILURE
+@example(tanh=(0.25, PAPER / 10, [0.0] * SEEDS), tanh_n=(0.28125, PAPER / 100, [0.0] * SEEDS))
 @example(tanh=SOONER_WORSE, tanh_n=LATER_BETTER)
 @given(tanh=arm, tanh_n=arm)
 def test_initialization_glorot(tanh: tuple, tanh_n: tuple) -> None:
@@ -271,12 +277,13 @@ def _unit_history(
     return out
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason=NOT_BUDGET_PROOF + "; the drift is a range over training, which grows with it",
-)
+@pytest.mark.xfail(strict=True, raises=AssertionError, reason=SLOW_LOOKS_CONVERGED)
 @KNOWN_FAILURE
+@example(
+    error=((0.25, PAPER, [0.0, 0.0, 0.0, 0.0, 0.5]), (0.25, PAPER / 100, [0.0] * SEEDS)),
+    drift=(10.0, 1.0),
+    drift_tau=(10.0**3.25, PAPER / 10),
+)
 @example(error=(SOONER_WORSE, LATER_BETTER), drift=(10.0, 1.0), drift_tau=(PAPER / 100,) * 2)
 @given(
     error=st.tuples(arm, arm),
@@ -297,8 +304,9 @@ def test_batchnorm_fig1(error: tuple, drift: tuple, drift_tau: tuple) -> None:
     assert_budget_proof(batchnorm.judge_fig1, runs)
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=NOT_BUDGET_PROOF)
+@pytest.mark.xfail(strict=True, raises=AssertionError, reason=SLOW_LOOKS_CONVERGED)
 @KNOWN_FAILURE
+@example(error=((0.25, PAPER / 100, [0.0] * SEEDS), (0.125, 10.0**2.25, [0.0] * SEEDS)))
 @example(error=(SOONER_WORSE, LATER_BETTER))
 @given(error=st.tuples(arm, arm))
 def test_batchnorm_deep(error: tuple) -> None:
@@ -348,12 +356,7 @@ def test_residual(arms: tuple) -> None:
     assert_budget_proof(residual.judge, runs)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason=NOT_BUDGET_PROOF + ": 'faster' judged by the cost at one budget",
-)
-@KNOWN_FAILURE
+@EXAMPLES
 @example(arms=(SOONER_WORSE,) * (len(optimizers.NAMES) - 1) + (LATER_BETTER,))
 @given(arms=st.tuples(*[arm] * len(optimizers.NAMES)))
 def test_optimizers(arms: tuple) -> None:

@@ -3,6 +3,7 @@
 import numpy as np
 from fake_runs import fake_run, fake_tuning_run
 
+from dlresearch import ablation
 from dlresearch.ablation import Run, stats
 from experiments import batchnorm
 
@@ -83,11 +84,19 @@ def test_fig1_inconclusive_when_the_error_gap_is_within_the_noise(tmp_path) -> N
     assert findings.verdict.outcome == stats.Outcome.INCONCLUSIVE
 
 
-def _deep_runs(accuracy: dict[str, float], noise: float = 0.002) -> dict[str, Run]:
+def converged_loss(falling: float = 0.0) -> list[float]:
+    """A training loss per step of `STEPS` that falls by `falling` over the last fifth of them."""
+    tail = [s for s in STEPS if s <= 0.8 * STEPS[-1]][-1]
+    return [1.0 if s <= tail else 1.0 - falling for s in STEPS]
+
+
+def _deep_runs(
+    accuracy: dict[str, float], noise: float = 0.002, falling: float = 0.0
+) -> dict[str, Run]:
     def member(acc: float) -> list[dict]:
         return [
-            {"step": s, "train/loss": 1.0 / s, "train/accuracy": acc, "test/accuracy": acc}
-            for s in STEPS
+            {"step": s, "train/loss": loss, "train/accuracy": acc, "test/accuracy": acc}
+            for s, loss in zip(STEPS, converged_loss(falling), strict=True)
         ]
 
     return {
@@ -125,6 +134,14 @@ def test_deep_not_reproduced_when_batchnorm_errs_more(tmp_path) -> None:
         _deep_runs({"baseline": 0.97, "batchnorm": 0.90}), str(tmp_path)
     )
     assert findings.verdict.outcome == stats.Outcome.NOT_REPRODUCED
+
+
+def test_deep_inconclusive_while_a_net_still_learns(tmp_path) -> None:
+    runs = _deep_runs({"baseline": 0.90, "batchnorm": 0.97}, falling=2 * ablation.CONVERGED_CHANGE)
+    verdict = batchnorm.judge_deep(runs, str(tmp_path)).verdict
+    assert verdict.outcome == stats.Outcome.INCONCLUSIVE
+    assert "baseline fell 20%, batchnorm fell 20%" in verdict.reason
+    assert "As measured: reproduced" in verdict.reason
 
 
 def test_deep_inconclusive_within_the_test_set_noise(tmp_path) -> None:

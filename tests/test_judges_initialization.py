@@ -45,7 +45,10 @@ def glorot_run(name: str, errors: list[float], shrink: float) -> Run:
     """Per seed, a final test error, and at init an activation std falling by `shrink` from the
     first to the last of 5 hidden layers."""
     records = [
-        [{"step": 100, "train/loss": 0.1, "test/accuracy": 1 - e, "diag/act_std/hidden_0": 1.0}]
+        [
+            {"step": 50, "train/loss": 0.1},
+            {"step": 100, "train/loss": 0.1, "test/accuracy": 1 - e, "diag/act_std/hidden_0": 1.0},
+        ]
         for e in errors
     ]
     init = {
@@ -95,6 +98,15 @@ def test_glorot_sanity_checks_fail_when_the_setup_contradicts_them(tmp_path: Pat
     findings = initialization.judge_glorot(runs, str(tmp_path))
     assert [c.passed for c in findings.checks] == [False, False]
     assert findings.verdict.outcome == Outcome.REPRODUCED
+
+
+def test_glorot_inconclusive_while_a_compared_net_still_learns(tmp_path: Path) -> None:
+    runs = glorot_runs(HIGH, LOW)
+    for member in runs["tanh_n"].history:
+        member[-1]["train/loss"] = 0.05  # half of its value at step 50: still falling
+    verdict = initialization.judge_glorot(runs, str(tmp_path)).verdict
+    assert verdict.outcome == Outcome.INCONCLUSIVE
+    assert "tanh_n fell 50%" in verdict.reason and "As measured: reproduced" in verdict.reason
 
 
 def he_run(name: str, reached: list[float], depth: int, steps: int) -> Run:

@@ -4,6 +4,7 @@ condition that makes an otherwise decided verdict inconclusive."""
 import numpy as np
 from fake_runs import fake_run
 
+from dlresearch import ablation
 from dlresearch.ablation import Run, stats
 from experiments import residual
 
@@ -37,8 +38,8 @@ DEGRADES = {"plain_2": 0.02, "residual_2": 0.02, "plain_8": 0.10, "residual_8": 
 
 
 def test_loss_drop_is_the_fall_over_the_last_fifth_of_training() -> None:
-    group = residual.ablation.groups(_runs({"plain_2": 0.1}, drop=0.25))["plain_2"]
-    assert np.isclose(residual.loss_drop(group), 0.25)
+    group = ablation.groups(_runs({"plain_2": 0.1}, drop=0.25))["plain_2"]
+    assert np.isclose(ablation.loss_drop(group), 0.25)
 
 
 def test_reproduced_when_plain_nets_degrade_and_residual_nets_do_not(tmp_path) -> None:
@@ -51,7 +52,7 @@ def test_reproduced_when_plain_nets_degrade_and_residual_nets_do_not(tmp_path) -
 def test_inconclusive_whatever_the_errors_when_the_nets_have_not_converged(
     tmp_path,
 ) -> None:
-    runs = _runs(DEGRADES, drop=2 * residual.CONVERGED_CHANGE)
+    runs = _runs(DEGRADES, drop=2 * ablation.CONVERGED_CHANGE)
     verdict = residual.judge(runs, str(tmp_path)).verdict
     assert verdict.outcome == stats.Outcome.INCONCLUSIVE
     assert "Not every net compared has converged" in verdict.reason
@@ -62,7 +63,7 @@ def test_inconclusive_when_the_deeper_plain_net_is_still_training(tmp_path) -> N
     """Higher error of a deeper plain net that is only slower is not degradation: a longer
     budget could bring it below the shallow one."""
     runs = _runs(DEGRADES)
-    slower = _runs({"plain_8": DEGRADES["plain_8"]}, drop=2 * residual.CONVERGED_CHANGE)
+    slower = _runs({"plain_8": DEGRADES["plain_8"]}, drop=2 * ablation.CONVERGED_CHANGE)
     runs["plain_8"] = slower["plain_8"]
     verdict = residual.judge(runs, str(tmp_path)).verdict
     assert verdict.outcome == stats.Outcome.INCONCLUSIVE

@@ -18,20 +18,25 @@ This module exports what the scripts use.
 from dlresearch.ablation import stats
 from dlresearch.ablation.cli import main, main_all
 from dlresearch.ablation.measures import (
+    CONVERGED_CHANGE,
+    CONVERGED_TAIL,
+    CONVERGENCE_RULE,
     Group,
     best_groups,
-    clearly_below,
+    convergence_note,
     final_score,
     grid_edge_note,
     groups,
     groups_by,
     judged_members,
     layer_matrix,
+    loss_drop,
     mean_std,
     mean_steps,
     steps_phrase,
     target_score,
     tuning_edge_notes,
+    unless_unconverged,
 )
 from dlresearch.ablation.plots import plot_curves, plot_layers, plot_percentiles
 from dlresearch.ablation.runs import Run
@@ -52,6 +57,9 @@ from dlresearch.ablation.spec import (
 from dlresearch.ablation.writeup import markdown_table, summary_table
 
 __all__ = [
+    "CONVERGED_CHANGE",
+    "CONVERGED_TAIL",
+    "CONVERGENCE_RULE",
     "Check",
     "DataDirs",
     "Experiment",
@@ -65,7 +73,7 @@ __all__ = [
     "Variant",
     "best_groups",
     "cadence",
-    "clearly_below",
+    "convergence_note",
     "final_score",
     "grid_edge_note",
     "groups",
@@ -73,6 +81,7 @@ __all__ = [
     "judged_members",
     "layer_matrix",
     "log_grid",
+    "loss_drop",
     "main",
     "main_all",
     "make_config",
@@ -87,4 +96,5 @@ __all__ = [
     "summary_table",
     "target_score",
     "tuning_edge_notes",
+    "unless_unconverged",
 ]

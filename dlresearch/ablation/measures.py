@@ -6,9 +6,21 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 
+from dlresearch.ablation import stats
 from dlresearch.ablation.runs import Run
 from dlresearch.ablation.spec import Target
 from dlresearch.metrics import TRAIN_LOSS
+
+# A net has converged when its training loss (mean over seeds) fell by less than CONVERGED_CHANGE
+# of its value over the last CONVERGED_TAIL of training. Claims about final values are claims about
+# trained nets: compared before they converge, a longer budget could reverse the verdict.
+CONVERGED_CHANGE = 0.1
+CONVERGED_TAIL = 0.2
+CONVERGENCE_RULE = (
+    "Inconclusive, whatever the intervals, if a net compared has not converged: its training loss "
+    f"(mean over seeds) fell by {CONVERGED_CHANGE:.0%} or more over the last {CONVERGED_TAIL:.0%} "
+    "of training (a longer budget is needed)."
+)
 
 
 def mean_std(values: Iterable[float], fmt: str = ".3f", scale: float = 1.0) -> str:
@@ -42,13 +54,6 @@ def steps_phrase(steps: Sequence[int | None], total: int) -> str:
         return f"never (in {total:,})"
     mean = f"{mean_steps(steps, total):,.0f}"
     return mean if len(reached) == len(steps) else f">= {mean} ({len(reached)}/{len(steps)} seeds)"
-
-
-def clearly_below(a: Sequence[float], b: Sequence[float]) -> bool:
-    """Whether the mean of `a` is below the mean of `b` by more than the larger of their standard
-    deviations over seeds: a smaller difference is a tie within the seeds' spread."""
-    a, b = np.asarray(a, float), np.asarray(b, float)
-    return bool(b.mean() - a.mean() > max(a.std(), b.std()))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -168,3 +173,40 @@ def tuning_edge_notes(runs: Mapping[str, Run]) -> list[str]:
 def judged_members(groups: Mapping[str, Group]) -> dict[str, tuple[int, ...]]:
     """Per variant, the members of the group a verdict rests on (for `Findings.judged`)."""
     return {name: group.members for name, group in groups.items()}
+
+
+def loss_drop(group: Group) -> float:
+    """The fraction by which the mean training loss over seeds fell over the last
+    `CONVERGED_TAIL` of training (from the last value logged before it to the final one); NaN
+    where nothing was logged before it (convergence cannot be told)."""
+    steps, _ = group.run.series(TRAIN_LOSS, group.members[0])
+    loss = np.mean([group.run.series(TRAIN_LOSS, m)[1] for m in group.members], axis=0)
+    before = np.flatnonzero(steps <= (1 - CONVERGED_TAIL) * steps[-1]) if len(steps) else []
+    if not len(before):
+        return math.nan
+    return float((loss[before[-1]] - loss[-1]) / loss[before[-1]])
+
+
+def convergence_note(compared: Sequence[Group]) -> str:
+    falls = ", ".join(f"{g.label} {loss_drop(g):.1%}" for g in compared)
+    return (
+        f"Convergence: the training loss fell by {falls} over the last {CONVERGED_TAIL:.0%} of "
+        f"training (converged: < {CONVERGED_CHANGE:.0%})."
+    )
+
+
+def unless_unconverged(verdict: stats.Verdict, compared: Sequence[Group]) -> stats.Verdict:
+    """`verdict`, or inconclusive (stating it as measured) where a net compared has not converged
+    (`CONVERGENCE_RULE`)."""
+    falling = {g.label: drop for g in compared if not (drop := loss_drop(g)) < CONVERGED_CHANGE}
+    if not falling:
+        return verdict
+    return stats.Verdict(
+        stats.Outcome.INCONCLUSIVE,
+        "Not every net compared has converged: the training loss of "
+        + ", ".join(f"{label} fell {drop:.0%}" for label, drop in falling.items())
+        + f" over the last {CONVERGED_TAIL:.0%} of training (converged: < "
+        f"{CONVERGED_CHANGE:.0%}); needs a longer budget. As measured: {verdict.outcome}. "
+        f"{verdict.reason}",
+        verdict.effects,
+    )
