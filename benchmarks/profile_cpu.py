@@ -4,8 +4,9 @@ Splits the `sweep_speedup` workload (BN-paper MLP, batch 60) for 1 and K members
 and one steady chunk of `train.steps_per_call` steps, the chunk into its parts (the epoch
 permutations it computes, the optimizer steps on a fixed batch), and times one ResNet-20 step
 inside and outside `lax.scan` (XLA:CPU runs convolution gradients inside loops on a slow path,
-jax-ml/jax#12868). Builds the same programs as `train.Trainer` (mode "single"). Prints one line
-per measurement; the numbers in benchmarks/README.md come from it.
+jax-ml/jax#12868), and one 3x3 conv layer per ResNet-20 stage against PyTorch's with
+`--torch_python` (`--only_conv`: that alone). Builds the same programs as `train.Trainer` (mode
+"single"). Prints one line per measurement; the numbers in benchmarks/README.md come from it.
 """
 
 import argparse
@@ -109,15 +110,50 @@ def profile_conv_in_loop() -> None:
         print(f"ResNet-20 batch 32, one train step {name:15s} {ms:9.1f} ms")
 
 
+# The 3x3 convolution of each ResNet-20 stage: (input height and width, channels in and out).
+RESNET20_CONVS = ((32, 16), (16, 32), (8, 64))
+
+
+def profile_conv_layers(args: argparse.Namespace, batch: int = 128, repeats: int = 10) -> None:
+    """One 3x3 conv layer per ResNet-20 stage (NHWC, as `models.ResNetCifar`), forward and forward +
+    gradients, against PyTorch's (oneDNN) in the same run when `--torch_python` has torch."""
+    names = [f"{size}x{size}x{channels}" for size, channels in RESNET20_CONVS]
+    peer = run._peer(args, "conv_layers", str(batch), str(repeats), *names)
+    for (size, channels), name in zip(RESNET20_CONVS, names, strict=True):
+        key = jax.random.PRNGKey(0)
+        x = jax.random.normal(key, (batch, size, size, channels))
+        kernel = jax.random.normal(key, (3, 3, channels, channels))
+
+        def conv(x: jax.Array, kernel: jax.Array) -> jax.Array:
+            return jax.lax.conv_general_dilated(
+                x, kernel, (1, 1), ((1, 1), (1, 1)), dimension_numbers=("NHWC", "HWIO", "NHWC")
+            )
+
+        gradients = jax.grad(lambda x, kernel: jnp.sum(jnp.square(conv(x, kernel))), (0, 1))
+        for part, fn in (("forward", conv), ("gradients", gradients)):
+            _, compiled = _compile_s(fn, x, kernel)
+            ms = _run_ms(compiled, x, kernel, repeats=repeats)
+            line = f"conv 3x3 {name:9s} batch {batch} {part:9s} {ms:7.2f} ms"
+            if peer:
+                line += f"   PyTorch {peer['layers'][name][f'{part}_ms']:7.2f} ms"
+            print(line)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.profile_cpu", description=__doc__)
     parser.add_argument("--k", type=run.positive, default=16, help="members of the vmapped sweep")
     parser.add_argument("--data_dir", help="MNIST IDX files (default as benchmarks.run)")
+    parser.add_argument(
+        "--torch_python", default="", help="a Python with torch, for the conv layers' peer"
+    )
+    parser.add_argument("--only_conv", action="store_true", help="only the conv layers")
     args = parser.parse_args()
     data_dir = run.default_data_dir() if args.data_dir is None else args.data_dir
-    for k in (1, args.k):
-        profile_sweep(k, data_dir)
-    profile_conv_in_loop()
+    if not args.only_conv:
+        for k in (1, args.k):
+            profile_sweep(k, data_dir)
+        profile_conv_in_loop()
+    profile_conv_layers(args)
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@
 
     python benchmarks/torch_peers.py bn_mlp DATA_DIR STEPS SEEDS
     python benchmarks/torch_peers.py resnet20 BATCH STEPS
+    python benchmarks/torch_peers.py conv_layers BATCH REPEATS SIZExSIZExCHANNELS...
 
 Written the way a PyTorch user writes them (one run per seed, eager, `torch.optim.SGD`), as
 ../shared/acceptance/peers does. Prints one JSON line. Needs only torch and numpy, so it runs in
@@ -12,6 +13,7 @@ import gzip
 import json
 import sys
 import time
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -142,10 +144,47 @@ def resnet20(batch: int, steps: int) -> dict:
     }
 
 
+def conv_layers(batch: int, repeats: int, names: list[str]) -> dict:
+    """Milliseconds of 3x3 conv layers named "32x32x16" (input size and channels, as many out):
+    forward, and forward + gradients of the input and the kernel (of sum(y^2)), channels-last,
+    mean of `repeats` after 3 warm-ups."""
+
+    def mean_ms(fn: Callable[[], object]) -> float:
+        for _ in range(3):
+            fn()
+        start = time.perf_counter()
+        for _ in range(repeats):
+            fn()
+        return (time.perf_counter() - start) / repeats * 1000
+
+    layers = {}
+    for name in names:
+        size, _, channels = map(int, name.split("x"))
+        conv = nn.Conv2d(channels, channels, 3, padding=1, bias=False)
+        conv = conv.to(memory_format=torch.channels_last)
+        x = torch.randn(batch, channels, size, size).to(memory_format=torch.channels_last)
+        x.requires_grad_(True)
+
+        def forward(conv: nn.Module = conv, x: torch.Tensor = x) -> None:
+            with torch.no_grad():
+                conv(x)
+
+        def gradients(conv: nn.Module = conv, x: torch.Tensor = x) -> None:
+            conv(x).square().sum().backward()
+
+        layers[name] = {
+            "forward_ms": mean_ms(forward),
+            "gradients_ms": mean_ms(gradients),
+        }
+    return {"batch_size": batch, "layers": layers}
+
+
 if __name__ == "__main__":
     name, *values = sys.argv[1:]
     if name == "bn_mlp":
         out = bn_mlp(values[0], int(values[1]), int(values[2]))
+    elif name == "conv_layers":
+        out = conv_layers(int(values[0]), int(values[1]), values[2:])
     else:
         out = resnet20(int(values[0]), int(values[1]))
     print(
