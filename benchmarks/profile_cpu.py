@@ -118,7 +118,7 @@ def profile_conv_layers(args: argparse.Namespace, batch: int = 128, repeats: int
     """One 3x3 conv layer per ResNet-20 stage (NHWC, as `models.ResNetCifar`), forward and forward +
     gradients, against PyTorch's (oneDNN) in the same run when `--torch_python` has torch."""
     names = [f"{size}x{size}x{channels}" for size, channels in RESNET20_CONVS]
-    peer = run._peer(args, "conv_layers", str(batch), str(repeats), *names)
+    peer = run.run_peer(args, "conv_layers", str(batch), str(repeats), *names)
     for (size, channels), name in zip(RESNET20_CONVS, names, strict=True):
         key = jax.random.PRNGKey(0)
         x = jax.random.normal(key, (batch, size, size, channels))

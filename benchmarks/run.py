@@ -174,7 +174,7 @@ def resnet20(args: argparse.Namespace, steps: int) -> dict[str, Any]:
             "train_loss_finite": bool(np.all(np.isfinite(np.concatenate(losses, axis=-1)))),
             "param_dtypes": sorted({str(p.dtype) for p in jax.tree.leaves(state.params)}),
         }
-    result["peer"] = _peer(args, "resnet20", str(batch), str(max(timed_steps, 10)))
+    result["peer"] = run_peer(args, "resnet20", str(batch), str(max(timed_steps, 10)))
     if result["peer"]:
         result["float32_vs_peer"] = round(
             result["float32"]["images_per_sec"] / result["peer"]["images_per_sec"], 3
@@ -218,7 +218,7 @@ def parallel_modes(args: argparse.Namespace, steps: int) -> dict[str, Any]:
 
 
 # -- whole processes, as a user runs them, and the PyTorch peer ----------------------------------
-def _peer(args: argparse.Namespace, *argv: str) -> dict[str, Any] | None:
+def run_peer(args: argparse.Namespace, *argv: str) -> dict[str, Any] | None:
     """benchmarks/torch_peers.py run by `--torch_python`, its JSON plus `process_s` (the whole
     process, torch import included); None without a torch interpreter."""
     if not args.torch_python:
@@ -301,7 +301,9 @@ def bn_process(args: argparse.Namespace, steps: int) -> dict[str, Any]:
             runs["process_s"] = round(sum(r["process_s"] for r in runs.values()), 3)
             result[cache] = runs
     peer = (
-        _peer(args, "bn_mlp", args.data_dir, str(steps), str(args.seeds)) if args.data_dir else None
+        run_peer(args, "bn_mlp", args.data_dir, str(steps), str(args.seeds))
+        if args.data_dir
+        else None
     )
     result["peer"] = peer
     if peer:

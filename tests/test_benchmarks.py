@@ -137,9 +137,9 @@ def test_peer_reads_the_last_json_line_of_the_torch_python(tmp_path: Path) -> No
     fake = tmp_path / "python"
     fake.write_text("#!/bin/sh\necho warming up\necho '{\"images_per_sec\": 5.0}'\n")
     fake.chmod(0o755)
-    peer = run._peer(argparse.Namespace(torch_python=str(fake)), "resnet20", "4", "2")
+    peer = run.run_peer(argparse.Namespace(torch_python=str(fake)), "resnet20", "4", "2")
     assert peer is not None and peer["images_per_sec"] == 5.0 and peer["python"] == str(fake)
-    assert run._peer(argparse.Namespace(torch_python=""), "resnet20", "4", "2") is None
+    assert run.run_peer(argparse.Namespace(torch_python=""), "resnet20", "4", "2") is None
 
 
 def test_only_runs_the_named_benchmark_and_digits_stand_in(tmp_path: Path) -> None:
