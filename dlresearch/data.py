@@ -24,7 +24,8 @@ import ml_collections
 import numpy as np
 
 from dlresearch import download
-from dlresearch.errors import ConfigError
+from dlresearch.errors import ConfigError, UserError
+from dlresearch.parallel import first_failure
 from dlresearch.registry import Registry
 
 
@@ -188,6 +189,25 @@ def load(config: ml_collections.ConfigDict) -> Dataset:
         augment=splits.augment if augment is None else augment,
         eval_split=eval_split(config),
     )
+
+
+def load_on_every_process(config: ml_collections.ConfigDict) -> Dataset:
+    """The dataset of a run's `config`; a process that cannot load it (e.g. its files are missing
+    on that host) stops every process with its error, before a collective leaves others waiting."""
+    try:
+        dataset = load(config.data)
+        if config.train.batch_size > len(dataset.train_labels):
+            raise ConfigError(
+                f"train.batch_size={config.train.batch_size} exceeds the "
+                f"{len(dataset.train_labels)} training examples of data.name={config.data.name!r}"
+            )
+        failure = ""
+    except UserError as error:
+        failure = str(error)
+    failure = first_failure(failure)
+    if failure:
+        raise ConfigError(failure)
+    return dataset
 
 
 def normalize(

@@ -24,9 +24,8 @@ import numpy as np
 from dlresearch import checkpoint, compilation, data, diagnostics, metrics
 from dlresearch import config as config_lib
 from dlresearch import workdir as workdir_lib
-from dlresearch.errors import ConfigError, UserError
 from dlresearch.metrics import MetricWriter, Progress, atomic_write_text
-from dlresearch.parallel import Parallel, first_failure, initialize_distributed
+from dlresearch.parallel import Parallel, initialize_distributed
 from dlresearch.program import (
     NOT_DIVERGED,
     TrainState,
@@ -116,25 +115,6 @@ def _graceful_stop() -> Iterator[list[int]]:
             signal.signal(s, h)
 
 
-def _load_on_every_process(config: ml_collections.ConfigDict) -> data.Dataset:
-    """The dataset; a process that cannot load it (e.g. its files are missing on that host) stops
-    every process with its error, before any collective could leave the others waiting."""
-    try:
-        dataset = data.load(config.data)
-        if config.train.batch_size > len(dataset.train_labels):
-            raise ConfigError(
-                f"train.batch_size={config.train.batch_size} exceeds the "
-                f"{len(dataset.train_labels)} training examples of data.name={config.data.name!r}"
-            )
-        failure = ""
-    except UserError as error:
-        failure = str(error)
-    failure = first_failure(failure)
-    if failure:
-        raise ConfigError(failure)
-    return dataset
-
-
 class Trainer:
     """A config made concrete: devices, data on them, the program, and its compiled functions.
 
@@ -148,7 +128,7 @@ class Trainer:
         self.config = config
         self.par = Parallel(config.parallel.mode)
         self.par.check_batch("train.batch_size", config.train.batch_size)
-        self.dataset = _load_on_every_process(config)
+        self.dataset = data.load_on_every_process(config)
         self.members = config_lib.sweep_members(config)
         self.program = build_program(config, self.dataset, self.par)
         self.arrays = self.par.to_run(

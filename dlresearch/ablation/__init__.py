@@ -7,7 +7,9 @@ The package does the rest, one job per module:
 
 - `spec`: what a script declares (`Experiment`, `Part`, `Variant`, `Target`, `Findings`, ...).
 - `runs`: a finished variant read back (`Run`: each member's logged series and finals).
-- `measures`: numbers over seeds (`Group`s, the best rate of a grid, mean ± std, steps to target).
+- `measures`: numbers over seeds (`Group`s, the best rate of a grid, mean ± std, steps to target,
+  convergence).
+- `stats`: effects with 95% intervals and the three verdicts (`intervals`: the interval methods).
 - `plots`: PNG figures of groups; `writeup`: results.csv, tables, report.md and the index.
 - `runner`: trains, resumes or reads back every variant's grid (`run_experiment`).
 - `cli`: the command line every script shares (`main`, `main_all`).
