@@ -12,6 +12,7 @@ from conftest import small_config
 from tensorboardX.proto.event_pb2 import Event, SessionLog
 
 from dlresearch import checkpoint, train
+from dlresearch.errors import ConfigError
 from dlresearch.metrics import MetricWriter, read_jsonl
 
 
@@ -94,7 +95,7 @@ def test_same_config_gives_identical_metrics(tmp_path: Path) -> None:
 
 def test_different_config_on_used_workdir_is_refused(tmp_path: Path) -> None:
     train.run(small_config(), str(tmp_path))
-    with pytest.raises(train.ConfigError, match=r"model\.width: 32 -> 16"):
+    with pytest.raises(ConfigError, match=r"model\.width: 32 -> 16"):
         train.run(small_config(**{"model.width": 16}), str(tmp_path))
     train.run(small_config(**{"model.width": 16}), str(tmp_path), overwrite=True)
     assert json.loads((tmp_path / "config.json").read_text())["model"]["width"] == 16
