@@ -7,8 +7,11 @@ batch, and therefore the result, does not depend on the device count. This also 
 every process holds the (small) dataset and runs the same program over the global mesh.
 """
 
+import functools
 import logging
+import os
 from collections.abc import Callable
+from itertools import pairwise
 from typing import Any
 
 import jax
@@ -62,6 +65,18 @@ def first_failure(message: str, size: int = 4096) -> str:
         if text:
             return text if index == jax.process_index() else f"process {index}: {text}"
     return ""
+
+
+@functools.partial(jax.jit, static_argnums=1)
+def split_members(tree: Any, groups: tuple[tuple[int, int], ...]) -> list[Any]:
+    """`tree` (leading member axis) as one tree per group [start, stop) of members."""
+    return [jax.tree.map(lambda x, a=a, b=b: x[a:b], tree) for a, b in groups]
+
+
+@jax.jit
+def join_members(trees: list[Any]) -> Any:
+    """The inverse of `split_members`: the groups' trees as one, members in order."""
+    return jax.tree.map(lambda *parts: jax.numpy.concatenate(parts), *trees)
 
 
 class Parallel:
@@ -137,6 +152,21 @@ class Parallel:
             return jax.pmap(build(AXIS), axis_name=AXIS, donate_argnums=donate)
         mapped = jax.shard_map(build(AXIS), mesh=self.mesh, in_specs=P(), out_specs=P())
         return jax.jit(mapped, donate_argnums=donate)
+
+    def member_groups(self, num_members: int) -> tuple[tuple[int, int], ...]:
+        """[start, stop) of each group of members that `Trainer` trains as a concurrent call.
+
+        One group per core on a one-device CPU: XLA:CPU runs a small model's step as one chain of
+        operations, so two chains keep both cores of a 2-core CPU busy (8 members of the BatchNorm
+        paper's MLP: 20% faster than two groups inside one call, whose operations interleave on
+        both threads). One group elsewhere: accelerators and several devices run all members
+        in one call.
+        """
+        groups = 1
+        if self.mode == "single" and self.mesh.devices.flat[0].platform == "cpu":
+            groups = min(num_members, os.cpu_count() or 1)
+        bounds = np.linspace(0, num_members, groups + 1).astype(int).tolist()
+        return tuple(pairwise(bounds))
 
     def fetch(self, tree: Any) -> Any:
         """Outputs -> host numpy, from this process's first device (all hold the same values)."""

@@ -12,7 +12,6 @@ From the inside out, each layer a plain JAX transformation of the one below:
 """
 
 import dataclasses
-from itertools import pairwise
 from typing import Any
 
 import flax.linen as nn
@@ -235,17 +234,12 @@ class Program:
         *,
         num_steps: int,
         axis_name: str | None,
-        member_groups: int = 1,
     ) -> tuple[TrainState, dict[str, jax.Array]]:
         """`num_steps` steps of every member (leading axis of `states`); metrics [members, steps].
 
         `perms` holds each member's permutations of the epochs the chunk touches, from the current
         one on. They are computed outside (once per epoch, see `Trainer.train_chunk`): a sort of the whole
         training set in every chunk would cost as much as the steps of a small model.
-
-        The members are vmapped in `member_groups` groups inside each step. XLA:CPU runs each
-        operation on one thread and a small model's step is a chain of them; independent groups
-        give every core a chain of its own (8 members on 2 cores: 25-35% faster steps).
         """
         first_epochs = states.step // self.steps_per_epoch
         stacked = jnp.stack(perms, axis=1)  # [members, epochs, examples]
@@ -262,30 +256,16 @@ class Program:
                 state, batch, jax.random.fold_in(step_key, DROPOUT), axis_name=axis_name
             )
 
-        bounds = np.linspace(0, first_epochs.shape[0], member_groups + 1).astype(int)
-
-        def split(tree: Any) -> list[Any]:
-            return [jax.tree.map(lambda x, a=a, b=b: x[a:b], tree) for a, b in pairwise(bounds)]
-
-        def concatenate(trees: list[Any]) -> Any:
-            return jax.tree.map(lambda *xs: jnp.concatenate(xs), *trees)
-
-        group_inputs = list(zip(split(stacked), split(first_epochs), strict=True))
-
-        def body(groups: list[TrainState], _: None) -> tuple[list[TrainState], dict[str, Any]]:
-            results = [
-                jax.vmap(member_step)(group, *inputs)
-                for group, inputs in zip(groups, group_inputs, strict=True)
-            ]
-            return [r[0] for r in results], concatenate([r[1] for r in results])
+        def body(states: TrainState, _: None) -> tuple[TrainState, dict[str, jax.Array]]:
+            return jax.vmap(member_step)(states, stacked, first_epochs)
 
         if num_steps == 1:
             # XLA:CPU runs convolution gradients inside a loop on a slow generic path (about 25x
             # slower for ResNet-20, jax-ml/jax#12868); one step needs no loop (see Trainer.train_chunk).
-            groups, metrics = body(split(states), None)
-            return concatenate(groups), jax.tree.map(lambda m: m[:, None], metrics)
-        groups, metrics = lax.scan(body, split(states), None, length=num_steps)
-        return concatenate(groups), jax.tree.map(lambda m: jnp.moveaxis(m, 0, 1), metrics)
+            states, metrics = body(states, None)
+            return states, jax.tree.map(lambda m: m[:, None], metrics)
+        states, metrics = lax.scan(body, states, None, length=num_steps)
+        return states, jax.tree.map(lambda m: jnp.moveaxis(m, 0, 1), metrics)
 
     # -- evaluation ----------------------------------------------------------------------------
     def evaluate(

@@ -13,6 +13,7 @@ import os
 import signal
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from typing import Any
 
@@ -25,7 +26,7 @@ from dlresearch import checkpoint, compilation, data, diagnostics, metrics
 from dlresearch import config as config_lib
 from dlresearch import workdir as workdir_lib
 from dlresearch.metrics import MetricWriter, Progress, atomic_write_text
-from dlresearch.parallel import Parallel, initialize_distributed
+from dlresearch.parallel import Parallel, initialize_distributed, join_members, split_members
 from dlresearch.program import (
     NOT_DIVERGED,
     TrainState,
@@ -139,7 +140,8 @@ class Trainer:
         self._init = jax.jit(
             functools.partial(init_states, self.program), out_shardings=self.par.replicated
         )
-        self._chunks: dict[int, Any] = {}
+        self._chunks: dict[tuple[int, tuple[tuple[int, int], ...]], list[Any]] = {}
+        self._pool = ThreadPoolExecutor(thread_name_prefix="member-groups")
         # The longest chunk `STOP_WITHIN_SECONDS` allows (None: no cut), from measured steps. A
         # chunk of one-step calls is free to cut, so its first one is a step, to measure.
         self._max_chunk: int | None = 1 if self._one_step_calls else None
@@ -236,21 +238,23 @@ class Trainer:
     def _train_call(
         self, state: TrainState, num_steps: int
     ) -> tuple[TrainState, dict[str, jax.Array]]:
-        if num_steps not in self._chunks:
-            chunk = functools.partial(
-                self.program.train_chunk, num_steps=num_steps, member_groups=self._member_groups
+        perms = self._permutations(state, num_steps)
+        groups = self.par.member_groups(int(state.step.shape[-1]))
+        parts = [(state, perms)] if len(groups) == 1 else split_members((state, perms), groups)
+        if (num_steps, groups) not in self._chunks:
+            chunk = functools.partial(self.program.train_chunk, num_steps=num_steps)
+            call = self.par.compile(lambda axis_name: functools.partial(chunk, axis_name=axis_name))
+            # Groups are compiled here (once per size), not in the threads that run them.
+            self._chunks[num_steps, groups] = (
+                [call]
+                if len(groups) == 1
+                else [call.lower(s, self.arrays, p).compile() for s, p in parts]
             )
-            self._chunks[num_steps] = self.par.compile(
-                lambda axis_name: functools.partial(chunk, axis_name=axis_name)
-            )
-        return self._chunks[num_steps](state, self.arrays, self._permutations(state, num_steps))
-
-    @property
-    def _member_groups(self) -> int:
-        """Groups of members in a step (see `Program.train_chunk`): one per core on the CPU."""
-        if self.par.mesh.devices.flat[0].platform != "cpu":
-            return 1
-        return min(len(self.members), os.cpu_count() or 1)
+        calls = self._chunks[num_steps, groups]
+        if len(groups) == 1:
+            return calls[0](state, self.arrays, perms)
+        results = self._pool.map(lambda c, part: c(part[0], self.arrays, part[1]), calls, parts)
+        return join_members(list(results))
 
     @functools.cached_property
     def _one_step_calls(self) -> bool:

@@ -1,5 +1,6 @@
 """Vectorised sweeps: members trained together equal members trained alone."""
 
+import os
 from pathlib import Path
 
 import jax
@@ -59,6 +60,22 @@ def test_vmapped_members_equal_solo_runs(mode: str) -> None:
             member_params,
             solo.params,
         )
+
+
+def test_groups_of_members_run_as_concurrent_calls_equal_one_call(monkeypatch) -> None:
+    # On a one-device CPU, Trainer runs a group of members per core (here groups of 1 and 2, so
+    # two compiled sizes); the states and metrics must be those of one call for all members, up to
+    # the last bits (a vmap of another width).
+    config = small_config(**{"sweep.seed": (0, 1, 2)})
+    results = []
+    for cores in (1, 2):
+        monkeypatch.setattr(os, "cpu_count", lambda cores=cores: cores)
+        trainer = train.Trainer(config)
+        assert len(trainer.par.member_groups(3)) == cores
+        state, chunk_metrics = trainer.train_chunk(trainer.init_state(), 10)
+        state, last_metrics = trainer.train_chunk(state, 1)
+        results.append(trainer.par.fetch((state, chunk_metrics, last_metrics)))
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6), *results)
 
 
 def test_init_scale_multiplies_every_kernel() -> None:
