@@ -140,7 +140,8 @@ class Trainer:
         self._init = jax.jit(
             functools.partial(init_states, self.program), out_shardings=self.par.replicated
         )
-        self._chunks: dict[tuple[int, tuple[tuple[int, int], ...]], list[Any]] = {}
+        self._chunks: dict[int, Any] = {}
+        self._grouped: dict[tuple[Any, tuple[tuple[int, int], ...]], list[Any]] = {}
         self._pool = ThreadPoolExecutor(thread_name_prefix="member-groups")
         # The longest chunk `STOP_WITHIN_SECONDS` allows (None: no cut), from measured steps. A
         # chunk of one-step calls is free to cut, so its first one is a step, to measure.
@@ -206,11 +207,11 @@ class Trainer:
         intervals = _boundaries(self.config)
         while step < total:
             length = _chunk_length(_next_stop(step, total, intervals) - step, self._max_chunk)
-            compiled = len(self._chunks)
+            compiled = len(self._chunks) + len(self._grouped)
             started = time.perf_counter()
             state, chunk_metrics = self.train_chunk(state, length)
             host_metrics = self.par.fetch(chunk_metrics)  # waits for the chunk to end
-            if len(self._chunks) == compiled:  # a time without compilation in it
+            if len(self._chunks) + len(self._grouped) == compiled:  # a time without compilation
                 self._max_chunk = _max_chunk(
                     (time.perf_counter() - started) / length, self.config.train.steps_per_call
                 )
@@ -238,23 +239,30 @@ class Trainer:
     def _train_call(
         self, state: TrainState, num_steps: int
     ) -> tuple[TrainState, dict[str, jax.Array]]:
-        perms = self._permutations(state, num_steps)
-        groups = self.par.member_groups(int(state.step.shape[-1]))
-        parts = [(state, perms)] if len(groups) == 1 else split_members((state, perms), groups)
-        if (num_steps, groups) not in self._chunks:
+        if num_steps not in self._chunks:
             chunk = functools.partial(self.program.train_chunk, num_steps=num_steps)
-            call = self.par.compile(lambda axis_name: functools.partial(chunk, axis_name=axis_name))
-            # Groups are compiled here (once per size), not in the threads that run them.
-            self._chunks[num_steps, groups] = (
-                [call]
-                if len(groups) == 1
-                else [call.lower(s, self.arrays, p).compile() for s, p in parts]
+            self._chunks[num_steps] = self.par.compile(
+                lambda axis_name: functools.partial(chunk, axis_name=axis_name)
             )
-        calls = self._chunks[num_steps, groups]
+        args = (state, self.arrays, self._permutations(state, num_steps))
+        return self._in_groups(self._chunks[num_steps], args, (True, False, True))
+
+    def _in_groups(self, call: Any, args: tuple[Any, ...], per_member: tuple[bool, ...]) -> Any:
+        """`call(*args)`, or on a one-device CPU one concurrent call per group of members
+        (`Parallel.member_groups`), its output joined; `per_member` marks the arguments with a
+        leading member axis (the first is the state)."""
+        groups = self.par.member_groups(int(args[0].step.shape[-1]))
         if len(groups) == 1:
-            return calls[0](state, self.arrays, perms)
-        results = self._pool.map(lambda c, part: c(part[0], self.arrays, part[1]), calls, parts)
-        return join_members(list(results))
+            return call(*args)
+        columns = [
+            split_members(a, groups) if m else [a] * len(groups)
+            for a, m in zip(args, per_member, strict=True)
+        ]
+        parts = list(zip(*columns, strict=True))
+        if (call, groups) not in self._grouped:  # compiled here, once per size, not in the threads
+            self._grouped[call, groups] = [call.lower(*part).compile() for part in parts]
+        calls = self._grouped[call, groups]
+        return join_members(list(self._pool.map(lambda c, part: c(*part), calls, parts)))
 
     @functools.cached_property
     def _one_step_calls(self) -> bool:
@@ -279,14 +287,16 @@ class Trainer:
         for epoch in epochs:
             if (seeds, epoch) not in self._perm_cache:
                 index = self.par.to_run(self.par.put(np.int32(epoch)))
-                self._perm_cache[seeds, epoch] = self._permutation(state, index)
+                self._perm_cache[seeds, epoch] = self._in_groups(
+                    self._permutation, (state, index), (True, False)
+                )
         return tuple(self._perm_cache[seeds, e] for e in epochs)
 
     def evaluate(self, state: TrainState) -> dict[str, np.ndarray]:
-        return self.par.fetch(self._evaluate(state, self.arrays))
+        return self.par.fetch(self._in_groups(self._evaluate, (state, self.arrays), (True, False)))
 
     def measure(self, state: TrainState) -> dict[str, np.ndarray]:
-        return self.par.fetch(self._measure(state, self.arrays))
+        return self.par.fetch(self._in_groups(self._measure, (state, self.arrays), (True, False)))
 
 
 def run(
