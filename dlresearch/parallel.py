@@ -11,6 +11,7 @@ import functools
 import logging
 import os
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from itertools import pairwise
 from typing import Any
 
@@ -26,6 +27,7 @@ from dlresearch.errors import ConfigError
 logger = logging.getLogger(__name__)
 
 AXIS = "data"
+Groups = tuple[tuple[int, int], ...]  # [start, stop) of each group of members
 
 
 def initialize_distributed(config: ml_collections.ConfigDict) -> None:
@@ -65,18 +67,6 @@ def first_failure(message: str, size: int = 4096) -> str:
         if text:
             return text if index == jax.process_index() else f"process {index}: {text}"
     return ""
-
-
-@functools.partial(jax.jit, static_argnums=1)
-def split_members(tree: Any, groups: tuple[tuple[int, int], ...]) -> list[Any]:
-    """`tree` (leading member axis) as one tree per group [start, stop) of members."""
-    return [jax.tree.map(lambda x, a=a, b=b: x[a:b], tree) for a, b in groups]
-
-
-@jax.jit
-def join_members(trees: list[Any]) -> Any:
-    """The inverse of `split_members`: the groups' trees as one, members in order."""
-    return jax.tree.map(lambda *parts: jax.numpy.concatenate(parts), *trees)
 
 
 class Parallel:
@@ -153,7 +143,7 @@ class Parallel:
         mapped = jax.shard_map(build(AXIS), mesh=self.mesh, in_specs=P(), out_specs=P())
         return jax.jit(mapped, donate_argnums=donate)
 
-    def member_groups(self, num_members: int) -> tuple[tuple[int, int], ...]:
+    def member_groups(self, num_members: int) -> Groups:
         """[start, stop) of each group of members that `Trainer` runs as a concurrent call.
 
         One group per core on a one-device CPU: XLA:CPU runs a small model's step as one chain of
@@ -176,3 +166,44 @@ class Parallel:
             return local[0] if self.mode == "pmap" else local
 
         return jax.tree.map(first, tree)
+
+
+# Runs the concurrent calls of every `MemberGroups` of the process.
+_GROUP_CALLS = ThreadPoolExecutor(thread_name_prefix="member-groups")
+
+
+@functools.partial(jax.jit, static_argnums=1)
+def _split(tree: Any, groups: Groups) -> list[Any]:
+    """`tree` (leading member axis) as one tree per group [start, stop) of members."""
+    return [jax.tree.map(lambda x, a=a, b=b: x[a:b], tree) for a, b in groups]
+
+
+@jax.jit
+def _join(trees: list[Any]) -> Any:
+    """The inverse of `_split`: the groups' trees as one, members in order."""
+    return jax.tree.map(lambda *parts: jax.numpy.concatenate(parts), *trees)
+
+
+class MemberGroups:
+    """Calls functions of a leading member axis, compiled by `Parallel.compile`, as one concurrent
+    call per group of `Parallel.member_groups` (one call where there is one group)."""
+
+    def __init__(self, par: Parallel) -> None:
+        self.par = par
+        self.compiled: dict[tuple[Any, Groups], list[Any]] = {}  # one compiled call per group
+
+    def __call__(self, call: Any, args: tuple[Any, ...], per_member: tuple[bool, ...]) -> Any:
+        """`call(*args)`, the outputs of the groups joined; `per_member` marks the arguments with
+        a leading member axis (the first is the state)."""
+        groups = self.par.member_groups(int(args[0].step.shape[-1]))
+        if len(groups) == 1:
+            return call(*args)
+        columns = [
+            _split(a, groups) if m else [a] * len(groups)
+            for a, m in zip(args, per_member, strict=True)
+        ]
+        parts = list(zip(*columns, strict=True))
+        if (call, groups) not in self.compiled:  # here, once per group size, not in the threads
+            self.compiled[call, groups] = [call.lower(*part).compile() for part in parts]
+        calls = self.compiled[call, groups]
+        return _join(list(_GROUP_CALLS.map(lambda c, part: c(*part), calls, parts)))

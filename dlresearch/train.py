@@ -13,7 +13,6 @@ import os
 import signal
 import time
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from typing import Any
 
@@ -26,7 +25,7 @@ from dlresearch import checkpoint, compilation, data, diagnostics, metrics
 from dlresearch import config as config_lib
 from dlresearch import workdir as workdir_lib
 from dlresearch.metrics import MetricWriter, Progress, atomic_write_text
-from dlresearch.parallel import Parallel, initialize_distributed, join_members, split_members
+from dlresearch.parallel import MemberGroups, Parallel, initialize_distributed
 from dlresearch.program import (
     NOT_DIVERGED,
     TrainState,
@@ -141,8 +140,7 @@ class Trainer:
             functools.partial(init_states, self.program), out_shardings=self.par.replicated
         )
         self._chunks: dict[int, Any] = {}
-        self._grouped: dict[tuple[Any, tuple[tuple[int, int], ...]], list[Any]] = {}
-        self._pool = ThreadPoolExecutor(thread_name_prefix="member-groups")
+        self._groups = MemberGroups(self.par)
         # The longest chunk `STOP_WITHIN_SECONDS` allows (None: no cut), from measured steps. A
         # chunk of one-step calls is free to cut, so its first one is a step, to measure.
         self._max_chunk: int | None = 1 if self._one_step_calls else None
@@ -207,16 +205,20 @@ class Trainer:
         intervals = _boundaries(self.config)
         while step < total:
             length = _chunk_length(_next_stop(step, total, intervals) - step, self._max_chunk)
-            compiled = len(self._chunks) + len(self._grouped)
+            compiled = self._compilations
             started = time.perf_counter()
             state, chunk_metrics = self.train_chunk(state, length)
             host_metrics = self.par.fetch(chunk_metrics)  # waits for the chunk to end
-            if len(self._chunks) + len(self._grouped) == compiled:  # a time without compilation
+            if self._compilations == compiled:  # a time without compilation in it
                 self._max_chunk = _max_chunk(
                     (time.perf_counter() - started) / length, self.config.train.steps_per_call
                 )
             step += length
             yield step, state, host_metrics
+
+    @property
+    def _compilations(self) -> int:
+        return len(self._chunks) + len(self._groups.compiled)
 
     def train_chunk(
         self, state: TrainState, num_steps: int
@@ -245,24 +247,7 @@ class Trainer:
                 lambda axis_name: functools.partial(chunk, axis_name=axis_name)
             )
         args = (state, self.arrays, self._permutations(state, num_steps))
-        return self._in_groups(self._chunks[num_steps], args, (True, False, True))
-
-    def _in_groups(self, call: Any, args: tuple[Any, ...], per_member: tuple[bool, ...]) -> Any:
-        """`call(*args)`, or on a one-device CPU one concurrent call per group of members
-        (`Parallel.member_groups`), its output joined; `per_member` marks the arguments with a
-        leading member axis (the first is the state)."""
-        groups = self.par.member_groups(int(args[0].step.shape[-1]))
-        if len(groups) == 1:
-            return call(*args)
-        columns = [
-            split_members(a, groups) if m else [a] * len(groups)
-            for a, m in zip(args, per_member, strict=True)
-        ]
-        parts = list(zip(*columns, strict=True))
-        if (call, groups) not in self._grouped:  # compiled here, once per size, not in the threads
-            self._grouped[call, groups] = [call.lower(*part).compile() for part in parts]
-        calls = self._grouped[call, groups]
-        return join_members(list(self._pool.map(lambda c, part: c(*part), calls, parts)))
+        return self._groups(self._chunks[num_steps], args, (True, False, True))
 
     @functools.cached_property
     def _one_step_calls(self) -> bool:
@@ -287,16 +272,16 @@ class Trainer:
         for epoch in epochs:
             if (seeds, epoch) not in self._perm_cache:
                 index = self.par.to_run(self.par.put(np.int32(epoch)))
-                self._perm_cache[seeds, epoch] = self._in_groups(
+                self._perm_cache[seeds, epoch] = self._groups(
                     self._permutation, (state, index), (True, False)
                 )
         return tuple(self._perm_cache[seeds, e] for e in epochs)
 
     def evaluate(self, state: TrainState) -> dict[str, np.ndarray]:
-        return self.par.fetch(self._in_groups(self._evaluate, (state, self.arrays), (True, False)))
+        return self.par.fetch(self._groups(self._evaluate, (state, self.arrays), (True, False)))
 
     def measure(self, state: TrainState) -> dict[str, np.ndarray]:
-        return self.par.fetch(self._in_groups(self._measure, (state, self.arrays), (True, False)))
+        return self.par.fetch(self._groups(self._measure, (state, self.arrays), (True, False)))
 
 
 def run(
