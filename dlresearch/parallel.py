@@ -190,7 +190,7 @@ class MemberGroups:
 
     def __init__(self, par: Parallel) -> None:
         self.par = par
-        self.compiled: dict[tuple[Any, Groups], list[Any]] = {}  # one compiled call per group
+        self.compiled: dict[tuple[Any, ...], list[Any]] = {}  # one compiled call per group
 
     def __call__(self, call: Any, args: tuple[Any, ...], per_member: tuple[bool, ...]) -> Any:
         """`call(*args)`, the outputs of the groups joined; `per_member` marks the arguments with
@@ -203,7 +203,14 @@ class MemberGroups:
             for a, m in zip(args, per_member, strict=True)
         ]
         parts = list(zip(*columns, strict=True))
-        if (call, groups) not in self.compiled:  # here, once per group size, not in the threads
-            self.compiled[call, groups] = [call.lower(*part).compile() for part in parts]
-        calls = self.compiled[call, groups]
-        return _join(list(_GROUP_CALLS.map(lambda c, part: c(*part), calls, parts)))
+        # Compiled for these inputs' structure and shapes (a chunk may touch one epoch or two),
+        # here and once per group size, not in the threads.
+        key = (
+            call,
+            groups,
+            jax.tree.structure(args),
+            tuple(map(jax.typeof, jax.tree.leaves(args))),
+        )
+        if key not in self.compiled:
+            self.compiled[key] = [call.lower(*part).compile() for part in parts]
+        return _join(list(_GROUP_CALLS.map(lambda c, part: c(*part), self.compiled[key], parts)))

@@ -223,7 +223,8 @@ class Trainer:
     def train_chunk(
         self, state: TrainState, num_steps: int
     ) -> tuple[TrainState, dict[str, jax.Array]]:
-        """`num_steps` steps of every member (donates `state`): one compiled call, or on the CPU
+        """`num_steps` steps of every member (donates `state`): one compiled call (on a one-device
+        CPU, one concurrent call per group of members: `parallel.MemberGroups`), or on the CPU
         for a model with convolutions, `num_steps` calls of one step, dispatched without waiting.
 
         XLA:CPU runs convolutions inside a loop (the `lax.scan` of a chunk) on a slow generic path:

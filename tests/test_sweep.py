@@ -64,19 +64,21 @@ def test_vmapped_members_equal_solo_runs(mode: str) -> None:
 
 def test_groups_of_members_run_as_concurrent_calls_equal_one_call(monkeypatch) -> None:
     # On a one-device CPU, Trainer runs a group of members per core (here groups of 1 and 2, so
-    # two compiled sizes): chunks, epoch permutations (60 steps cross the digits' first epoch),
-    # evaluation. The results must be those of one call for all members, up to the last bits (a
-    # vmap of another width).
+    # two compiled sizes): chunks (the second of the same length as the first but across an epoch
+    # boundary, so with two epochs' permutations), epoch permutations, evaluation. The results
+    # must be those of one call for all members, up to the last bits (a vmap of another width).
     config = small_config(**{"sweep.seed": (0, 1, 2)})
     results = []
     for cores in (1, 2):
         monkeypatch.setattr(os, "cpu_count", lambda cores=cores: cores)
         trainer = train.Trainer(config)
-        assert trainer.program.steps_per_epoch < 60
         assert len(trainer.par.member_groups(3)) == cores
-        state, chunk_metrics = trainer.train_chunk(trainer.init_state(), 60)
-        state, last_metrics = trainer.train_chunk(state, 1)
-        fetched = trainer.par.fetch((state, chunk_metrics, last_metrics))
+        length = trainer.program.steps_per_epoch - 5
+        assert 2 * length > trainer.program.steps_per_epoch
+        state, first = trainer.train_chunk(trainer.init_state(), length)
+        state, second = trainer.train_chunk(state, length)
+        state, last = trainer.train_chunk(state, 1)
+        fetched = trainer.par.fetch((state, first, second, last))
         results.append((fetched, trainer.evaluate(state)))
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6), *results)
 
