@@ -92,6 +92,10 @@ class Parallel:
         self._stacked = NamedSharding(self.mesh, P(AXIS))
 
     @property
+    def platform(self) -> str:
+        return self.mesh.devices.flat[0].platform
+
+    @property
     def axis_name(self) -> str | None:
         return None if self.mode == "single" else AXIS
 
@@ -153,7 +157,7 @@ class Parallel:
         devices run all members in one call.
         """
         groups = 1
-        if self.mode == "single" and self.mesh.devices.flat[0].platform == "cpu":
+        if self.mode == "single" and self.platform == "cpu":
             groups = min(num_members, os.cpu_count() or 1)
         bounds = np.linspace(0, num_members, groups + 1).astype(int).tolist()
         return tuple(pairwise(bounds))
@@ -203,14 +207,9 @@ class MemberGroups:
             for a, m in zip(args, per_member, strict=True)
         ]
         parts = list(zip(*columns, strict=True))
-        # Compiled for these inputs' structure and shapes (a chunk may touch one epoch or two),
-        # here and once per group size, not in the threads.
-        key = (
-            call,
-            groups,
-            jax.tree.structure(args),
-            tuple(map(jax.typeof, jax.tree.leaves(args))),
-        )
+        # Compiled for these inputs' structure and shapes (which fix the groups; a chunk may touch
+        # one epoch or two), here and once per group size, not in the threads.
+        key = (call, jax.tree.structure(args), tuple(map(jax.typeof, jax.tree.leaves(args))))
         if key not in self.compiled:
             self.compiled[key] = [call.lower(*part).compile() for part in parts]
         return _join(list(_GROUP_CALLS.map(lambda c, part: c(*part), self.compiled[key], parts)))

@@ -253,7 +253,7 @@ class Trainer:
     @functools.cached_property
     def _one_step_calls(self) -> bool:
         """Whether `train_chunk` runs each step as its own call: a CPU and a model with convolutions."""
-        if self.par.mesh.devices.flat[0].platform != "cpu":
+        if self.par.platform != "cpu":
             return False
         image = jax.ShapeDtypeStruct((1, *self.program.input_shape), jnp.float32)
         init = functools.partial(self.program.model.init, train=False)
