@@ -6,6 +6,7 @@ what is wrong; nothing is written.
 """
 
 import logging as pylogging
+import sys
 
 import ml_collections
 from absl import app, flags, logging
@@ -13,7 +14,7 @@ from ml_collections import config_flags
 
 from dlresearch import train
 from dlresearch.cli import fail, parse_flags
-from dlresearch.errors import UserError
+from dlresearch.errors import Interrupted, UserError
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file (a get_config() module).")
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for config, metrics, checkpoints.")
@@ -30,11 +31,15 @@ def _not_absl_info(record: pylogging.LogRecord) -> bool:
 
 
 def run_or_fail(config: ml_collections.ConfigDict, workdir: str, overwrite: bool = False) -> None:
-    """`train.run`, a `UserError` reported as one `error:` line with exit code 2."""
+    """`train.run`, a `UserError` reported as one `error:` line with exit code 2, a stop by a signal
+    (checkpoint committed) with exit code 128 + the signal, as a shell reports a killed process."""
     try:
         train.run(config, workdir, overwrite=overwrite)
     except UserError as error:
         fail(str(error))
+    except Interrupted as stop:
+        logging.warning("%s", stop)
+        sys.exit(stop.exit_code)
 
 
 def main(argv: list[str]) -> None:

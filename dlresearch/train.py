@@ -24,6 +24,7 @@ import numpy as np
 from dlresearch import checkpoint, compilation, data, diagnostics, metrics
 from dlresearch import config as config_lib
 from dlresearch import workdir as workdir_lib
+from dlresearch.errors import Interrupted
 from dlresearch.metrics import MetricWriter, Progress, atomic_write_text
 from dlresearch.parallel import MemberGroups, Parallel, initialize_distributed
 from dlresearch.program import (
@@ -50,7 +51,7 @@ class RunResult:
     final: list[dict[str, float]]  # last train and eval metrics per member
     diverged_at: list[int | None]
     step: int
-    stopped_early: bool = False
+    stopped_early: bool = False  # every member diverged and `halt_on_nan` stopped the run
 
 
 def _boundaries(config: ml_collections.ConfigDict) -> list[int]:
@@ -296,7 +297,8 @@ def run(
 
     Nothing is written before the config is validated, the data loaded and the workdir locked: a
     bad config or a workdir in use raises `ConfigError` with the workdir as it was. SIGTERM and
-    SIGINT stop the run at the next chunk boundary with a committed checkpoint of that step.
+    SIGINT stop the run at the next chunk boundary with a committed checkpoint of that step, then
+    raise `errors.Interrupted` (asked again, the run resumes there).
     `measure_at_init` writes the diagnostics of the initial state to `INIT_DIAGNOSTICS_FILE`
     (once; a run asked again keeps the file).
     """
@@ -361,12 +363,14 @@ def _train(trainer: Trainer, workdir: str, signals: list[int]) -> RunResult:
                     "stopped at step %d (%s)", step, "all members diverged" if halted else "signal"
                 )
             ckpt.wait_until_finished()
+    if signalled:
+        raise Interrupted(signals[0], step)
     return RunResult(
         members=members,
         final=final_metrics(writer.path, len(members)),
         diverged_at=diverged,
         step=step,
-        stopped_early=signalled or halted,
+        stopped_early=halted,
     )
 
 

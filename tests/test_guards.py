@@ -25,7 +25,7 @@ from hypothesis import strategies as st
 from dlresearch import checkpoint, main, train
 from dlresearch import config as config_lib
 from dlresearch import workdir as workdir_lib
-from dlresearch.errors import ConfigError
+from dlresearch.errors import ConfigError, Interrupted
 from dlresearch.metrics import MetricWriter, read_jsonl
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -310,14 +310,16 @@ def test_a_signal_anywhere_stops_with_a_checkpoint_and_resumes_exactly(
 ) -> None:
     with monkeypatch.context() as patch:
         _signal_on(patch, *POINTS[point], sig)
-        result = train.run(small_config(), str(tmp_path))
-    assert result.stopped_early and result.step < 40
+        with pytest.raises(Interrupted) as stop:
+            train.run(small_config(), str(tmp_path))
+    assert stop.value.signum == sig and stop.value.exit_code == 128 + sig
+    assert stop.value.step < 40
     # The step it stopped at is committed; before the loop nothing was trained or saved.
     if point == "before-the-loop":
-        assert result.step == 0 and _steps(tmp_path) == []
+        assert stop.value.step == 0 and _steps(tmp_path) == []
     else:
-        assert result.step in _steps(tmp_path)
-        assert int(_restore(tmp_path).step[0]) == result.step
+        assert stop.value.step in _steps(tmp_path)
+        assert int(_restore(tmp_path).step[0]) == stop.value.step
     assert not [p for p in tmp_path.rglob("*") if "tmp" in p.name]  # nothing half-written
     train.run(small_config(), str(tmp_path))
     _assert_same_run(tmp_path, uninterrupted)
@@ -329,8 +331,9 @@ def test_a_second_signal_during_the_final_save_waits_for_it(
     with monkeypatch.context() as patch:
         _signal_on(patch, train.Trainer, "train_chunk", 1, signal.SIGTERM)
         _signal_on(patch, checkpoint.Checkpointer, "save", 1, signal.SIGINT)
-        result = train.run(small_config(), str(tmp_path))
-    assert result.stopped_early and result.step == 10
+        with pytest.raises(Interrupted) as stop:
+            train.run(small_config(), str(tmp_path))
+    assert stop.value.step == 10 and stop.value.signum == signal.SIGTERM
     assert int(_restore(tmp_path).step[0]) == 10
     train.run(small_config(), str(tmp_path))
     _assert_same_run(tmp_path, uninterrupted)
@@ -345,8 +348,9 @@ def test_a_stop_inside_a_log_interval_keeps_the_unlogged_steps_and_resumes_exact
     with monkeypatch.context() as patch:
         patch.setattr(train, "STOP_WITHIN_SECONDS", 1e-9)
         _signal_on(patch, train.Trainer, "train_chunk", 4, signal.SIGTERM)
-        result = train.run(small_config(), str(tmp_path))
-    assert result.stopped_early and result.step == 22 and _steps(tmp_path) == [20, 22]
+        with pytest.raises(Interrupted) as stop:
+            train.run(small_config(), str(tmp_path))
+    assert stop.value.step == 22 and _steps(tmp_path) == [20, 22]
     # Resumed with the default bound (10-step chunks again): the log line at 30 is the mean over
     # steps 21-30, two of them from the checkpoint.
     train.run(small_config(), str(tmp_path))

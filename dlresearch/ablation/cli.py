@@ -3,6 +3,7 @@
 import logging as pylogging
 import math
 import os
+import sys
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -16,7 +17,7 @@ from dlresearch.ablation.runner import run_experiment
 from dlresearch.ablation.spec import PRESETS, DataDirs, Experiment, ExperimentResult
 from dlresearch.ablation.writeup import write_index
 from dlresearch.cli import fail, parse_flags
-from dlresearch.errors import UserError
+from dlresearch.errors import Interrupted, UserError
 
 
 def _define_flags() -> Any:
@@ -87,6 +88,9 @@ def _run_from_flags(experiments: Sequence[Experiment], config_flag: Any) -> list
             )
     except UserError as error:
         fail(str(error))
+    except Interrupted as stop:
+        logging.warning("%s", stop)
+        sys.exit(stop.exit_code)
     return outcomes
 
 
