@@ -13,7 +13,8 @@ Nothing is deleted on a guess. When restoring the newest checkpoint fails, the c
   nothing touched;
 - anything else means its files are damaged: the checkpoint is moved (not deleted) to
   `<directory>_damaged/<step>-<time>`, logged, and the previous one is tried.
-A save that fails (a full disk) is a `CheckpointError`; the checkpoints already written stay intact.
+A save that fails (a full disk, whether the file system or TensorStore reports it) is a
+`CheckpointError`; the checkpoints already written stay intact.
 """
 
 import datetime
@@ -32,6 +33,9 @@ from dlresearch.errors import CheckpointError
 logger = logging.getLogger(__name__)
 
 READ_ATTEMPTS = 3
+# What a failing write raises: the file system's errors, and TensorStore's (through Orbax) as
+# ValueError, e.g. `ValueError: RESOURCE_EXHAUSTED: ...` on a full disk.
+_WRITE_ERRORS = (OSError, ValueError)
 RETRY_SECONDS = 1.0
 
 
@@ -62,6 +66,13 @@ def _differences(expected: dict, found: dict, limit: int = 5) -> str:
     lines += [f"{k} unexpected" for k in found if k not in expected]
     more = f" (and {len(lines) - limit} more)" if len(lines) > limit else ""
     return "; ".join(lines[:limit]) + more
+
+
+def _reason(error: Exception) -> str:
+    """An error's reason on one line: an OSError's text, else the first line of its message."""
+    if isinstance(error, OSError) and error.strerror:
+        return error.strerror
+    return (str(error).splitlines() or [type(error).__name__])[0][:300]
 
 
 class Restored(NamedTuple):
@@ -112,7 +123,7 @@ class Checkpointer:
                 unlogged=ocp.args.JsonSave(_encode(unlogged or {})),
             )
             saved = self._manager.save(step, args=args, force=True)
-        except OSError as error:
+        except _WRITE_ERRORS as error:
             raise self._save_error(step, error) from None
         if not saved:
             raise CheckpointError(f"Orbax declined to save step {step} in {self.directory}")
@@ -121,17 +132,17 @@ class Checkpointer:
         """Block until the last save is committed (raises `CheckpointError` if it failed)."""
         try:
             self._manager.wait_until_finished()
-        except OSError as error:
+        except _WRITE_ERRORS as error:
             raise self._save_error(self._saving, error) from None
         self._saving = None
 
-    def _save_error(self, step: int | None, error: OSError) -> CheckpointError:
+    def _save_error(self, step: int | None, error: Exception) -> CheckpointError:
         self._saving = None
         intact = [s for s in self._manager.all_steps() if s != step]
         kept = f"the checkpoint of step {max(intact)} is intact" if intact else "no earlier one"
         return CheckpointError(
             f"saving the checkpoint of step {step} in {self.directory} failed "
-            f"({error.strerror or error}); {kept}"
+            f"({_reason(error)}); {kept}"
         )
 
     def restore_latest(self, template: Any) -> Restored:

@@ -3,7 +3,9 @@
 `fetch` fills `<cache>/<dataset>/` with a dataset's published files. The cache is
 `$DLRESEARCH_DATA_DIR`, by default `~/.cache/dlresearch`. Each file is tried at the base URLs of
 `$DLRESEARCH_DATA_MIRROR` (comma-separated; the file at `<base>/<dataset>/<name>`), then at the
-public mirrors, each once, with a short timeout so that an offline machine fails within seconds.
+public mirrors, each once, with a short timeout so that an offline machine fails within seconds,
+and a deadline per file so that a mirror trickling bytes fails too; a base URL that is not a URL
+is a failure of that one (named in the final error), and the next is tried.
 A download is written under a temporary name in the same directory, checked, then renamed: a file
 with its final name is always complete and checked. An fcntl lock on the directory makes a second
 process wait for the first one's download and then find the files.
@@ -16,6 +18,7 @@ import http.client
 import logging
 import os
 import tarfile
+import time
 import urllib.error
 import urllib.request
 import uuid
@@ -33,6 +36,10 @@ MIRROR_ENV = "DLRESEARCH_DATA_MIRROR"
 # Seconds allowed to connect and between two reads: long enough for a slow server, short enough
 # that an unreachable one fails fast.
 TIMEOUT_S = 10.0
+# Seconds allowed for one file from one base URL, all reads together (checked after each read, so
+# a file fails at most TIMEOUT_S later): CIFAR-10's 170 MB at 300 kB/s; a mirror that trickles
+# bytes slower fails, and the next is tried.
+DEADLINE_S = 600.0
 _CHUNK_BYTES = 1 << 20
 _PARTIAL = ".part"  # the suffix of a file being written; never read as a dataset file
 
@@ -156,9 +163,18 @@ def _partial(directory: Path, name: str) -> Iterator[Path]:
         path.unlink(missing_ok=True)
 
 
+def _open(url: str) -> http.client.HTTPResponse:
+    try:
+        return urllib.request.urlopen(url, timeout=TIMEOUT_S)
+    except ValueError:  # not a URL: a failure of this base URL, the next is tried
+        raise urllib.error.URLError("not a URL") from None
+
+
 def _transfer(url: str, path: Path) -> None:
-    """Writes what `url` serves to `path`, with a progress bar on a terminal."""
-    with urllib.request.urlopen(url, timeout=TIMEOUT_S) as response, path.open("wb") as out:
+    """Writes what `url` serves to `path`, with a progress bar on a terminal; `TimeoutError` once
+    it took over `DEADLINE_S`."""
+    deadline = time.monotonic() + DEADLINE_S
+    with _open(url) as response, path.open("wb") as out:
         length = response.headers.get("Content-Length")
         total = int(length) if length else None
         size = f"{total / 1e6:.1f} MB" if total is not None else "size unknown"
@@ -167,10 +183,15 @@ def _transfer(url: str, path: Path) -> None:
         with tqdm(
             total=total, desc=PurePosixPath(url).name, unit="B", unit_scale=True, disable=None
         ) as bar:
-            while chunk := response.read(_CHUNK_BYTES):
+            # read1: what one read of the socket returns, so that a trickle cannot hold it.
+            while chunk := response.read1(_CHUNK_BYTES):
                 out.write(chunk)
                 received += len(chunk)
                 bar.update(len(chunk))
+                if time.monotonic() > deadline:
+                    raise TimeoutError(
+                        f"not complete after {DEADLINE_S:g} s ({received} bytes received)"
+                    )
     # http.client returns a short body without complaint when the server closes early.
     if total is not None and received != total:
         raise ConnectionError(f"connection closed after {received} of {total} bytes")

@@ -31,9 +31,15 @@ Groups = tuple[tuple[int, int], ...]  # [start, stop) of each group of members
 
 
 def initialize_distributed(config: ml_collections.ConfigDict) -> None:
-    """Join a multi-host run when `parallel.coordinator` asks for one (before any other JAX call)."""
+    """Join a multi-host run when `parallel.coordinator` asks for one (before any other JAX call).
+
+    JAX's preemption service is left off: it would replace the run's SIGTERM handler with its own,
+    and every process would train on after a scheduler's SIGTERM. A run reads its signals itself
+    and stops every process together (`first_signal`).
+    """
     if not config.coordinator:
         return
+    jax.config.update("jax_enable_preemption_service", False)
     if config.coordinator == "auto":  # SLURM, TPU pods, ...: JAX finds the cluster itself
         jax.distributed.initialize()
     else:
@@ -67,6 +73,28 @@ def first_failure(message: str, size: int = 4096) -> str:
         if text:
             return text if index == jax.process_index() else f"process {index}: {text}"
     return ""
+
+
+def gather_text(text: str) -> list[str]:
+    """Every process's `text`, in process order. A collective when there are several."""
+    if jax.process_count() == 1:
+        return [text]
+    encoded = np.frombuffer(text.encode(), np.uint8)
+    lengths = np.asarray(multihost_utils.process_allgather(np.int32(len(encoded)))).ravel()
+    buffer = np.zeros(int(lengths.max()), np.uint8)
+    buffer[: len(encoded)] = encoded
+    rows = np.asarray(multihost_utils.process_allgather(buffer))
+    return [row[:n].tobytes().decode() for row, n in zip(rows, lengths, strict=True)]
+
+
+def first_signal(signum: int) -> int:
+    """This process's `signum`, else the first other process's non-zero one, else 0: a stop that
+    any process was asked for, known to every process, so that all stop at the same step.
+    A collective when there are several (one small all-gather)."""
+    if jax.process_count() == 1:
+        return signum
+    signals = np.asarray(multihost_utils.process_allgather(np.int32(signum))).ravel()
+    return signum or next((int(s) for s in signals if s), 0)
 
 
 class Parallel:

@@ -24,9 +24,15 @@ import numpy as np
 from dlresearch import checkpoint, compilation, data, diagnostics, metrics
 from dlresearch import config as config_lib
 from dlresearch import workdir as workdir_lib
-from dlresearch.errors import Interrupted
+from dlresearch.errors import ConfigError, Interrupted
 from dlresearch.metrics import MetricWriter, Progress, atomic_write_text
-from dlresearch.parallel import MemberGroups, Parallel, initialize_distributed
+from dlresearch.parallel import (
+    MemberGroups,
+    Parallel,
+    first_signal,
+    gather_text,
+    initialize_distributed,
+)
 from dlresearch.program import (
     NOT_DIVERGED,
     TrainState,
@@ -92,25 +98,59 @@ def _due(step: int, every: int, total: int) -> bool:
     return step == total or (every > 0 and step % every == 0)
 
 
-@contextmanager
-def _graceful_stop() -> Iterator[list[int]]:
-    """SIGTERM/SIGINT append to a list that the run loop reads once per chunk boundary.
+class _CompileClock:
+    """Seconds JAX spent tracing, lowering and compiling in this process, so far (from its
+    monitoring events; a persistent-cache hit counts as a compilation of the time it took)."""
+
+    seconds = 0.0
+
+    @classmethod
+    def record(cls, event: str, duration: float, **kwargs: Any) -> None:
+        if event.startswith("/jax/core/compile/"):
+            cls.seconds += duration
+
+
+jax.monitoring.register_event_duration_secs_listener(_CompileClock.record)
+
+
+class _Stop:
+    """SIGTERM/SIGINT during a run. While the run is set up (nothing written yet; a download may
+    be waiting on a slow mirror) a signal raises `Interrupted` at once; from `defer` on it is
+    recorded, and the run loop reads it once per chunk boundary (`requested`).
 
     The handlers stay installed until the final checkpoint is committed, so a second signal
     during that save waits for it instead of killing it half-way.
     """
-    received: list[int] = []
 
-    def handler(signum: int, frame: Any) -> None:
-        if received:
+    def __init__(self) -> None:
+        self.received: list[int] = []
+        self.deferred = False
+
+    def handler(self, signum: int, frame: Any) -> None:
+        if not self.deferred:
+            raise Interrupted(signum)
+        if self.received:
             logger.warning("signal %d: already stopping; waiting for the checkpoint", signum)
         else:
             logger.warning("signal %d: stopping after the current chunk with a checkpoint", signum)
-        received.append(signum)
+        self.received.append(signum)
 
-    previous = {s: signal.signal(s, handler) for s in (signal.SIGTERM, signal.SIGINT)}
+    def defer(self) -> None:
+        self.deferred = True
+
+    def requested(self) -> int:
+        """The signal that stops the run (0: none), the same on every process: a signal to any
+        one process stops them all at the same step. A collective when there are several."""
+        return first_signal(self.received[0] if self.received else 0)
+
+
+@contextmanager
+def _graceful_stop() -> Iterator[_Stop]:
+    """A `_Stop` whose handler serves SIGTERM and SIGINT inside the block."""
+    stop = _Stop()
+    previous = {s: signal.signal(s, stop.handler) for s in (signal.SIGTERM, signal.SIGINT)}
     try:
-        yield received
+        yield stop
     finally:
         for s, h in previous.items():
             signal.signal(s, h)
@@ -142,8 +182,9 @@ class Trainer:
         )
         self._chunks: dict[int, Any] = {}
         self._groups = MemberGroups(self.par)
-        # The longest chunk `STOP_WITHIN_SECONDS` allows (None: no cut), from measured steps. A
-        # chunk of one-step calls is free to cut, so its first one is a step, to measure.
+        # The longest chunk `STOP_WITHIN_SECONDS` allows (None: no cut), from the steps' time
+        # measured on the previous chunk. A chunk of one-step calls is free to cut, so its first
+        # one is a step, to measure.
         self._max_chunk: int | None = 1 if self._one_step_calls else None
         self._permutation = self._compile(self.program.epoch_permutation, donate_state=False)
         self._perm_cache: dict[tuple[bytes, int], jax.Array] = {}
@@ -196,8 +237,9 @@ class Trainer:
 
         Chunks end at every multiple of the config's intervals (steps per call, logging,
         evaluation, checkpoints, diagnostics), so a resumed run logs, evaluates and saves where an
-        uninterrupted one does; and they are cut shorter where the measured step time would make
-        one last over `STOP_WITHIN_SECONDS`, so that a stop request is read soon enough. Neither
+        uninterrupted one does; and they are cut shorter where the step time measured on the
+        previous chunk (its compilation left out, so from the first chunk on) would make one last
+        over `STOP_WITHIN_SECONDS`, so that a stop request is read soon enough. Neither
         changes the numbers: compiled chunks of any length give bitwise-equal states.
         Each state yielded is donated to the next chunk: use it before asking for the next one.
         """
@@ -206,20 +248,15 @@ class Trainer:
         intervals = _boundaries(self.config)
         while step < total:
             length = _chunk_length(_next_stop(step, total, intervals) - step, self._max_chunk)
-            compiled = self._compilations
+            compiling = _CompileClock.seconds
             started = time.perf_counter()
             state, chunk_metrics = self.train_chunk(state, length)
             host_metrics = self.par.fetch(chunk_metrics)  # waits for the chunk to end
-            if self._compilations == compiled:  # a time without compilation in it
-                self._max_chunk = _max_chunk(
-                    (time.perf_counter() - started) / length, self.config.train.steps_per_call
-                )
+            # The steps' time, without the compilation a chunk of a new length includes.
+            ran = time.perf_counter() - started - (_CompileClock.seconds - compiling)
+            self._max_chunk = _max_chunk(max(ran, 0.0) / length, self.config.train.steps_per_call)
             step += length
             yield step, state, host_metrics
-
-    @property
-    def _compilations(self) -> int:
-        return len(self._chunks) + len(self._groups.compiled)
 
     def train_chunk(
         self, state: TrainState, num_steps: int
@@ -295,21 +332,53 @@ def run(
 ) -> RunResult:
     """Train (or resume) the run of `config` in `workdir`.
 
-    Nothing is written before the config is validated, the data loaded and the workdir locked: a
-    bad config or a workdir in use raises `ConfigError` with the workdir as it was. SIGTERM and
-    SIGINT stop the run at the next chunk boundary with a committed checkpoint of that step, then
-    raise `errors.Interrupted` (asked again, the run resumes there).
+    Nothing is written before the config is validated (and found the same on every process), the
+    data loaded and the workdir locked: a bad config or a workdir in use raises `ConfigError` with
+    the workdir as it was. SIGTERM and SIGINT stop the run at the next chunk boundary with a
+    committed checkpoint of that step, then raise `errors.Interrupted` (asked again, the run
+    resumes there); a signal to any one process of a multi-host run stops every process at the
+    same step. Until the data is loaded (a download included), a signal raises
+    `errors.Interrupted` at once: nothing is written yet.
     `measure_at_init` writes the diagnostics of the initial state to `INIT_DIAGNOSTICS_FILE`
     (once; a run asked again keeps the file).
     """
-    with _graceful_stop() as signals:
+    with _graceful_stop() as stop:
         config_lib.validate(config)
+        workdir_lib.check_name(workdir)
         initialize_distributed(config.parallel)
+        _check_processes_agree(config)
         trainer = Trainer(config)
+        stop.defer()
         with workdir_lib.claim(workdir, config, overwrite):
             if measure_at_init:
                 _measure_at_init(trainer, workdir)
-            return _train(trainer, workdir, signals)
+            return _train(trainer, workdir, stop)
+
+
+# Fields that may differ between the processes of a multi-host run: each has its own id, and each
+# host may hold its own copy of the data.
+PER_PROCESS_FIELDS = ("parallel.process_id", "data.dir")
+
+
+def _check_processes_agree(config: ml_collections.ConfigDict) -> None:
+    """Raise `ConfigError` on every process, naming the differing fields, unless every process
+    runs the same config (but for `PER_PROCESS_FIELDS`). A collective when there are several."""
+    resolved = json.loads(config_lib.to_json(config))
+    for field in PER_PROCESS_FIELDS:
+        section, name = field.split(".")
+        del resolved[section][name]
+    first, *others = [json.loads(t) for t in gather_text(json.dumps(resolved))]
+    differing = [
+        f"process {i} has {line}"
+        for i, other in enumerate(others, 1)
+        for line in config_lib.diff(first, other)
+    ]
+    if differing:
+        raise ConfigError(
+            "the processes' configs differ (all fields but "
+            f"{' and '.join(PER_PROCESS_FIELDS)} must agree; 'field: process 0's -> its'): "
+            + "; ".join(differing)
+        )
 
 
 def _measure_at_init(trainer: Trainer, workdir: str) -> None:
@@ -322,7 +391,7 @@ def _measure_at_init(trainer: Trainer, workdir: str) -> None:
         atomic_write_text(path, json.dumps(per_member))
 
 
-def _train(trainer: Trainer, workdir: str, signals: list[int]) -> RunResult:
+def _train(trainer: Trainer, workdir: str, stop: _Stop) -> RunResult:
     """The run loop on a claimed workdir: resume, then [chunk -> log -> eval -> checkpoint]*."""
     config, par, members = trainer.config, trainer.par, trainer.members
     total = config.train.steps
@@ -347,12 +416,12 @@ def _train(trainer: Trainer, workdir: str, signals: list[int]) -> RunResult:
             # A run whose members all diverged is finished; asking again does not step it further.
             halted = config.halt_on_nan and None not in diverged
             # A signal before the first chunk: the restored step already has its checkpoint.
-            signalled = bool(signals)
+            signalled = stop.requested()
             chunks = iter(()) if halted or signalled else trainer.chunks(state)
             for step, state, chunk_metrics in chunks:
                 log.boundary(step, state, chunk_metrics)
                 halted = config.halt_on_nan and None not in diverged
-                signalled = bool(signals)  # the one read of this boundary
+                signalled = stop.requested()  # the one read of this boundary
                 if signalled or halted or _due(step, config.checkpoint.every_steps, total):
                     trainer.save(ckpt, step, state, log.unlogged)
                 writer.flush()
@@ -364,7 +433,7 @@ def _train(trainer: Trainer, workdir: str, signals: list[int]) -> RunResult:
                 )
             ckpt.wait_until_finished()
     if signalled:
-        raise Interrupted(signals[0], step)
+        raise Interrupted(signalled, step)
     return RunResult(
         members=members,
         final=final_metrics(writer.path, len(members)),

@@ -60,17 +60,55 @@ def _acquire(path: str) -> int:
         os.close(fd)
 
 
-@contextmanager
-def lock(workdir: str) -> Iterator[None]:
-    """Hold `workdir`'s lock (creating the directory) or raise ConfigError naming the holder."""
-    os.makedirs(workdir, exist_ok=True)
-    path = os.path.join(workdir, LOCK_FILE)
-    fd = _acquire(path)
+def check_name(workdir: str) -> None:
+    """Raise `ConfigError` unless a checkpoint can be written under `workdir`: Orbax needs a path
+    of UTF-8 text (a name with a byte like 0xff would train, then fail at the first save)."""
+    path = os.path.abspath(workdir)
     try:
+        path.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ConfigError(
+            f"workdir {os.fsencode(path)!r} is not UTF-8 text, which checkpoints need; "
+            "choose a name of UTF-8 characters"
+        ) from None
+
+
+def _take(workdir: str) -> int:
+    """A descriptor holding `workdir`'s lock, its file naming this process (the directory created
+    if need be); `ConfigError` if another holds it or the file system refuses (a file in its
+    place, no permission, a name too long, a full disk), leaving nothing behind."""
+    path = os.path.join(workdir, LOCK_FILE)
+    created = not os.path.lexists(workdir)
+    fd = None
+    try:
+        os.makedirs(workdir, exist_ok=True)
+        fd = _acquire(path)
         since = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
         details = json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "since": since})
         os.ftruncate(fd, 0)
         os.pwrite(fd, details.encode(), 0)
+        return fd
+    except OSError as error:
+        if fd is not None:  # held: its file is ours to remove
+            with suppress(OSError):
+                os.unlink(path)
+            os.close(fd)
+        if created:
+            with suppress(OSError):
+                os.rmdir(workdir)
+        raise ConfigError(
+            f"cannot use the workdir {workdir} ({error.strerror or error}"
+            f"{f': {error.filename}' if error.filename else ''})"
+        ) from None
+
+
+@contextmanager
+def lock(workdir: str) -> Iterator[None]:
+    """Hold `workdir`'s lock (creating the directory) or raise ConfigError naming the holder, or
+    what the file system refused."""
+    path = os.path.join(workdir, LOCK_FILE)
+    fd = _take(workdir)
+    try:
         yield
     finally:
         # Unlink while still holding the lock (see `_acquire` for why that is safe).
@@ -129,6 +167,8 @@ def claim(workdir: str, config: ml_collections.ConfigDict, overwrite: bool) -> I
                 prepare(workdir, config, overwrite)
             except ConfigError as error:
                 refusal = str(error)
+            except OSError as error:  # writing config.json (a full disk)
+                refusal = f"cannot prepare the workdir {workdir} ({error.strerror or error})"
         refusal = first_failure(refusal)
         if refusal:
             raise ConfigError(refusal)

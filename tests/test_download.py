@@ -7,20 +7,23 @@ import hashlib
 import http.server
 import io
 import os
+import signal
 import socket
 import subprocess
 import sys
 import tarfile
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import ml_collections
 import numpy as np
 import pytest
+from conftest import small_config
 
-from dlresearch import data, download
-from dlresearch.errors import ConfigError
+from dlresearch import data, download, train
+from dlresearch.errors import ConfigError, Interrupted
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_MNIST = ROOT.parent / "shared" / "data" / "mnist"
@@ -44,17 +47,24 @@ class _Handler(http.server.SimpleHTTPRequestHandler):
             return
         body = Path(self.directory, self.path.lstrip("/")).read_bytes()
         self.send_response(200)
-        if cut == "short":  # announces the whole file, sends half, closes
+        if cut in ("short", "drip"):  # announces the whole file
             self.send_header("Content-Length", str(len(body)))
         self.end_headers()
-        self.wfile.write(body[: len(body) // 2])
+        if cut == "drip":  # a byte every 0.1 s, for 3 s, then closes
+            for byte in body[:30]:
+                self.wfile.write(bytes([byte]))
+                self.wfile.flush()
+                time.sleep(0.1)
+            return
+        self.wfile.write(body[: len(body) // 2])  # sends half, closes
 
 
 class _Server(http.server.ThreadingHTTPServer):
     daemon_threads = True
     requests: list[str]
     gate: threading.Event  # responses wait until it is set
-    cut: dict[str, str]  # path -> "short" (fewer bytes than Content-Length) or "no_length"
+    # path -> "short" (fewer bytes than Content-Length), "no_length" or "drip" (slowly, then short)
+    cut: dict[str, str]
 
 
 @dataclasses.dataclass
@@ -240,6 +250,39 @@ def test_interrupted_transfer_leaves_no_file_and_a_retry_succeeds(
     assert mirror.files_requested() == [*MNIST_GZ[:3], *MNIST_GZ[2:]]
 
 
+def test_a_mirror_trickling_bytes_fails_at_the_deadline_leaving_no_file(
+    mirror: Mirror, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    publish_idx(mirror, monkeypatch)
+    mirror.server.cut["/mnist/train-images-idx3-ubyte.gz"] = "drip"
+    monkeypatch.setattr(download, "DEADLINE_S", 0.5)
+    with pytest.raises(ConfigError, match=r"train-images-idx3-ubyte.gz: not complete after 0.5 s"):
+        data.dataset_dir("mnist")
+    assert [p.name for p in (cache() / "mnist").iterdir()] == [".lock"]
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_a_signal_during_a_download_stops_the_run_at_once_writing_nothing(
+    mirror: Mirror, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, sig: int
+) -> None:
+    publish_idx(mirror, monkeypatch)
+    mirror.server.cut["/mnist/train-images-idx3-ubyte.gz"] = "drip"
+
+    def signal_once_requested() -> None:
+        while not mirror.server.requests:
+            time.sleep(0.01)
+        time.sleep(0.3)  # inside the trickle
+        os.kill(os.getpid(), sig)
+
+    threading.Thread(target=signal_once_requested, daemon=True).start()
+    config = small_config(**{"data.name": "mnist", "train.batch_size": 8})
+    with pytest.raises(Interrupted) as stop:
+        train.run(config, str(tmp_path / "run"))
+    assert stop.value.signum == sig and stop.value.step is None
+    assert [p.name for p in (cache() / "mnist").iterdir()] == [".lock"]
+    assert not (tmp_path / "run").exists()
+
+
 def test_partial_files_of_a_killed_download_are_removed(
     mirror: Mirror, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -318,6 +361,22 @@ def test_mirror_list_is_tried_in_order_before_the_public_mirrors(
     assert mirror.server.requests == [
         path for name in MNIST_GZ for path in (f"/first/mnist/{name}", f"/second/mnist/{name}")
     ]
+
+
+def test_a_mirror_that_is_not_a_url_is_skipped_and_named(
+    mirror: Mirror, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    publish_idx(mirror, monkeypatch)
+    monkeypatch.setenv(download.MIRROR_ENV, f"not a url,{mirror.url}")
+    data.dataset_dir("mnist")
+    assert sorted(mirror.files_requested()) == sorted(MNIST_GZ)
+
+    monkeypatch.setenv(download.CACHE_ENV, str(cache().parent / "cache2"))
+    monkeypatch.setenv(download.MIRROR_ENV, "not a url")
+    with pytest.raises(
+        ConfigError, match=r"\(not a url/mnist/train-images-idx3-ubyte.gz: not a URL\)"
+    ):
+        data.dataset_dir("mnist")
 
 
 def test_cache_dir_defaults_to_the_user_cache(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -343,11 +343,12 @@ def test_a_second_signal_during_the_final_save_waits_for_it(
 def test_a_stop_inside_a_log_interval_keeps_the_unlogged_steps_and_resumes_exactly(
     tmp_path: Path, uninterrupted: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # Any measured step is too slow for this bound: once a chunk was timed (the second; the first
-    # compiles), chunks are single steps, so the signal lands inside the 20-30 log interval.
+    # Any measured step is too slow for this bound: once a chunk was timed (the first, its
+    # compilation left out), chunks are single steps, so the 13th chunk ends at step 22, inside
+    # the 20-30 log interval.
     with monkeypatch.context() as patch:
         patch.setattr(train, "STOP_WITHIN_SECONDS", 1e-9)
-        _signal_on(patch, train.Trainer, "train_chunk", 4, signal.SIGTERM)
+        _signal_on(patch, train.Trainer, "train_chunk", 13, signal.SIGTERM)
         with pytest.raises(Interrupted) as stop:
             train.run(small_config(), str(tmp_path))
     assert stop.value.step == 22 and _steps(tmp_path) == [20, 22]
