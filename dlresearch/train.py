@@ -369,15 +369,14 @@ def _check_processes_agree(config: ml_collections.ConfigDict) -> None:
         del resolved[section][name]
     first, *others = [json.loads(t) for t in gather_text(json.dumps(resolved))]
     differing = [
-        f"process {i} has {line}"
+        f"process {i} {line}"
         for i, other in enumerate(others, 1)
         for line in config_lib.diff(first, other)
     ]
     if differing:
         raise ConfigError(
-            "the processes' configs differ (all fields but "
-            f"{' and '.join(PER_PROCESS_FIELDS)} must agree; 'field: process 0's -> its'): "
-            + "; ".join(differing)
+            "every process must run the same config (but for "
+            f"{' and '.join(PER_PROCESS_FIELDS)}); against process 0's: " + "; ".join(differing)
         )
 
 

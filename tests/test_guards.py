@@ -441,14 +441,26 @@ def test_an_io_error_is_retried_then_reported_touching_nothing(
     assert _tree_digest(tmp_path) == before
 
 
+# What a full disk raises from a checkpoint save: the file system's error, or TensorStore's
+# through Orbax (a ValueError whose first line names the reason).
+FULL_DISK = {
+    "OSError": OSError(errno.ENOSPC, os.strerror(errno.ENOSPC)),
+    "TensorStore": ValueError(
+        'RESOURCE_EXHAUSTED: Error writing local file "/w/checkpoints/40/state/d/1f": '
+        "No space left on device\n[source locations='tensorstore/kvstore/file/file_key_value_store.cc']"
+    ),
+}
+
+
+@pytest.mark.parametrize("raised", list(FULL_DISK))
 def test_a_full_disk_stops_the_run_keeping_the_previous_checkpoint(
-    tmp_path: Path, uninterrupted: Path, monkeypatch: pytest.MonkeyPatch, capsys
+    tmp_path: Path, uninterrupted: Path, monkeypatch: pytest.MonkeyPatch, capsys, raised: str
 ) -> None:
     original = ocp.CheckpointManager.save
 
     def save(self, step, *args, **kwargs):
         if step == 40:
-            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+            raise FULL_DISK[raised]
         return original(self, step, *args, **kwargs)
 
     with monkeypatch.context() as patch:
@@ -457,11 +469,70 @@ def test_a_full_disk_stops_the_run_keeping_the_previous_checkpoint(
             main.run_or_fail(small_config(), str(tmp_path))
     assert exit_.value.code == 2
     err = capsys.readouterr().err
-    assert err.startswith("error: saving the checkpoint of step 40 in ")
+    assert err.startswith("error: saving the checkpoint of step 40 in ") and err.count("\n") == 1
     assert "No space left on device); the checkpoint of step 20 is intact" in err
     assert int(_restore(tmp_path).step[0]) == 20
     train.run(small_config(), str(tmp_path))
     _assert_same_run(tmp_path, uninterrupted)
+
+
+# -- a workdir the file system refuses -------------------------------------------------------------
+def _refuse_on_acquire(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A directory without write permission (as root, which may write anywhere, simulated)."""
+
+    def acquire(path: str) -> int:
+        raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), path)
+
+    monkeypatch.setattr(workdir_lib, "_acquire", acquire)
+
+
+def _disk_full_at_start(monkeypatch: pytest.MonkeyPatch) -> None:
+    def pwrite(fd: int, data: bytes, offset: int) -> int:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(workdir_lib.os, "pwrite", pwrite)
+
+
+REFUSED_WORKDIRS = {  # name -> (workdir under tmp_path, set-up, the reason in the error line)
+    "a-file": ("afile", None, "File exists"),
+    "a-300-character-name": ("x" * 300, None, "File name too long"),
+    "read-only": ("run", _refuse_on_acquire, "Permission denied"),
+    "disk-full-at-start": ("run", _disk_full_at_start, "No space left on device"),
+}
+
+
+@pytest.mark.parametrize("case", list(REFUSED_WORKDIRS))
+def test_a_workdir_the_file_system_refuses_is_one_line_exit_2_leaving_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture, case: str
+) -> None:
+    name, setup, reason = REFUSED_WORKDIRS[case]
+    (tmp_path / "afile").write_text("a file")
+    if setup:
+        setup(monkeypatch)
+    with pytest.raises(SystemExit) as exit_:
+        main.run_or_fail(small_config(), str(tmp_path / name))
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: cannot use the workdir {tmp_path / name} ({reason}")
+    assert err.count("\n") == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["afile"]
+    assert (tmp_path / "afile").read_text() == "a file"
+
+
+def test_a_workdir_name_a_checkpoint_cannot_hold_is_refused_before_training(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    def no_training(*args, **kwargs):
+        raise AssertionError("trained")
+
+    monkeypatch.setattr(train.Trainer, "train_chunk", no_training)
+    workdir = os.fsdecode(os.fsencode(tmp_path) + b"/run\xff")
+    with pytest.raises(SystemExit) as exit_:
+        main.run_or_fail(small_config(), workdir)
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: workdir b'") and "run\\xff' is not UTF-8 text" in err
+    assert list(tmp_path.iterdir()) == []
 
 
 # -- metrics.jsonl ---------------------------------------------------------------------------------
