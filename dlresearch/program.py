@@ -39,7 +39,7 @@ class TrainState(struct.PyTreeNode):
     batch_stats: Any
     opt_state: Any
     rng: jax.Array  # the member's key; all randomness is fold_in(rng, stream, step)
-    diverged_at: jax.Array  # first step with a non-finite loss, or NOT_DIVERGED
+    diverged_at: jax.Array  # first step with a non-finite loss (from 1, as logged), or NOT_DIVERGED
 
 
 class DeviceArrays(struct.PyTreeNode):
@@ -149,8 +149,11 @@ class Program:
                 (grads, loss, accuracy, batch_stats), axis_name
             )
         updates, opt_state = self.optimizer.tx.update(grads, state.opt_state, state.params)
+        # Counted as metrics.jsonl counts steps: the loss of the s-th step is logged at step s.
         diverged_at = jnp.where(
-            (state.diverged_at == NOT_DIVERGED) & ~jnp.isfinite(loss), state.step, state.diverged_at
+            (state.diverged_at == NOT_DIVERGED) & ~jnp.isfinite(loss),
+            state.step + 1,
+            state.diverged_at,
         )
         new_state = state.replace(
             step=state.step + 1,
