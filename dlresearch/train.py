@@ -115,8 +115,9 @@ jax.monitoring.register_event_duration_secs_listener(_CompileClock.record)
 
 class _Stop:
     """SIGTERM/SIGINT during a run. While the run is set up (nothing written yet; a download may
-    be waiting on a slow mirror) a signal raises `Interrupted` at once; from `defer` on it is
-    recorded, and the run loop reads it once per chunk boundary (`requested`).
+    be waiting on a slow mirror) a signal raises `Interrupted` at once; from `defer` on (from the
+    start where there are several processes) it is recorded, and the run loop reads it once per
+    chunk boundary (`requested`).
 
     The handlers stay installed until the final checkpoint is committed, so a second signal
     during that save waits for it instead of killing it half-way.
@@ -337,8 +338,8 @@ def run(
     the workdir as it was. SIGTERM and SIGINT stop the run at the next chunk boundary with a
     committed checkpoint of that step, then raise `errors.Interrupted` (asked again, the run
     resumes there); a signal to any one process of a multi-host run stops every process at the
-    same step. Until the data is loaded (a download included), a signal raises
-    `errors.Interrupted` at once: nothing is written yet.
+    same step. Until the data is loaded (a download included), a signal to a single-process run
+    raises `errors.Interrupted` at once: nothing is written yet.
     `measure_at_init` writes the diagnostics of the initial state to `INIT_DIAGNOSTICS_FILE`
     (once; a run asked again keeps the file).
     """
@@ -346,6 +347,10 @@ def run(
         config_lib.validate(config)
         workdir_lib.check_name(workdir)
         initialize_distributed(config.parallel)
+        if jax.process_count() > 1:
+            # A process that stopped alone would leave the others waiting at a collective: the
+            # signal is read at the first chunk boundary, by every process together.
+            stop.defer()
         _check_processes_agree(config)
         trainer = Trainer(config)
         stop.defer()
