@@ -67,19 +67,19 @@ def profile_sweep(k: int, data_dir: str) -> None:
     )
 
     # The part of the chunk that does not depend on the steps: its epoch permutations.
-    epochs = chunk // program.steps_per_epoch + 2
+    epochs = chunk // program.pipeline.steps_per_epoch + 2
     permutations = jax.vmap(
-        lambda key: jax.vmap(lambda e: data.epoch_permutation(key, e, program.num_train))(
+        lambda key: jax.vmap(lambda e: data.epoch_permutation(key, e, program.pipeline.num_train))(
             jnp.arange(epochs)
         )
     )
     _, compiled = _compile_s(permutations, keys)
     print(
-        f"K={k}    of which {epochs} epoch permutations of {program.num_train}: "
+        f"K={k}    of which {epochs} epoch permutations of {program.pipeline.num_train}: "
         f"{_run_ms(compiled, keys):8.1f} ms"
     )
 
-    images = data.normalize(trainer.dataset.train_images[:60], program.mean, program.std)
+    images = program.pipeline.normalize(trainer.dataset.train_images[:60])
     labels = jnp.asarray(trainer.dataset.train_labels[:60])
 
     def fixed_batch_chunk(state: program_lib.TrainState) -> program_lib.TrainState:
@@ -98,7 +98,7 @@ def profile_conv_in_loop() -> None:
     trainer = train.Trainer(config)
     program = trainer.program
     state = jax.tree.map(lambda x: x[0], trainer.init_state())  # one member, no vmap
-    batch = program.batch_of_step(state, trainer.arrays, None)
+    batch = program.pipeline.batch_of_step(state, trainer.arrays, None)
     key = jax.random.PRNGKey(0)
 
     def one_step(state: program_lib.TrainState) -> program_lib.TrainState:

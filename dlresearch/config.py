@@ -102,6 +102,13 @@ def base_config() -> ml_collections.ConfigDict:
 
     c.parallel = ml_collections.ConfigDict()
     c.parallel.mode = "shard_map"
+    # The 'members' axis of the ('members', 'data') mesh: the devices form this many rows, each
+    # running whole members of a sweep; a row's devices split each batch. 1 = every device runs
+    # every member (pure data parallelism). Divides the devices and the members; shard_map only.
+    c.parallel.member_shards = 1
+    # Split the dataset over the 'data' axis instead of holding all of it on every device (each
+    # step then gathers its batch across the row: same batches, same numbers). shard_map only.
+    c.parallel.shard_dataset = False
     # Multi-host: "" = single process, "auto" = jax.distributed.initialize() detects (e.g. SLURM),
     # "host:port" = explicit coordinator with num_processes and process_id.
     c.parallel.coordinator = ""
@@ -245,6 +252,8 @@ RULES: dict[str, Rule] = {
     "diagnostics.unit": _count(),  # and below that layer's width
     "diagnostics.all_units": Rule("bool"),
     "parallel.mode": Rule("choice", choices=lambda: PARALLEL_MODES),
+    "parallel.member_shards": _count(1),
+    "parallel.shard_dataset": Rule("bool"),
     "parallel.coordinator": _text(),
     "parallel.num_processes": _count(1),
     "parallel.process_id": _count(),
@@ -292,6 +301,21 @@ def _check_processes(config: ml_collections.ConfigDict) -> None:
         )
 
 
+def _check_mesh(config: ml_collections.ConfigDict) -> None:
+    """pmap keeps its 1-D form: one row of devices, the dataset replicated."""
+    p = config.parallel
+    if p.mode == "pmap" and p.member_shards > 1:
+        raise ConfigError(
+            f"parallel.member_shards={p.member_shards} needs parallel.mode='shard_map' "
+            "(pmap runs every member on every device: member_shards=1)"
+        )
+    if p.mode == "pmap" and p.shard_dataset:
+        raise ConfigError(
+            "parallel.shard_dataset=True needs parallel.mode='shard_map' (pmap holds the whole "
+            "dataset on every device)"
+        )
+
+
 def _check_sweep_momentum(config: ml_collections.ConfigDict) -> None:
     if config.sweep.momentum and config.optim.name not in MOMENTUM_OPTIMIZERS:
         raise ConfigError(
@@ -335,6 +359,7 @@ def _check_diagnostics(config: ml_collections.ConfigDict) -> None:
 
 _CROSS_FIELD_RULES: tuple[Callable[[ml_collections.ConfigDict], None], ...] = (
     _check_processes,
+    _check_mesh,
     _check_sweep_momentum,
     _check_builds,
     _check_diagnostics,

@@ -102,7 +102,7 @@ def measure(
     axis_name: str | None,
 ) -> dict[str, jax.Array]:
     """Diagnostics of one member on the batch of its current step (see module docstring)."""
-    images, labels = program.batch_of_step(state, arrays, axis_name)
+    images, labels = program.pipeline.batch_of_step(state, arrays, axis_name)
     params = state.params if axis_name is None else lax.pcast(state.params, axis_name, to="varying")
 
     variables = {"params": params, "batch_stats": state.batch_stats}

@@ -1,10 +1,13 @@
 """Run one per-device function on one device, under `jax.jit(jax.shard_map(...))`, or under `jax.pmap`.
 
 The per-device function is written once, pmap style: it receives an `axis_name` (None on one
-device) and all-reduces with `lax.pmean` over it. Inputs (state, dataset) are replicated on every
-device; each device selects its own slice of the global batch with `lax.axis_index`, so the global
-batch, and therefore the result, does not depend on the device count. This also covers several hosts:
-every process holds the (small) dataset and runs the same program over the global mesh.
+device) and all-reduces with `lax.pmean` over it. Under shard_map the devices form a
+`('members', 'data')` mesh: a sweep's members are split over the rows (`parallel.member_shards`),
+and the devices of a row split each step's global batch, every device selecting its slice with
+`lax.axis_index('data')`; so the batches, and therefore the results, depend neither on the device
+count nor on the mesh's shape. The dataset is replicated on every device, or split over `'data'`
+(`parallel.shard_dataset`, see `pipeline`). This also covers several hosts: every process loads
+the dataset and runs the same program over the global mesh, whose `'members'` axis may span hosts.
 """
 
 import functools
@@ -26,7 +29,8 @@ from dlresearch.errors import ConfigError
 
 logger = logging.getLogger(__name__)
 
-AXIS = "data"
+MEMBERS = "members"  # the mesh axis over which a sweep's members are split
+AXIS = "data"  # the mesh axis over which each step's batch is split
 Groups = tuple[tuple[int, int], ...]  # [start, stop) of each group of members
 
 
@@ -55,6 +59,10 @@ def initialize_distributed(config: ml_collections.ConfigDict) -> None:
         jax.local_device_count(),
         jax.device_count(),
     )
+
+
+def _divisors(n: int) -> str:
+    return ", ".join(str(d) for d in range(1, n + 1) if n % d == 0)
 
 
 def first_failure(message: str, size: int = 4096) -> str:
@@ -98,14 +106,26 @@ def first_signal(signum: int) -> int:
 
 
 class Parallel:
-    """One execution mode over a 1-D `'data'` mesh of devices.
+    """One execution mode over a `('members', 'data')` mesh of devices.
 
-    The state lives in a canonical form, replicated over the mesh (`replicated`). Under pmap it runs
-    in a stacked form with a leading device axis; `to_run`/`from_run` convert, so checkpoints and
-    evaluation see the same arrays in every mode.
+    `member_shards` rows of devices each run whole members of a sweep (their share of the
+    leading member axis); the devices of a row split every step's batch and all-reduce over
+    `'data'`. One row (the default) is pure data parallelism: every device runs every member.
+    Under pmap the mesh is that one row.
+
+    The state lives in a canonical form, split over `'members'` (`by_member`; replicated where
+    there is one row). Under pmap it runs in a stacked form with a leading device axis;
+    `to_run`/`from_run` convert, so checkpoints and evaluation see the same arrays in every mode.
     """
 
-    def __init__(self, mode: str, devices: list[jax.Device] | None = None) -> None:
+    def __init__(
+        self,
+        mode: str,
+        devices: list[jax.Device] | None = None,
+        *,
+        member_shards: int = 1,
+        shard_dataset: bool = False,
+    ) -> None:
         devices = jax.devices() if devices is None else devices
         if mode == "single":
             devices = devices[:1]
@@ -113,11 +133,27 @@ class Parallel:
             # The same computation without the collectives' bookkeeping: 15% faster per step of a
             # small MLP on the CPU, where one device is the usual case.
             mode = "single"
+        if len(devices) % member_shards:
+            raise ConfigError(
+                f"parallel.member_shards={member_shards} does not divide the {len(devices)} "
+                f"device(s) of parallel.mode={mode!r}; use one of {_divisors(len(devices))}"
+            )
         self.mode = mode
-        self.mesh = jax.sharding.Mesh(np.array(devices), (AXIS,))
+        self.member_shards = member_shards
+        self.data_shards = len(devices) // member_shards
+        self.shard_dataset = shard_dataset and self.data_shards > 1
+        self.mesh = jax.sharding.Mesh(
+            np.array(devices).reshape(member_shards, self.data_shards), (MEMBERS, AXIS)
+        )
         self.num_devices = len(devices)
         self.replicated = NamedSharding(self.mesh, P())
+        self.by_member = NamedSharding(self.mesh, P(MEMBERS))
         self._stacked = NamedSharding(self.mesh, P(AXIS))
+
+    @property
+    def layout(self) -> str:
+        """The mesh's shape as the run's start line names it: 'members x data = M x D'."""
+        return f"members x data = {self.member_shards} x {self.data_shards}"
 
     @property
     def platform(self) -> str:
@@ -128,20 +164,38 @@ class Parallel:
         return None if self.mode == "single" else AXIS
 
     def check_batch(self, field: str, batch_size: int) -> None:
-        if batch_size % self.num_devices:
+        if batch_size % self.data_shards:
             raise ConfigError(
-                f"{field}={batch_size} is not divisible by the {self.num_devices} devices of "
-                f"parallel.mode={self.mode!r}; use a multiple of {self.num_devices}"
+                f"{field}={batch_size} is not divisible by the {self.data_shards} devices of the "
+                f"'data' axis ({self.layout}, parallel.mode={self.mode!r}); use a multiple of "
+                f"{self.data_shards}"
             )
 
-    def put(self, tree: Any) -> Any:
-        """Host arrays -> canonical replicated arrays (works across processes)."""
+    def check_members(self, num_members: int) -> None:
+        if num_members % self.member_shards:
+            raise ConfigError(
+                f"parallel.member_shards={self.member_shards} does not divide the sweep's "
+                f"{num_members} member(s); use one of {_divisors(num_members)} or a sweep of a "
+                f"multiple of {self.member_shards} members"
+            )
 
-        def put_leaf(x: Any) -> jax.Array:
+    def data_specs(self, tree: Any) -> Any:
+        """The mesh placement of the dataset `tree` (leading axis: examples): split over `'data'`
+        with `shard_dataset`, else replicated."""
+        spec = P(AXIS) if self.shard_dataset else P()
+        return jax.tree.map(lambda _: spec, tree)
+
+    def put(self, tree: Any, specs: Any = None) -> Any:
+        """Host arrays -> arrays on the mesh, placed by `specs` (a tree of `PartitionSpec`s;
+        default: replicated); works across processes."""
+        specs = jax.tree.map(lambda _: P(), tree) if specs is None else specs
+
+        def put_leaf(x: Any, spec: P) -> jax.Array:
             x = np.asarray(x)
-            return jax.make_array_from_callback(x.shape, self.replicated, lambda index: x[index])
+            sharding = NamedSharding(self.mesh, spec)
+            return jax.make_array_from_callback(x.shape, sharding, lambda index: x[index])
 
-        return jax.tree.map(put_leaf, tree)
+        return jax.tree.map(put_leaf, tree, specs)
 
     def to_run(self, tree: Any) -> Any:
         if self.mode != "pmap":
@@ -160,19 +214,25 @@ class Parallel:
         return first(tree)
 
     def compile(
-        self, build: Callable[[str | None], Callable[..., Any]], *, donate_state: bool = True
+        self,
+        build: Callable[[str | None], Callable[..., Any]],
+        in_specs: tuple[Any, ...],
+        *,
+        donate_state: bool = True,
     ) -> Callable[..., Any]:
         """Compile the per-device function `build(axis_name)` of (state, *inputs) for this mode.
 
-        Every input and output is replicated; under pmap they carry the leading device axis of
-        `to_run`. The state (first argument) is donated unless `donate_state` is False.
+        `in_specs` places each argument on the mesh (`P(MEMBERS)` for those with a leading member
+        axis, `data_specs` for the dataset, `P()` for the rest); every output has a leading
+        member axis. Under pmap all are replicated with the leading device axis of `to_run`.
+        The state (first argument) is donated unless `donate_state` is False.
         """
         donate = (0,) if donate_state else ()
         if self.mode == "single":
             return jax.jit(build(None), donate_argnums=donate)
         if self.mode == "pmap":
             return jax.pmap(build(AXIS), axis_name=AXIS, donate_argnums=donate)
-        mapped = jax.shard_map(build(AXIS), mesh=self.mesh, in_specs=P(), out_specs=P())
+        mapped = jax.shard_map(build(AXIS), mesh=self.mesh, in_specs=in_specs, out_specs=P(MEMBERS))
         return jax.jit(mapped, donate_argnums=donate)
 
     def member_groups(self, num_members: int) -> Groups:
@@ -191,13 +251,17 @@ class Parallel:
         return tuple(pairwise(bounds))
 
     def fetch(self, tree: Any) -> Any:
-        """Outputs -> host numpy, from this process's first device (all hold the same values)."""
+        """Outputs -> host numpy on every process: a replicated array from this process's first
+        device, one split over `'members'` gathered from all (a collective across processes)."""
 
-        def first(x: jax.Array) -> np.ndarray:
-            local = np.asarray(x.addressable_data(0))
-            return local[0] if self.mode == "pmap" else local
+        def whole(x: jax.Array) -> np.ndarray:
+            if self.mode == "pmap":
+                return np.asarray(x.addressable_data(0))[0]
+            if x.is_fully_replicated:
+                return np.asarray(x.addressable_data(0))
+            return np.asarray(multihost_utils.process_allgather(x, tiled=True))
 
-        return jax.tree.map(first, tree)
+        return jax.tree.map(whole, tree)
 
 
 # Runs the concurrent calls of every `MemberGroups` of the process.

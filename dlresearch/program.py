@@ -5,10 +5,11 @@ From the inside out, each layer a plain JAX transformation of the one below:
   2. `jax.vmap` over the leading member axis of the state (seeds, learning rates, ...): a single run
      is a sweep of one member, so there is one code path.
   3. `Program.train_chunk`: `lax.scan` over K steps of the vmapped step; the batch of each step is
-     derived on device from (member seed, step) alone, so data order survives restarts and
-     device counts.
-  4. `parallel.Parallel.compile` (called by `train.Trainer`): one device, `jit(shard_map)` or
-     `pmap` over the `'data'` axis.
+     derived on device from (member seed, step) alone (`pipeline.Pipeline`), so data order
+     survives restarts, device counts and mesh shapes.
+  4. `parallel.Parallel.compile` (called by `train.Trainer`): one device, `jit(shard_map)` over a
+     `('members', 'data')` mesh (whole members per row of devices, collectives along `'data'`),
+     or `pmap` over `'data'`.
 """
 
 import dataclasses
@@ -18,7 +19,6 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import ml_collections
-import numpy as np
 import optax
 from flax import struct
 from jax import lax
@@ -26,6 +26,7 @@ from jax import lax
 from dlresearch import config as config_lib
 from dlresearch import data, metrics, models, optim
 from dlresearch.parallel import Parallel
+from dlresearch.pipeline import DeviceArrays, Pipeline
 from dlresearch.rng import DROPOUT, Stream
 
 NOT_DIVERGED = -1
@@ -42,45 +43,13 @@ class TrainState(struct.PyTreeNode):
     diverged_at: jax.Array  # first step with a non-finite loss (from 1, as logged), or NOT_DIVERGED
 
 
-class DeviceArrays(struct.PyTreeNode):
-    """The whole dataset on every device, uint8; normalised and augmented inside the step."""
-
-    train_images: jax.Array
-    train_labels: jax.Array
-    eval_images: jax.Array  # the evaluation split, padded to a multiple of (eval batch x devices)
-    eval_labels: jax.Array
-    eval_mask: jax.Array  # 1 for real examples, 0 for padding
-
-
-def device_arrays(dataset: data.Dataset, eval_batch_size: int, num_devices: int) -> DeviceArrays:
-    """Host arrays of `DeviceArrays`, the evaluation split padded for an even split over devices."""
-    multiple = eval_batch_size * num_devices
-    n = len(dataset.test_labels)
-    pad = -n % multiple
-    return DeviceArrays(
-        train_images=dataset.train_images,
-        train_labels=dataset.train_labels.astype(np.int32),
-        eval_images=np.concatenate([dataset.test_images, np.zeros_like(dataset.test_images[:pad])]),
-        eval_labels=np.concatenate(
-            [dataset.test_labels, np.zeros_like(dataset.test_labels[:pad])]
-        ).astype(np.int32),
-        eval_mask=np.concatenate([np.ones(n, np.float32), np.zeros(pad, np.float32)]),
-    )
-
-
 @dataclasses.dataclass(frozen=True)
 class Program:
-    """The pure functions of one run: model, optimizer and data settings, closed over."""
+    """The pure functions of one run: model, optimizer and input pipeline, closed over."""
 
     model: nn.Module
     optimizer: optim.Optimizer
-    batch_size: int  # global batch
-    num_devices: int
-    num_train: int
-    eval_batch_size: int
-    augment: bool
-    mean: np.ndarray
-    std: np.ndarray
+    pipeline: Pipeline
     halt_on_nan: bool
     input_shape: tuple[int, ...]
 
@@ -182,53 +151,7 @@ class Program:
         }
         return new_state, step_metrics
 
-    # -- data ----------------------------------------------------------------------------------
-    @property
-    def steps_per_epoch(self) -> int:
-        return self.num_train // self.batch_size
-
-    def local_batch(
-        self,
-        perms: jax.Array,
-        first_epoch: jax.Array,
-        state: TrainState,
-        arrays: DeviceArrays,
-        axis_name: str | None,
-    ) -> tuple[jax.Array, jax.Array]:
-        """This device's slice of the global batch of `state.step`, normalised and augmented."""
-        epoch, position = jnp.divmod(state.step, self.steps_per_epoch)
-        global_index = lax.dynamic_slice_in_dim(
-            perms[epoch - first_epoch], position * self.batch_size, self.batch_size
-        )
-        local = self.batch_size // self.num_devices
-        offset = 0 if axis_name is None else lax.axis_index(axis_name) * local
-        index = lax.dynamic_slice_in_dim(global_index, offset, local)
-        images = data.normalize(arrays.train_images[index], self.mean, self.std)
-        if self.augment:
-            # Keys per global example position: the same augmentation for any device count.
-            aug_key = jax.random.fold_in(jax.random.fold_in(state.rng, Stream.STEP), state.step)
-            keys = jax.vmap(lambda i: jax.random.fold_in(aug_key, i))(offset + jnp.arange(local))
-            images = data.augment_crop_flip(images, keys)
-        return images, arrays.train_labels[index]
-
-    def batch_of_step(
-        self, state: TrainState, arrays: DeviceArrays, axis_name: str | None
-    ) -> tuple[jax.Array, jax.Array]:
-        """This device's batch of `state.step`, on its own (for diagnostics)."""
-        epoch = state.step // self.steps_per_epoch
-        perm = self.epoch_permutation(state, epoch, axis_name=axis_name)
-        return self.local_batch(perm[None], epoch, state, arrays, axis_name)
-
     # -- K steps -------------------------------------------------------------------------------
-    def epoch_permutation(
-        self, state: TrainState, epoch: jax.Array, *, axis_name: str | None
-    ) -> jax.Array:
-        """The example order of one member's `epoch`: a function of (seed, epoch) only."""
-        del axis_name  # the same on every device
-        return data.epoch_permutation(
-            jax.random.fold_in(state.rng, Stream.DATA), epoch, self.num_train
-        )
-
     def train_chunk(
         self,
         states: TrainState,
@@ -244,13 +167,13 @@ class Program:
         one on. They are computed outside (once per epoch, see `Trainer.train_chunk`): a sort of the whole
         training set in every chunk would cost as much as the steps of a small model.
         """
-        first_epochs = states.step // self.steps_per_epoch
+        first_epochs = states.step // self.pipeline.steps_per_epoch
         stacked = jnp.stack(perms, axis=1)  # [members, epochs, examples]
 
         def member_step(
             state: TrainState, perms: jax.Array, first_epoch: jax.Array
         ) -> tuple[TrainState, dict[str, jax.Array]]:
-            batch = self.local_batch(perms, first_epoch, state, arrays, axis_name)
+            batch = self.pipeline.local_batch(perms, first_epoch, state, arrays, axis_name)
             step_key = jax.random.fold_in(jax.random.fold_in(state.rng, Stream.STEP), state.step)
             # Dropout masks differ per device (the only device-count-dependent randomness).
             if axis_name is not None:
@@ -275,18 +198,12 @@ class Program:
         self, state: TrainState, arrays: DeviceArrays, *, axis_name: str | None
     ) -> dict[str, jax.Array]:
         """Loss and accuracy of one member on the whole evaluation split (running BN averages)."""
-        per_device = arrays.eval_labels.shape[0] // self.num_devices
-        offset = 0 if axis_name is None else lax.axis_index(axis_name) * per_device
-
-        def shard(x: jax.Array) -> jax.Array:
-            x = lax.dynamic_slice_in_dim(x, offset, per_device)
-            return x.reshape(-1, self.eval_batch_size, *x.shape[1:])
 
         def body(totals: jax.Array, batch: tuple[jax.Array, ...]) -> tuple[jax.Array, None]:
             images, labels, mask = batch
             logits = self.model.apply(
                 {"params": state.params, "batch_stats": state.batch_stats},
-                data.normalize(images, self.mean, self.std),
+                self.pipeline.normalize(images),
                 train=False,
             )
             loss = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
@@ -295,8 +212,9 @@ class Program:
                 [(loss * mask).sum(), (correct * mask).sum(), mask.sum()]
             ), None
 
-        batches = (shard(arrays.eval_images), shard(arrays.eval_labels), shard(arrays.eval_mask))
-        totals = jnp.zeros(3)
+        batches = self.pipeline.eval_batches(arrays, axis_name)
+        # Zeros typed like the member's state: on a mesh, varying over its rows of members.
+        totals = jnp.zeros(3) + jnp.zeros_like(state.step, jnp.float32)
         if axis_name is None:
             totals, _ = lax.scan(body, totals, batches)
         else:  # the sums are per device until the psum
@@ -312,15 +230,18 @@ def build_program(
     return Program(
         model=models.build(config.model, dataset.num_classes, axis_name=par.axis_name, dtype=dtype),
         optimizer=optim.build(config.optim, config.train.steps),
-        batch_size=config.train.batch_size,
-        num_devices=par.num_devices,
-        num_train=len(dataset.train_labels),
-        eval_batch_size=min(
-            config.eval.batch_size, max(1, len(dataset.test_labels) // par.num_devices)
+        pipeline=Pipeline(
+            batch_size=config.train.batch_size,
+            data_shards=par.data_shards,
+            num_train=len(dataset.train_labels),
+            eval_batch_size=min(
+                config.eval.batch_size, max(1, len(dataset.test_labels) // par.data_shards)
+            ),
+            augment=dataset.augment,
+            mean=dataset.mean,
+            std=dataset.std,
+            sharded=par.shard_dataset,
         ),
-        augment=dataset.augment,
-        mean=dataset.mean,
-        std=dataset.std,
         halt_on_nan=config.halt_on_nan,
         input_shape=dataset.train_images.shape[1:],
     )

@@ -20,6 +20,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
+from jax.sharding import PartitionSpec as P
 
 from dlresearch import checkpoint, compilation, data, diagnostics, metrics
 from dlresearch import config as config_lib
@@ -27,20 +28,14 @@ from dlresearch import workdir as workdir_lib
 from dlresearch.errors import ConfigError, Interrupted
 from dlresearch.metrics import MetricWriter, Progress, atomic_write_text
 from dlresearch.parallel import (
+    MEMBERS,
     MemberGroups,
     Parallel,
     first_signal,
     gather_text,
     initialize_distributed,
 )
-from dlresearch.program import (
-    NOT_DIVERGED,
-    TrainState,
-    build_program,
-    device_arrays,
-    init_states,
-    member_inputs,
-)
+from dlresearch.program import NOT_DIVERGED, TrainState, build_program, init_states, member_inputs
 
 logger = logging.getLogger(__name__)
 
@@ -168,18 +163,21 @@ class Trainer:
         config_lib.validate(config)
         compilation.enable_persistent_cache()
         self.config = config
-        self.par = Parallel(config.parallel.mode)
-        self.par.check_batch("train.batch_size", config.train.batch_size)
-        self.dataset = data.load_on_every_process(config)
-        self.members = config_lib.sweep_members(config)
-        self.program = build_program(config, self.dataset, self.par)
-        self.arrays = self.par.to_run(
-            self.par.put(
-                device_arrays(self.dataset, self.program.eval_batch_size, self.par.num_devices)
-            )
+        self.par = Parallel(
+            config.parallel.mode,
+            member_shards=config.parallel.member_shards,
+            shard_dataset=config.parallel.shard_dataset,
         )
+        self.par.check_batch("train.batch_size", config.train.batch_size)
+        self.members = config_lib.sweep_members(config)
+        self.par.check_members(len(self.members))
+        self.dataset = data.load_on_every_process(config)
+        self.program = build_program(config, self.dataset, self.par)
+        host_arrays = self.program.pipeline.host_arrays(self.dataset)
+        self._array_specs = self.par.data_specs(host_arrays)
+        self.arrays = self.par.to_run(self.par.put(host_arrays, self._array_specs))
         self._init = jax.jit(
-            functools.partial(init_states, self.program), out_shardings=self.par.replicated
+            functools.partial(init_states, self.program), out_shardings=self.par.by_member
         )
         self._chunks: dict[int, Any] = {}
         self._groups = MemberGroups(self.par)
@@ -187,26 +185,25 @@ class Trainer:
         # measured on the previous chunk. A chunk of one-step calls is free to cut, so its first
         # one is a step, to measure.
         self._max_chunk: int | None = 1 if self._one_step_calls else None
-        self._permutation = self._compile(self.program.epoch_permutation, donate_state=False)
+        self._permutation = self._compile(
+            self.program.pipeline.epoch_permutation, P(), donate_state=False
+        )
         self._perm_cache: dict[tuple[bytes, int], jax.Array] = {}
-        self._evaluate = self._compile(self.program.evaluate, donate_state=False)
+        self._evaluate = self._compile(self.program.evaluate, self._array_specs, donate_state=False)
         self._measure = self._compile(
-            functools.partial(diagnostics.measure, self.program, config), donate_state=False
+            functools.partial(diagnostics.measure, self.program, config),
+            self._array_specs,
+            donate_state=False,
         )
 
-    def _compile(
-        self,
-        per_member: Any,
-        *,
-        in_axes: tuple[int | None, ...] = (0, None),
-        donate_state: bool = True,
-    ) -> Any:
-        """`per_member(state, ..., *, axis_name)` vmapped over members, compiled for the mode."""
+    def _compile(self, per_member: Any, other_specs: Any, *, donate_state: bool = True) -> Any:
+        """`per_member(state, other, *, axis_name)` vmapped over members (the state's leading
+        axis), compiled for the mode; `other` is shared by all members, placed by `other_specs`."""
 
         def build(axis_name: str | None) -> Any:
-            return jax.vmap(functools.partial(per_member, axis_name=axis_name), in_axes=in_axes)
+            return jax.vmap(functools.partial(per_member, axis_name=axis_name), in_axes=(0, None))
 
-        return self.par.compile(build, donate_state=donate_state)
+        return self.par.compile(build, (P(MEMBERS), other_specs), donate_state=donate_state)
 
     def _fresh(self, members: list[dict[str, float]]) -> TrainState:
         """Fresh states of `members` in the canonical (checkpointed) placement."""
@@ -284,7 +281,8 @@ class Trainer:
         if num_steps not in self._chunks:
             chunk = functools.partial(self.program.train_chunk, num_steps=num_steps)
             self._chunks[num_steps] = self.par.compile(
-                lambda axis_name: functools.partial(chunk, axis_name=axis_name)
+                lambda axis_name: functools.partial(chunk, axis_name=axis_name),
+                (P(MEMBERS), self._array_specs, P(MEMBERS)),
             )
         args = (state, self.arrays, self._permutations(state, num_steps))
         return self._groups(self._chunks[num_steps], args, (True, False, True))
@@ -304,7 +302,7 @@ class Trainer:
         Cached by the members' keys as well, so a Trainer reused for other seeds stays correct.
         """
         start = int(self.par.fetch(state.step)[0])
-        spe = self.program.steps_per_epoch
+        spe = self.program.pipeline.steps_per_epoch
         epochs = range(start // spe, (start + num_steps - 1) // spe + 1)
         seeds = self.par.fetch(state.rng).tobytes()
         for key in [k for k in self._perm_cache if k[0] != seeds or k[1] < epochs[0]]:
@@ -408,12 +406,14 @@ def _train(trainer: Trainer, workdir: str, stop: _Stop) -> RunResult:
         writer = MetricWriter(workdir, enabled=jax.process_index() == 0, resume_step=step)
         with writer:
             logger.info(
-                "%s at step %d: %d member(s), mode %s on %d device(s)",
+                "%s at step %d: %d member(s), mode %s on %d device(s), %s%s",
                 "resuming" if step else "starting",
                 step,
                 len(members),
                 par.mode,
                 par.num_devices,
+                par.layout,
+                ", dataset split over 'data'" if par.shard_dataset else "",
             )
             diverged = [None if d == NOT_DIVERGED else int(d) for d in par.fetch(state.diverged_at)]
             log = _Log(trainer, writer, step, diverged, unlogged)

@@ -73,8 +73,8 @@ def test_groups_of_members_run_as_concurrent_calls_equal_one_call(monkeypatch) -
         monkeypatch.setattr(os, "cpu_count", lambda cores=cores: cores)
         trainer = train.Trainer(config)
         assert len(trainer.par.member_groups(3)) == cores
-        length = trainer.program.steps_per_epoch - 5
-        assert 2 * length > trainer.program.steps_per_epoch
+        length = trainer.program.pipeline.steps_per_epoch - 5
+        assert 2 * length > trainer.program.pipeline.steps_per_epoch
         state, first = trainer.train_chunk(trainer.init_state(), length)
         state, second = trainer.train_chunk(state, length)
         state, last = trainer.train_chunk(state, 1)
