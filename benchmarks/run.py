@@ -8,6 +8,9 @@
   synthetic data.
 - `parallel_modes`: steps/s of the BatchNorm paper's MLP in modes single, shard_map and pmap over
   every available device (try `XLA_FLAGS=--xla_force_host_platform_device_count=8` on a CPU).
+- `mesh_layouts`: steps/s of a `--sweep_k`-seed sweep of that MLP (with BatchNorm) as whole
+  processes at `members x data` = D x 1, D/2 x 2, 1 x D (and 1 x D with the dataset split) of
+  `--mesh_devices` devices.
 
 Everything goes through `train.Trainer`, chunked, fetched and evaluated the way `train.run` does it,
 without its files (metrics, checkpoints). Datasets are read once per process, before any timing.
@@ -238,7 +241,9 @@ def run_peer(args: argparse.Namespace, *argv: str) -> dict[str, Any] | None:
     }
 
 
-def _main_flags(data_dir: str, normalization: str, steps: int, seeds: int) -> list[str]:
+def _main_flags(
+    data_dir: str, normalization: str, steps: int, seeds: int, batch_size: int = 60
+) -> list[str]:
     """The BatchNorm-paper run of ../shared/acceptance/speed as `dlresearch.main` flags."""
     config = {
         "data.name": "mnist" if data_dir else "digits",
@@ -252,7 +257,7 @@ def _main_flags(data_dir: str, normalization: str, steps: int, seeds: int) -> li
         "model.normalization": normalization,
         "optim.name": "sgd",
         "optim.lr": 0.5,
-        "train.batch_size": 60,
+        "train.batch_size": batch_size,
         "train.steps": steps,
         "train.log_every_steps": min(1000, steps),
         "eval.every_steps": steps,
@@ -314,12 +319,78 @@ def bn_process(args: argparse.Namespace, steps: int) -> dict[str, Any]:
     return result
 
 
+def _layouts(devices: int) -> list[tuple[str, int, bool]]:
+    """(name, member_shards, shard_dataset) of `mesh_layouts`: members x data = D x 1, D/2 x 2,
+    1 x D, and 1 x D with the dataset split over 'data'."""
+    shards = sorted({devices, max(1, devices // 2), 1}, reverse=True)
+    layouts = [(f"{m}x{devices // m}", m, False) for m in shards]
+    return [*layouts, (f"1x{devices}_split", 1, True)] if devices > 1 else layouts
+
+
+def mesh_layouts(args: argparse.Namespace, steps: int) -> dict[str, Any]:
+    """A `--sweep_k`-seed sweep of the BatchNorm-paper MLP (with BatchNorm) as one whole
+    `dlresearch.main` process per `members x data` layout of `--mesh_devices` devices, one after
+    another in the same run (on a CPU, `--mesh_devices` virtual devices; else every device)."""
+    cpu = jax.default_backend() == "cpu"
+    devices = args.mesh_devices if cpu else jax.device_count()
+    batch = 64  # the paper's 60 does not split over 8 devices
+    result: dict[str, Any] = {
+        **harness.dataset(args.data_dir),
+        "model": "784-100-100-100-10 sigmoid MLP with BatchNorm (bn_process's batchnorm variant)",
+        "devices": devices,
+        "seeds": args.sweep_k,
+        "steps": steps,
+        "batch_size": batch,
+        "steps_per_call": args.steps_per_call,
+        "includes_compile": False,
+        "method": "one dlresearch.main process per layout (benchmarks/timed_main.py), one after "
+        "another; steps_per_sec = the steps after the first chunk (which compiles) / their time",
+    }
+    repo = Path(__file__).resolve().parents[1]
+    with tempfile.TemporaryDirectory() as scratch:
+        env = {**os.environ, "DLRESEARCH_COMPILATION_CACHE": os.path.join(scratch, "cache")}
+        env["PYTHONPATH"] = os.pathsep.join([str(repo), env.get("PYTHONPATH", "")])
+        if cpu:
+            env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"
+        for name, member_shards, split in _layouts(devices):
+            flags = _main_flags(args.data_dir, "batchnorm", steps, args.sweep_k, batch)
+            flags += [
+                "--config.parallel.mode=shard_map",
+                f"--config.parallel.member_shards={member_shards}",
+                f"--config.parallel.shard_dataset={split}",
+                f"--config.train.steps_per_call={args.steps_per_call}",
+            ]
+            result[name] = _timed_process(repo, env, os.path.join(scratch, name), flags)
+            result[name].update(member_shards=member_shards, shard_dataset=split)
+            steady_steps = steps - min(args.steps_per_call, steps)
+            if result[name].get("steady_s"):
+                rate = steady_steps / result[name]["steady_s"]
+                result[name]["steps_per_sec"] = round(rate, 2)
+                result[name]["member_steps_per_sec"] = round(rate * args.sweep_k, 1)
+    return result
+
+
+def _timed_process(repo: Path, env: dict[str, str], workdir: str, flags: list[str]) -> dict:
+    """`dlresearch.main FLAGS` in a process of its own: its `process_s` and `timed_main` split."""
+    split = workdir + ".json"
+    command = [sys.executable, "-m", "benchmarks.timed_main", split, *flags]
+    start = time.perf_counter()
+    subprocess.run(
+        [*command, f"--workdir={workdir}"], cwd=repo, env=env, check=True, capture_output=True
+    )
+    return {
+        "process_s": round(time.perf_counter() - start, 3),
+        **json.loads(Path(split).read_text()),
+    }
+
+
 BENCHMARKS: dict[str, Callable[[argparse.Namespace, int], dict[str, Any]]] = {
     "bn_figure": bn_figure,
     "sweep_speedup": sweep_speedup,
     "resnet20": resnet20,
     "parallel_modes": parallel_modes,
     "bn_process": bn_process,
+    "mesh_layouts": mesh_layouts,
 }
 DEFAULT_STEPS = {
     "bn_figure": 50_000,
@@ -327,6 +398,7 @@ DEFAULT_STEPS = {
     "resnet20": 500,
     "parallel_modes": 1_000,
     "bn_process": 3_000,
+    "mesh_layouts": 1_000,
 }
 # The rows of the printed table: paths into each benchmark's JSON.
 TABLE = {
@@ -348,6 +420,7 @@ TABLE = {
         "shard_map.steps_per_sec",
         "pmap.steps_per_sec",
     ),
+    "mesh_layouts": tuple(f"{name}.steps_per_sec" for name in ("8x1", "4x2", "1x8", "1x8_split")),
     "bn_process": (
         "cold.process_s",
         "warm.process_s",
@@ -401,7 +474,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--seeds", type=positive, default=10, help="bn_figure and bn_process seeds per variant"
     )
-    parser.add_argument("--sweep_k", type=positive, default=16, help="sweep_speedup seeds")
+    parser.add_argument(
+        "--sweep_k", type=positive, default=16, help="sweep_speedup and mesh_layouts seeds"
+    )
+    parser.add_argument(
+        "--mesh_devices",
+        type=positive,
+        default=8,
+        help="mesh_layouts' virtual CPU devices (on an accelerator: every device)",
+    )
     parser.add_argument("--resnet_batch_size", type=positive, default=128)
     parser.add_argument(
         "--torch_python",

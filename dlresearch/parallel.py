@@ -146,7 +146,6 @@ class Parallel:
             np.array(devices).reshape(member_shards, self.data_shards), (MEMBERS, AXIS)
         )
         self.num_devices = len(devices)
-        self.replicated = NamedSharding(self.mesh, P())
         self.by_member = NamedSharding(self.mesh, P(MEMBERS))
         self._stacked = NamedSharding(self.mesh, P(AXIS))
 
@@ -210,7 +209,7 @@ class Parallel:
     def from_run(self, tree: Any) -> Any:
         if self.mode != "pmap":
             return tree
-        first = jax.jit(lambda t: jax.tree.map(lambda x: x[0], t), out_shardings=self.replicated)
+        first = jax.jit(lambda t: jax.tree.map(lambda x: x[0], t), out_shardings=self.by_member)
         return first(tree)
 
     def compile(

@@ -18,7 +18,7 @@ from benchmarks import run
 REPO = Path(__file__).resolve().parents[1]
 # No PyTorch peers here (torch is optional); test_peer_* checks their plumbing with a stand-in.
 TINY = ["--steps", "2", "--seeds", "2", "--sweep_k", "2", "--resnet_batch_size", "4"]
-TINY += ["--torch_python", ""]
+TINY += ["--mesh_devices", "2", "--torch_python", ""]
 
 
 def _benchmark(*args: str, cwd: Path = REPO) -> subprocess.CompletedProcess:
@@ -46,6 +46,7 @@ def report(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     assert result.returncode == 0, result.stderr[-3000:]
     for name in ("bn_figure", "sweep_speedup", "resnet20", "parallel_modes", "bn_process"):
         assert name in result.stdout  # the table
+    assert "mesh_layouts" in result.stderr  # its progress line (2 steps leave no steady rate)
     return json.loads(out.read_text())
 
 
@@ -111,6 +112,21 @@ def test_parallel_modes(report: dict[str, Any]) -> None:
     for mode in ("single", "shard_map", "pmap"):
         assert _positive(result[mode]["steps_per_sec"]), mode
     assert result["shard_map"]["devices"] == result["pmap"]["devices"] == report["num_devices"]
+
+
+def test_mesh_layouts(report: dict[str, Any]) -> None:
+    result = report["mesh_layouts"]
+    assert (result["devices"], result["seeds"], result["steps"]) == (2, 2, 2)
+    layouts = {k: v for k, v in result.items() if isinstance(v, dict)}
+    assert {k: (v["member_shards"], v["shard_dataset"]) for k, v in layouts.items()} == {
+        "2x1": (2, False),
+        "1x2": (1, False),
+        "1x2_split": (1, True),
+    }
+    for split in layouts.values():
+        for key in ("process_s", "import_s", "setup_s", "first_chunk_s", "main_s"):
+            assert _positive(split[key]), key
+        assert "steps_per_sec" not in split  # 2 steps: one chunk, no steady steps to time
 
 
 def test_bn_process(report: dict[str, Any]) -> None:

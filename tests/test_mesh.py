@@ -69,6 +69,20 @@ def test_every_mesh_shape_matches_each_members_single_device_run(
         assert _relative_difference(eval_loss[i], solo_loss[0]) <= 1e-5
 
 
+def test_diagnostics_on_a_mesh_match_one_device() -> None:
+    """Their collectives (gradient mean, signal norms, the gathered percentiles) run over 'data'."""
+
+    def measure(overrides: dict) -> dict:
+        trainer = train.Trainer(small_config(**{"model.activation": "tanh", **overrides}))
+        return trainer.measure(trainer.init_state())
+
+    single = measure({**BN, "sweep.seed": SEEDS})
+    mesh = measure(_mesh(2, **{"parallel.shard_dataset": True, "model.activation": "tanh"}))
+    assert single.keys() == mesh.keys()
+    for key in single:
+        np.testing.assert_allclose(mesh[key], single[key], rtol=1e-4, atol=1e-6, err_msg=key)
+
+
 def test_members_are_placed_on_rows_and_the_dataset_split_over_data() -> None:
     trainer = train.Trainer(small_config(**_mesh(4, **{"parallel.shard_dataset": True})))
     assert trainer.par.layout == "members x data = 4 x 2"
