@@ -76,6 +76,39 @@ def test_the_cli_refuses_pseudo_replication_with_one_line(tmp_path: Path) -> Non
         assert not (tmp_path / "w").exists()
 
 
+@pytest.mark.parametrize(
+    "args, env, message",
+    [
+        (["--num_tasks=2"], {}, "--num_tasks and --task_index go together"),
+        (["--num_tasks=2", "--task_index=2"], {}, "task_index=2 must be in 0..1"),
+        # A SLURM array --array=3-4: its ids are 3 and 4, so id 5 is no task of it.
+        (
+            [],
+            {
+                "SLURM_ARRAY_TASK_COUNT": "2",
+                "SLURM_ARRAY_TASK_MIN": "3",
+                "SLURM_ARRAY_TASK_ID": "5",
+            },
+            "task_index=2 must be in 0..1",
+        ),
+    ],
+)
+def test_a_task_outside_the_experiment_is_refused(
+    tmp_path: Path, args: list[str], env: dict[str, str], message: str
+) -> None:
+    result = subprocess.run(
+        [*CLI, f"--workdir={tmp_path / 'w'}", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, **env},
+    )
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.startswith(f"error: {message}") and result.stderr.count("\n") == 1
+    assert not (tmp_path / "w").exists()
+
+
 def test_another_experiment_in_the_workdir_is_refused(tmp_path: Path) -> None:
     runner.claim_workdir(str(tmp_path), "activations")
     runner.claim_workdir(str(tmp_path), "activations")  # the same experiment: shared
