@@ -199,6 +199,14 @@ def test_a_run_cut_short_after_it_finished_is_refused_not_dropped(
         with pytest.raises(ConfigError, match=f"delete {workdir}/runs/fig1/batchnorm and run"):
             _experiment(workdir, report_only=report_only)
     assert not (workdir / "results.csv").exists()
+    # A line gone from the middle (here member 0's evaluation at step 30 of 60): refused too.
+    baseline = workdir / "runs" / "fig1" / "baseline" / METRICS_FILE
+    lines = baseline.read_text().splitlines(keepends=True)
+    gone = [i for i, line in enumerate(lines) if '"step": 30,' in line and "test/loss" in line]
+    baseline.write_text("".join(lines[: gone[0]] + lines[gone[0] + 1 :]))
+    with pytest.raises(ConfigError, match="lacks the evaluation of member 0 at step 30 "):
+        _experiment(workdir, report_only=True)
+    baseline.write_text("".join(lines))
     # Redone as the message says, the run is recomputed: the same results as before.
     shutil.rmtree(metrics.parent)
     _experiment(workdir)

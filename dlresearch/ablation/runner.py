@@ -215,27 +215,31 @@ def _read_run(
     return run
 
 
-def _check_history(run: Run, step: int) -> None:
-    """Refuse a finished run whose metrics.jsonl lacks what its config logs at its last step
-    (a file cut short after the run finished: its checkpoint cannot recompute those lines)."""
+def _check_history(run: Run, last: int) -> None:
+    """Refuse a run finished at step `last` whose metrics.jsonl lacks a line its config logs (a
+    file cut short or edited after the run finished: its checkpoint cannot recompute them).
+
+    Chunks end at every multiple of each interval, and the train metrics are logged at the last
+    step whatever the interval (a run halted by divergence logs them there too).
+    """
     config, total = run.config, run.config.train.steps
-
-    def due(every: int) -> bool:  # as the run loop decides (train.py)
-        return step == total or (every > 0 and step % every == 0)
-
-    wanted = {"train metrics": TRAIN_LOSS}
-    if due(config.eval.every_steps):
-        wanted["evaluation"] = eval_key(run.eval_split, "loss")
-    if config.diagnostics.every_steps and due(config.diagnostics.every_steps):
-        wanted["diagnostics"] = "diag/"
-    for member, records in enumerate(run.history):
-        keys = {k for r in records if r["step"] == step for k in r}
-        for what, key in wanted.items():
-            if not any(k.startswith(key) for k in keys):
+    at_end = {total} if last == total else set()
+    logged = {
+        "train metrics": (TRAIN_LOSS, config.train.log_every_steps, {last}),
+        "evaluation": (eval_key(run.eval_split, "loss"), config.eval.every_steps, at_end),
+    }
+    if config.diagnostics.every_steps:
+        logged["diagnostics"] = ("diag/", config.diagnostics.every_steps, at_end)
+    for what, (key, every, also) in logged.items():
+        wanted = set(range(every, last + 1, every) if every else ()) | also
+        for member, records in enumerate(run.history):
+            have = {r["step"] for r in records if any(k.startswith(key) for k in r)}
+            if wanted - have:
                 raise ConfigError(
-                    f"{run.workdir}/{METRICS_FILE} lacks the {what} of member {member} at its "
-                    f"last step {step} (cut short after the run finished): delete {run.workdir} "
-                    "and run the experiment again to recompute it"
+                    f"{run.workdir}/{METRICS_FILE} lacks the {what} of member {member} at step "
+                    f"{min(wanted - have)} (the run finished at {last}; the file was cut short or "
+                    f"edited since): delete {run.workdir} and run the experiment again to "
+                    "recompute it"
                 )
 
 
