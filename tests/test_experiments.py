@@ -13,7 +13,6 @@ import pytest
 
 from dlresearch import config as config_lib
 from dlresearch import train
-from dlresearch import workdir as workdir_lib
 from dlresearch.ablation import runner, spec
 from dlresearch.errors import ConfigError
 from dlresearch.metrics import METRICS_FILE, read_jsonl
@@ -225,18 +224,6 @@ def test_unknown_parts_and_missing_cifar_fail_before_training(tmp_path: Path) ->
         runner.run_experiment(
             EXPERIMENTS["residual"],
             preset="paper",
-            workdir=str(tmp_path),
-            data_dirs=MNIST,
-            log=lambda s: None,
-        )
-    assert not (tmp_path / "runs").exists()
-
-
-def test_an_experiment_workdir_in_use_is_refused_before_training(tmp_path: Path) -> None:
-    with workdir_lib.lock(str(tmp_path)), pytest.raises(ConfigError, match="in use by pid"):
-        runner.run_experiment(
-            EXPERIMENTS["batchnorm"],
-            preset="test",
             workdir=str(tmp_path),
             data_dirs=MNIST,
             log=lambda s: None,

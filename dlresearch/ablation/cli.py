@@ -13,11 +13,13 @@ from ml_collections import config_flags
 
 from dlresearch import config as config_lib
 from dlresearch import train
-from dlresearch.ablation.runner import run_experiment
-from dlresearch.ablation.spec import PRESETS, DataDirs, Experiment, ExperimentResult
+from dlresearch.ablation.runner import Share, claim_workdir, run_experiment, stop_on_signal
+from dlresearch.ablation.spec import PRESETS, DataDirs, Experiment
 from dlresearch.ablation.writeup import write_index
 from dlresearch.cli import fail, parse_flags
 from dlresearch.errors import Interrupted, UserError
+
+ALL = "all"  # what an experiment workdir of several experiments records as its experiment
 
 
 def _define_flags() -> Any:
@@ -34,6 +36,23 @@ def _define_flags() -> Any:
     )
     flags.DEFINE_list("seeds", None, "Seeds (default: 3 for quick, 5 for paper, 2 for test).")
     flags.DEFINE_list("parts", [], "Run only these parts (default: all of the preset).")
+    flags.DEFINE_integer(
+        "num_tasks",
+        None,
+        "Spread the experiment's variants over this many processes sharing --workdir (default: "
+        "$SLURM_ARRAY_TASK_COUNT, else 1); the last to finish writes the report.",
+    )
+    flags.DEFINE_integer(
+        "task_index",
+        None,
+        "This process's task, 0..num_tasks-1 (default: $SLURM_ARRAY_TASK_ID minus "
+        "$SLURM_ARRAY_TASK_MIN).",
+    )
+    flags.DEFINE_bool(
+        "report_only",
+        False,
+        "Train nothing: write the report from the finished runs (refused while any is not).",
+    )
     flags.mark_flag_as_required("workdir")
     return config_flags.DEFINE_config_dict(
         "config",
@@ -60,7 +79,20 @@ class _QuietRuns(pylogging.Filter):
         return True
 
 
-def _run_from_flags(experiments: Sequence[Experiment], config_flag: Any) -> list[ExperimentResult]:
+def _share() -> Share:
+    """This process's share from --num_tasks/--task_index, else from a SLURM job array."""
+    fv, env = flags.FLAGS, os.environ
+    if (fv.num_tasks is None) != (fv.task_index is None):
+        fail("--num_tasks and --task_index go together")
+    if fv.num_tasks is not None:
+        return Share(fv.task_index, fv.num_tasks)
+    if "SLURM_ARRAY_TASK_COUNT" in env:
+        first = int(env.get("SLURM_ARRAY_TASK_MIN", 0))
+        return Share(int(env["SLURM_ARRAY_TASK_ID"]) - first, int(env["SLURM_ARRAY_TASK_COUNT"]))
+    return Share()
+
+
+def _run_from_flags(experiments: Sequence[Experiment], config_flag: Any) -> None:
     fv = flags.FLAGS
     try:
         seeds = None if fv.seeds is None else [int(s) for s in fv.seeds]
@@ -70,28 +102,60 @@ def _run_from_flags(experiments: Sequence[Experiment], config_flag: Any) -> list
         fail("--parts selects parts of one experiment; run that experiment's script instead")
     dirs = DataDirs(fv.data_dir, fv.cifar_dir)
     overrides = config_flags.get_override_values(fv[config_flag.name])
-    workdir = fv.workdir
-    outcomes = []
     try:
-        for experiment in experiments:
-            where = workdir if len(experiments) == 1 else os.path.join(workdir, experiment.name)
-            outcomes.append(
+        share = _share()
+        with stop_on_signal():
+            if len(experiments) == 1:
                 run_experiment(
-                    experiment,
+                    experiments[0],
                     preset=fv.preset,
-                    workdir=where,
+                    workdir=fv.workdir,
                     data_dirs=dirs,
                     seeds=seeds,
                     overrides=overrides,
                     only=fv.parts,
+                    share=share,
+                    report_only=fv.report_only,
                 )
-            )
+            else:
+                _run_all(experiments, dirs, seeds, overrides, share)
     except UserError as error:
         fail(str(error))
     except Interrupted as stop:
         logging.warning("%s", stop)
         sys.exit(stop.exit_code)
-    return outcomes
+
+
+def _run_all(
+    experiments: Sequence[Experiment],
+    dirs: DataDirs,
+    seeds: list[int] | None,
+    overrides: dict[str, Any],
+    share: Share,
+) -> None:
+    """Every experiment in WORKDIR/<name>, then the index of their reports in WORKDIR."""
+    fv = flags.FLAGS
+    claim_workdir(fv.workdir, ALL, record=False)
+    outcomes = []
+    for experiment in experiments:
+        outcomes.append(
+            run_experiment(
+                experiment,
+                preset=fv.preset,
+                workdir=os.path.join(fv.workdir, experiment.name),
+                data_dirs=dirs,
+                seeds=seeds,
+                overrides=overrides,
+                share=share,
+                report_only=fv.report_only,
+            )
+        )
+        claim_workdir(fv.workdir, ALL)  # once a first experiment is under way
+    if None in outcomes:
+        print("index: not written (a report was left to another task); --report_only writes it")
+        return
+    write_index(outcomes, fv.workdir)
+    print(f"index: {os.path.join(fv.workdir, 'report.md')}")
 
 
 def main(experiment: Experiment) -> None:
@@ -111,9 +175,6 @@ def main_all(experiments: Sequence[Experiment]) -> None:
         if len(argv) > 1:
             fail(f"unexpected arguments: {' '.join(argv[1:])}")
         logging.get_absl_handler().addFilter(_QuietRuns())
-        outcomes = _run_from_flags(experiments, config_flag)
-        if len(experiments) > 1:
-            write_index(outcomes, flags.FLAGS.workdir)
-            print(f"index: {os.path.join(flags.FLAGS.workdir, 'report.md')}")
+        _run_from_flags(experiments, config_flag)
 
     app.run(run, flags_parser=parse_flags)

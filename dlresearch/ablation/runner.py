@@ -2,13 +2,20 @@
 `sweep.lr` grid, a vmapped sweep) in `WORKDIR/runs/<part>/<variant>`. Asked again, finished runs
 are read back at once and unfinished ones resume from their checkpoints (`train.run` does both).
 `run_experiment` then has each part judged and writes results.csv, the plots and report.md.
+
+Several processes (tasks) can share one experiment: each trains its `Share` of the variants and
+reads the others' finished runs back from their files (`FINISHED_FILE` marks a finished run).
 """
 
+import dataclasses
+import fcntl
 import functools
 import json
 import os
+import signal
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager, suppress
 from typing import Any
 
 import ml_collections
@@ -16,7 +23,6 @@ import numpy as np
 
 from dlresearch import config as config_lib
 from dlresearch import data, train
-from dlresearch import workdir as workdir_lib
 from dlresearch.ablation import provenance, writeup
 from dlresearch.ablation.measures import best_value, mean_std
 from dlresearch.ablation.runs import Run
@@ -30,7 +36,8 @@ from dlresearch.ablation.spec import (
     Tuning,
     Variant,
 )
-from dlresearch.errors import ConfigError
+from dlresearch.ablation.stats import Verdict
+from dlresearch.errors import ConfigError, Interrupted
 from dlresearch.metrics import (
     INIT_DIAGNOSTICS_FILE,
     METRICS_FILE,
@@ -39,6 +46,12 @@ from dlresearch.metrics import (
     eval_key,
     member_records,
 )
+
+# In a run's workdir, written once `train.run` returned: the step it finished at, its divergences.
+FINISHED_FILE = "finished.json"
+# In an experiment's workdir: the experiment it holds, and the turn to write its outputs.
+EXPERIMENT_FILE = "experiment.json"
+WRITER_LOCK_FILE = "outputs.lock"
 
 
 def run_configs(
@@ -51,10 +64,27 @@ def run_configs(
         config.sweep.seed = tuple(int(s) for s in seeds)
         config = config_lib.apply_overrides(config, overrides)
         config_lib.validate(config)
+        _check_curves(part, config)
         if part.tuning:
             config_lib.validate(tuning_config(config, part.tuning))
         configs.append(config)
     return configs
+
+
+def _check_curves(part: Part, config: ml_collections.ConfigDict) -> None:
+    """Judges compare logged curves: every logging interval must fit twice in a run (its first
+    measurement, and the one at its last step)."""
+    intervals = {
+        "train.log_every_steps": config.train.log_every_steps,
+        "eval.every_steps": config.eval.every_steps,
+        "diagnostics.every_steps": config.diagnostics.every_steps,
+    }
+    for field, every in intervals.items():
+        if every >= config.train.steps:
+            raise ConfigError(
+                f"part {part.name!r}: train.steps={config.train.steps} is not above "
+                f"{field}={every}, so each run measures once; raise train.steps"
+            )
 
 
 @functools.cache
@@ -96,80 +126,158 @@ def tuning_config(config: ml_collections.ConfigDict, tuning: Tuning) -> ml_colle
     )
 
 
+@contextmanager
+def stop_on_signal() -> Iterator[None]:
+    """SIGINT and SIGTERM raise `errors.Interrupted` wherever the experiment is.
+
+    Inside `train.run` its own handler takes over (it commits the run's checkpoint, then raises
+    `Interrupted`) and restores this one; outside a run nothing is half-done that a rerun would
+    not redo, so stopping at once is safe. A further signal while stopping is ignored.
+    """
+    received: list[int] = []
+
+    def handler(signum: int, frame: Any) -> None:
+        if not received:
+            received.append(signum)
+            raise Interrupted(signum)
+
+    previous = {s: signal.signal(s, handler) for s in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
+
+
 def _train(
-    part: Part,
-    variant: Variant,
     config: ml_collections.ConfigDict,
     run_dir: str,
     name: str,
     log: Callable[[str], None],
     *,
     measure_at_init: bool,
-) -> Run:
-    """Train (or resume, or read back) one variant's sweep in `run_dir`."""
+) -> float:
+    """Train (or resume, or read back) one sweep in `run_dir`, then mark it finished; its seconds.
+
+    The mark is removed first: a run resumed from an earlier checkpoint (its newest deleted) is
+    unfinished until `train.run` returns again.
+    """
     members = config_lib.sweep_members(config)
     log(f"{name}: {len(members)} member(s) x {config.train.steps} steps ...")
     start = time.perf_counter()
+    marker = os.path.join(run_dir, FINISHED_FILE)
+    with suppress(FileNotFoundError):
+        os.remove(marker)
     result = train.run(config, run_dir, measure_at_init=measure_at_init)
-    init = (
-        _read_json(os.path.join(run_dir, INIT_DIAGNOSTICS_FILE))
-        if measure_at_init
-        else [{} for _ in members]
-    )
+    atomic_write_text(marker, json.dumps({"step": result.step, "diverged_at": result.diverged_at}))
     seconds = time.perf_counter() - start
+    log(f"{name}: done in {seconds:.0f} s at step {result.step}")
+    return seconds
+
+
+def _read_run(
+    part: Part, variant: Variant, config: ml_collections.ConfigDict, run_dir: str, seconds: float
+) -> Run | None:
+    """The finished run of `config` in `run_dir` read back from its files (no lock needed: a
+    finished run is no longer written); None while it is not finished."""
+    path = os.path.join(run_dir, FINISHED_FILE)
+    if not os.path.exists(path):
+        return None
+    stored = _read_json(os.path.join(run_dir, "config.json"))
+    changed = [
+        c
+        for c in config_lib.diff(stored, json.loads(config_lib.to_json(config)))
+        if not c.startswith("parallel.")
+    ]
+    if changed:
+        raise ConfigError(f"{run_dir} holds a run with a different config: {'; '.join(changed)}")
+    finished = _read_json(path)
+    members = config_lib.sweep_members(config)
     num_train, num_eval = _check_data(part.name, config)
     run = Run(
         part=part.name,
         variant=variant,
         config=config,
         workdir=run_dir,
-        members=result.members,
-        history=member_records(os.path.join(run_dir, METRICS_FILE), len(result.members)),
-        diverged_at=result.diverged_at,
+        members=members,
+        history=member_records(os.path.join(run_dir, METRICS_FILE), len(members)),
+        diverged_at=finished["diverged_at"],
         num_train=num_train,
         num_eval=num_eval,
-        init_diagnostics=init,
+        init_diagnostics=(
+            _read_json(os.path.join(run_dir, INIT_DIAGNOSTICS_FILE))
+            if os.path.exists(os.path.join(run_dir, INIT_DIAGNOSTICS_FILE))
+            else [{} for _ in members]
+        ),
         seconds=seconds,
     )
-    log(f"{name}: done in {seconds:.0f} s at step {result.step}; {_brief(run)}")
+    _check_history(run, finished["step"])
     return run
 
 
-def run_grid(
+def _check_history(run: Run, last: int) -> None:
+    """Refuse a run finished at step `last` whose metrics.jsonl lacks a line its config logs (a
+    file cut short or edited after the run finished: its checkpoint cannot recompute them).
+
+    Chunks end at every multiple of each interval, and the train metrics are logged at the last
+    step whatever the interval (a run halted by divergence logs them there too).
+    """
+    config, total = run.config, run.config.train.steps
+    at_end = {total} if last == total else set()
+    logged = {
+        "train metrics": (TRAIN_LOSS, config.train.log_every_steps, {last}),
+        "evaluation": (eval_key(run.eval_split, "loss"), config.eval.every_steps, at_end),
+    }
+    if config.diagnostics.every_steps:
+        logged["diagnostics"] = ("diag/", config.diagnostics.every_steps, at_end)
+    for what, (key, every, also) in logged.items():
+        wanted = set(range(every, last + 1, every) if every else ()) | also
+        for member, records in enumerate(run.history):
+            have = {r["step"] for r in records if any(k.startswith(key) for k in r)}
+            if wanted - have:
+                raise ConfigError(
+                    f"{run.workdir}/{METRICS_FILE} lacks the {what} of member {member} at step "
+                    f"{min(wanted - have)} (the run finished at {last}; the file was cut short or "
+                    f"edited since): delete {run.workdir} and run the experiment again to "
+                    "recompute it"
+                )
+
+
+def _variant_run(
     part: Part,
-    configs: Sequence[ml_collections.ConfigDict],
+    variant: Variant,
+    config: ml_collections.ConfigDict,
     workdir: str,
     *,
+    name: str = "",
     log: Callable[[str], None] = print,
-) -> dict[str, Run]:
-    """Train (or resume, or just read back) every variant of `part`; its runs by variant name.
-
-    With `part.tuning`, each variant first trains its tuning run in `tuning/<part>/<variant>`,
-    then its evaluation run at the rate that tuning selected.
-    """
-    runs = {}
-    for i, (variant, config) in enumerate(zip(part.variants, configs, strict=True)):
-        name = f"{part.name}/{variant.name} ({i + 1}/{len(configs)})"
-        tuning_run = None
-        if part.tuning:
-            tuning_run = _train(
-                part,
-                variant,
-                tuning_config(config, part.tuning),
-                os.path.join(workdir, "tuning", part.name, variant.name),
-                f"{name} tuning",
-                log,
-                measure_at_init=False,
-            )
-            lr = best_value(tuning_run, "lr", part.tuning.score)
-            config = config_lib.apply_overrides(config, {"optim.lr": lr})
-        run_dir = os.path.join(workdir, "runs", part.name, variant.name)
-        run = _train(
-            part, variant, config, run_dir, name, log, measure_at_init=part.init_diagnostics
+) -> Run | None:
+    """A variant's evaluation run (with its tuning run), trained first when `name` is given (the
+    variant's label in the log); None if it has not finished (and was not trained here)."""
+    tuning_run = None
+    if part.tuning:
+        tuning = tuning_config(config, part.tuning)
+        tuning_dir = os.path.join(workdir, "tuning", part.name, variant.name)
+        seconds = (
+            _train(tuning, tuning_dir, f"{name} tuning", log, measure_at_init=False)
+            if name
+            else 0.0
         )
+        tuning_run = _read_run(part, variant, tuning, tuning_dir, seconds)
+        if tuning_run is None:
+            return None
+        lr = best_value(tuning_run, "lr", part.tuning.score)
+        config = config_lib.apply_overrides(config, {"optim.lr": lr})
+    run_dir = os.path.join(workdir, "runs", part.name, variant.name)
+    seconds = (
+        _train(config, run_dir, name, log, measure_at_init=part.init_diagnostics) if name else 0.0
+    )
+    run = _read_run(part, variant, config, run_dir, seconds)
+    if run is not None:
         run.tuning = tuning_run
-        runs[variant.name] = run
-    return runs
+        if name:
+            log(f"{name}: {_brief(run)}")
+    return run
 
 
 def _brief(run: Run) -> str:
@@ -194,6 +302,75 @@ def _selected_parts(experiment: Experiment, parts: list[Part], only: Sequence[st
     return [p for p in parts if not only or p.name in only]
 
 
+def _check_replication(parts: Sequence[Part], seeds: Sequence[int], overrides: Mapping) -> None:
+    """Refuse what would count one run as several: a repeated seed, or an override of an axis the
+    runner sweeps itself (`sweep.*`: the seeds, a tuning grid) or of a rate a part tunes."""
+    repeated = sorted({s for s in seeds if list(seeds).count(s) > 1})
+    if repeated:
+        raise ConfigError(
+            f"seeds={','.join(map(str, seeds))} repeats seed(s) {', '.join(map(str, repeated))}: "
+            "each seed must be distinct (a repeated seed is one run counted twice)"
+        )
+    swept = sorted(k for k in overrides if k.startswith("sweep."))
+    if swept:
+        raise ConfigError(
+            f"config.{swept[0]} is set by the experiment itself (seeds: --seeds; learning rates: "
+            "each part's tuning); leave it out"
+        )
+    tuned = [p.name for p in parts if p.tuning]
+    if "optim.lr" in overrides and tuned:
+        raise ConfigError(
+            f"config.optim.lr: parts {', '.join(tuned)} tune the learning rate themselves; leave "
+            "it out, or run only parts without tuning (--parts)"
+        )
+
+
+@dataclasses.dataclass(frozen=True)
+class Share:
+    """The variants one process of an experiment trains: of its variants in part order, the k-th
+    (its tuning run, then its evaluation run) goes to task k % count. Every task reads the others'
+    finished runs back; the last to finish writes the report."""
+
+    index: int = 0
+    count: int = 1
+
+    def __post_init__(self) -> None:
+        if self.count < 1:
+            raise ConfigError(f"num_tasks={self.count} must be at least 1")
+        if not 0 <= self.index < self.count:
+            raise ConfigError(
+                f"task_index={self.index} must be in 0..{self.count - 1} (num_tasks={self.count})"
+            )
+
+    def trains(self, k: int) -> bool:
+        return k % self.count == self.index
+
+
+def claim_workdir(workdir: str, name: str, *, record: bool = True) -> None:
+    """Refuse a `workdir` that holds another experiment than `name`; if `record`, record `name`
+    in it (`EXPERIMENT_FILE`). Several processes of one experiment share its workdir."""
+    path = os.path.join(workdir, EXPERIMENT_FILE)
+    if os.path.exists(path):
+        held = _read_json(path)["experiment"]
+        if held != name:
+            raise ConfigError(
+                f"{workdir} holds experiment {held!r} (its {EXPERIMENT_FILE}); give {name} "
+                "another --workdir"
+            )
+    elif record:
+        os.makedirs(workdir, exist_ok=True)
+        atomic_write_text(path, json.dumps({"experiment": name}))
+
+
+@contextmanager
+def _sole_writer(workdir: str) -> Iterator[None]:
+    """Wait until no other task of the experiment writes its outputs, then hold that turn (tasks
+    finishing together both write the same report from the same runs, one after the other)."""
+    with open(os.path.join(workdir, WRITER_LOCK_FILE), "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)  # released when the file is closed
+        yield
+
+
 def run_experiment(
     experiment: Experiment,
     *,
@@ -203,60 +380,139 @@ def run_experiment(
     seeds: Sequence[int] | None = None,
     overrides: Mapping[str, Any] | None = None,
     only: Sequence[str] = (),
+    share: Share = Share(),
+    report_only: bool = False,
     log: Callable[[str], None] = print,
-) -> ExperimentResult:
+) -> ExperimentResult | None:
     """Run (or resume) `experiment`'s preset in `workdir` and write results.csv, plots, report.md.
 
     Every config is validated and every dataset checked before the first step is trained, so a bad
-    setting fails fast with `ConfigError`.
+    setting fails fast with `ConfigError`, with nothing written. This process trains its `share`
+    of the variants, then reads every run back: while one is not finished (another task is on
+    it), it returns None and leaves the report to the task that finishes last. `report_only`
+    trains nothing and refuses (`ConfigError`) while any run is not finished. SIGINT or SIGTERM
+    anywhere raises `errors.Interrupted` (after the current run committed its checkpoint) with
+    nothing judged or written.
     """
+    with stop_on_signal():
+        start = time.perf_counter()
+        plan = _plan(experiment, preset, data_dirs or DataDirs(), seeds, overrides or {}, only)
+        claim_workdir(workdir, experiment.name, record=not report_only)
+
+        def say(line: str) -> None:
+            log(f"[{experiment.name}] {line}")
+
+        runs = _collect(plan, workdir, share=share, train=not report_only, log=say)
+        missing = [name for name, run in runs.items() if run is None]
+        if missing and report_only:
+            raise ConfigError(
+                f"{len(missing)} of {len(runs)} variants have not finished ({', '.join(missing)}); "
+                "run the experiment (or each of its tasks) to finish them"
+            )
+        if missing:
+            say(
+                f"{len(missing)} of {len(runs)} variants are not finished yet "
+                f"({', '.join(missing)}): the task that finishes last writes the report"
+            )
+            return None
+        with _sole_writer(workdir):
+            verdict = _write_outputs(plan, runs, workdir, start)
+    seconds = time.perf_counter() - start
+    say(f"Verdict: {verdict.outcome}. {verdict.reason} ({seconds:.0f} s)")
+    return ExperimentResult(experiment, workdir, verdict, seconds)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Plan:
+    """An experiment's checked grid: what `run_experiment` trains, reads back and reports."""
+
+    experiment: Experiment
+    preset: str
+    data_dirs: DataDirs
+    seeds: tuple[int, ...]
+    overrides: Mapping[str, Any]
+    only: Sequence[str]
+    parts: list[Part]
+    partial: bool  # only some of the preset's parts
+    configs: dict[str, list[ml_collections.ConfigDict]]  # per part, per variant
+
+
+def _plan(
+    experiment: Experiment,
+    preset: str,
+    data_dirs: DataDirs,
+    seeds: Sequence[int] | None,
+    overrides: Mapping[str, Any],
+    only: Sequence[str],
+) -> _Plan:
+    """Every check before any work: preset, seeds, parts, overrides, configs and datasets."""
     if preset not in PRESETS:
         raise ConfigError(f"preset={preset!r} is not known; allowed values: {', '.join(PRESETS)}")
     seeds = tuple(DEFAULT_SEEDS[preset] if seeds is None else seeds)
     if not seeds:
         raise ConfigError("seeds must name at least one seed")
-    data_dirs = data_dirs or DataDirs()
-    overrides = overrides or {}
     preset_parts = experiment.parts(preset, data_dirs)
     parts = _selected_parts(experiment, preset_parts, only)
+    _check_replication(parts, seeds, overrides)
     configs = {p.name: run_configs(p, seeds, overrides) for p in parts}
     for part in parts:
         for config in configs[part.name]:
             _check_data(part.name, config)
+    partial = len(parts) < len(preset_parts)
+    return _Plan(experiment, preset, data_dirs, seeds, overrides, only, parts, partial, configs)
 
-    command = writeup.reproduce_command(
-        experiment.name,
-        preset=preset,
-        workdir=workdir,
-        data_dirs=data_dirs,
-        seeds=seeds,
-        only=only,
-        overrides=overrides,
-    )
-    os.makedirs(workdir, exist_ok=True)
-    # One process per experiment workdir, as per run workdir (train.run locks those).
-    with workdir_lib.lock(workdir):
-        start = time.perf_counter()
-        runs = {}
-        for part in parts:
-            runs[part.name] = run_grid(
-                part, configs[part.name], workdir, log=lambda s: log(f"[{experiment.name}] {s}")
+
+def _collect(
+    plan: _Plan, workdir: str, *, share: Share, train: bool, log: Callable[[str], None]
+) -> dict[str, Run | None]:
+    """Train this process's share of the variants (if `train`), then read every run back; by
+    'part/variant', each variant's evaluation run (None: not finished)."""
+    variants = [
+        (part, variant, config)
+        for part in plan.parts
+        for variant, config in zip(part.variants, plan.configs[part.name], strict=True)
+    ]
+    runs: dict[str, Run | None] = {}
+    for k, (part, variant, config) in enumerate(variants):
+        if train and share.trains(k):
+            name = f"{part.name}/{variant.name} ({k + 1}/{len(variants)})"
+            runs[f"{part.name}/{variant.name}"] = _variant_run(
+                part, variant, config, workdir, name=name, log=log
             )
-        results = [(part, part.judge(runs[part.name], workdir)) for part in parts]
-        verdict = writeup.experiment_verdict(results, partial=len(parts) < len(preset_parts))
-        seconds = time.perf_counter() - start
-        rows = writeup.results_rows(parts, runs, {p.name: f for p, f in results})
-        atomic_write_text(os.path.join(workdir, "results.csv"), writeup.csv_text(rows))
-        report = writeup.report_text(
-            experiment.title,
-            verdict,
-            preset=preset,
-            parts=parts,
-            command=command,
-            seconds=seconds,
-            provenance=provenance.stamp(c for p in parts for c in configs[p.name]),
-            sections=[writeup.part_section(p, runs[p.name], f, seeds) for p, f in results],
-        )
-        atomic_write_text(os.path.join(workdir, "report.md"), report)
-    log(f"[{experiment.name}] Verdict: {verdict.outcome}. {verdict.reason} ({seconds:.0f} s)")
-    return ExperimentResult(experiment, workdir, verdict, seconds)
+    for part, variant, config in variants:
+        key = f"{part.name}/{variant.name}"
+        if key not in runs:
+            runs[key] = _variant_run(part, variant, config, workdir)
+    return {f"{p.name}/{v.name}": runs[f"{p.name}/{v.name}"] for p, v, _ in variants}
+
+
+def _write_outputs(
+    plan: _Plan, runs: Mapping[str, Run | None], workdir: str, start: float
+) -> Verdict:
+    """Judge every part and write results.csv, its plots and report.md; the experiment's verdict."""
+    by_part = {p.name: {v.name: runs[f"{p.name}/{v.name}"] for v in p.variants} for p in plan.parts}
+    results = [(part, part.judge(by_part[part.name], workdir)) for part in plan.parts]
+    verdict = writeup.experiment_verdict(results, partial=plan.partial)
+    rows = writeup.results_rows(plan.parts, by_part, {p.name: f for p, f in results})
+    atomic_write_text(os.path.join(workdir, "results.csv"), writeup.csv_text(rows))
+    command = writeup.reproduce_command(
+        plan.experiment.name,
+        preset=plan.preset,
+        workdir=workdir,
+        data_dirs=plan.data_dirs,
+        seeds=plan.seeds,
+        only=plan.only,
+        overrides=plan.overrides,
+    )
+    report = writeup.report_text(
+        plan.experiment.title,
+        verdict,
+        preset=plan.preset,
+        parts=plan.parts,
+        command=command,
+        seconds=time.perf_counter() - start,
+        provenance=provenance.stamp(c for p in plan.parts for c in plan.configs[p.name]),
+        sections=[writeup.part_section(p, by_part[p.name], f, plan.seeds) for p, f in results],
+    )
+    atomic_write_text(os.path.join(workdir, "report.md"), report)
+    return verdict
