@@ -114,7 +114,7 @@ def test_another_experiment_in_the_workdir_is_refused(tmp_path: Path) -> None:
     runner.claim_workdir(str(tmp_path), "activations")  # the same experiment: shared
     with pytest.raises(ConfigError, match="holds experiment 'activations'"):
         _experiment(tmp_path)
-    assert sorted(os.listdir(tmp_path)) == [runner.EXPERIMENT_FILE]
+    assert set(os.listdir(tmp_path)) == {runner.EXPERIMENT_FILE, runner.WRITER_LOCK_FILE}
 
 
 @pytest.mark.parametrize("count", [1, 2, 3, 5])

@@ -350,6 +350,11 @@ def claim_workdir(workdir: str, name: str, *, record: bool = True) -> None:
     """Refuse a `workdir` that holds another experiment than `name`; if `record`, record `name`
     in it (`EXPERIMENT_FILE`). Several processes of one experiment share its workdir."""
     path = os.path.join(workdir, EXPERIMENT_FILE)
+    if record and not os.path.exists(path):
+        os.makedirs(workdir, exist_ok=True)
+        with _sole_writer(workdir):  # tasks starting together: one writes, the others read it
+            if not os.path.exists(path):
+                atomic_write_text(path, json.dumps({"experiment": name}))
     if os.path.exists(path):
         held = _read_json(path)["experiment"]
         if held != name:
@@ -357,15 +362,13 @@ def claim_workdir(workdir: str, name: str, *, record: bool = True) -> None:
                 f"{workdir} holds experiment {held!r} (its {EXPERIMENT_FILE}); give {name} "
                 "another --workdir"
             )
-    elif record:
-        os.makedirs(workdir, exist_ok=True)
-        atomic_write_text(path, json.dumps({"experiment": name}))
 
 
 @contextmanager
 def _sole_writer(workdir: str) -> Iterator[None]:
-    """Wait until no other task of the experiment writes its outputs, then hold that turn (tasks
-    finishing together both write the same report from the same runs, one after the other)."""
+    """Wait until no other task of the experiment writes its shared files (`EXPERIMENT_FILE`, the
+    outputs), then hold that turn: tasks finishing together both write the same report from the
+    same runs, one after the other."""
     with open(os.path.join(workdir, WRITER_LOCK_FILE), "a") as f:
         fcntl.flock(f, fcntl.LOCK_EX)  # released when the file is closed
         yield
