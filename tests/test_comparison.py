@@ -53,7 +53,7 @@ def test_a_value_at_the_budget_is_a_value_claim_with_its_rule() -> None:
     assert f"{steps:,} steps (3 epochs of 60,000 examples at batch 100)" in part.rule
     assert "test error, narrow minus wide" in part.rule
     assert "binomial noise" in part.rule and "a diverged member counts as error 1" in part.rule
-    assert "reaches the smallest effect of interest, 0.2 pp" in part.rule
+    assert "and not wholly below the smallest effect of interest, 0.2 pp" in part.rule
     assert "not reproduced if the interval lies below 0.2 pp" in part.rule
     # The tuning protocol: the grid, scored by the measure (on the held-out split).
     assert part.tuning.grid == ablation.log_grid(0.01, 1.0)
@@ -261,3 +261,12 @@ def test_a_custom_measure_of_runs() -> None:
     )
     assert effect.name == "final accuracy, wide minus narrow" and effect.unit == "%"
     assert effect.estimate == pytest.approx(0.05)
+
+
+def test_final_value_of_the_evaluation_split_is_the_held_out_one_when_tuning() -> None:
+    measure = ablation.final_value("{split}/loss")
+    assert measure.name == "final test/loss"
+    records = [[{"step": 10, "validation/loss": 0.3, "test/loss": 0.9}]]
+    for holdout, loss in ((0, 0.9), (100, 0.3)):
+        run = fake_run("a", records, config={"data.holdout": holdout})
+        assert measure.values(ablation.groups({"a": run})["a"]).tolist() == [loss]

@@ -166,11 +166,12 @@ def test_error() -> Measure:
 
 
 def final_value(metric: str, *, lower_is_better: bool = True, unit: str = "") -> Measure:
-    """The last logged value of `metric` (e.g. "train/loss"); a diverged member's is not finite,
-    which leaves the interval undefined (inconclusive)."""
+    """The last logged value of `metric` (e.g. "train/loss"; "{split}/loss" for the evaluation
+    split, which is the held-out one when tuning); a diverged member's is not finite, which leaves
+    the interval undefined (inconclusive)."""
     return Measure(
-        f"final {metric}",
-        lambda group: group.final(metric),
+        f"final {metric.format(split='test')}",
+        lambda group: group.final(metric.format(split=group.run.eval_split)),
         unit=unit,
         curve=metric,
         lower_is_better=lower_is_better,
@@ -290,7 +291,7 @@ class Comparison:
 
     # -- what the declaration derives --------------------------------------------------------------
     def effect_name(self, arm: Variant) -> str:
-        """E.g. 'test error without dropout minus with dropout' (positive: the claimed side)."""
+        """E.g. 'test error, without dropout minus with dropout' (positive: the claimed side)."""
         first, second = self._ordered(self.arms[0].title, arm.title)
         link = " / " if self.measure.compare == "ratio" else " minus "
         return f"{self.measure.name}, {first}{link}{second}"
@@ -311,7 +312,7 @@ class Comparison:
             + (f"; {self.measure.detail}" if self.measure.detail else "")
             + "): reproduced if its 95% interval lies above "
             + null
-            + (f" and reaches the smallest effect of interest, {margin}" if margin else "")
+            + (f" and not wholly below the smallest effect of interest, {margin}" if margin else "")
             + "; not reproduced if "
             + (f"the interval lies below {margin}, or " if margin else "")
             + "the effect is significantly in the other direction; inconclusive otherwise.",
