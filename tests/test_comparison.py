@@ -70,7 +70,7 @@ def test_steps_to_a_target_is_a_speed_claim_compared_as_a_ratio() -> None:
     assert comparison.kind == "speed"
     part = comparison.part("test", DIRS)
     assert part.target == TARGET
-    assert "steps to train/accuracy >= 0.9, narrow / wide at the budget of 40 steps" in part.rule
+    assert "steps to train/accuracy >= 0.9, narrow / wide, at the budget of 40 steps," in part.rule
     assert "log ratios" in part.rule and "censored at the budget" in part.rule
     assert "lies above 1x" in part.rule and "2x" in part.rule
     higher = _comparison(direction="higher", smallest_effect=None)

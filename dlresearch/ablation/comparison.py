@@ -199,9 +199,9 @@ def steps_to(target: Target) -> Measure:
 
 
 _METHODS = {
-    "difference": "paired t-interval over seeds",
-    "error": "paired over seeds, with the test set's binomial noise",
-    "ratio": "paired t on log ratios over seeds",
+    "difference": "paired over seeds (t-interval)",
+    "error": "paired over seeds with the test set's binomial noise",
+    "ratio": "paired over seeds (t-interval on log ratios)",
 }
 
 
@@ -307,10 +307,10 @@ class Comparison:
         effects = "; ".join(self.effect_name(arm) for arm in self.arms[1:])
         several = len(self.arms) > 2
         lines = [
-            f"For {'each of ' if several else ''}{effects} at the budget of "
-            f"{self.budget.describe(preset, config)} ({_METHODS[self.measure.compare]}"
-            + (f"; {self.measure.detail}" if self.measure.detail else "")
-            + "): reproduced if its 95% interval lies above "
+            f"For {'each of ' if several else ''}{effects}, at the budget of "
+            f"{self.budget.describe(preset, config)}, {_METHODS[self.measure.compare]}"
+            + (f" ({self.measure.detail})" if self.measure.detail else "")
+            + ": reproduced if its 95% interval lies above "
             + null
             + (f" and not wholly below the smallest effect of interest, {margin}" if margin else "")
             + "; not reproduced if "
