@@ -3,6 +3,8 @@
 `load(config.data)` reads a registered dataset from local files (`data.dir`, or else the download
 cache that `dataset_dir` fills, see `dlresearch.download`), checks it against the published
 checksums, applies the optional hold-out split and computes the per-channel statistics.
+`facts(config.data)` tells a dataset's sizes, classes, image shape and chance level without
+loading it (epochs to steps, targets relative to chance).
 `normalize`, `augment_crop_flip` and `epoch_permutation` are pure JAX, so the training step can
 build every batch on the device.
 """
@@ -43,6 +45,37 @@ class Dataset:
     std: np.ndarray  # float32 [C], per-channel divisor of train_images / 255 - mean (data.scale)
     augment: bool  # pad-4 random crop + horizontal flip during training
     eval_split: str  # "test" or "validation"
+
+
+@dataclasses.dataclass(frozen=True)
+class Facts:
+    """What a script needs to know of a dataset without loading it: its splits as stored (before
+    any `data.holdout`), classes and image shape."""
+
+    train_size: int
+    test_size: int
+    num_classes: int
+    input_shape: tuple[int, int, int]  # height, width, channels
+
+    @property
+    def chance(self) -> float:
+        """The accuracy of guessing a class uniformly at random."""
+        return 1 / self.num_classes
+
+    def steps(self, epochs: float, batch_size: int) -> int:
+        """The training steps that make at least `epochs` passes over the training set at
+        `batch_size` (at least 1)."""
+        return max(1, math.ceil(epochs * self.train_size / batch_size))
+
+    @classmethod
+    def of(cls, dataset: "Dataset") -> "Facts":
+        """The facts of a dataset loaded without a hold-out split."""
+        return cls(
+            train_size=len(dataset.train_labels),
+            test_size=len(dataset.test_labels),
+            num_classes=dataset.num_classes,
+            input_shape=tuple(dataset.train_images.shape[1:]),
+        )
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -152,6 +185,17 @@ _PAD = 4  # augmentation padding, as in the ResNet paper's CIFAR-10 experiments
 def eval_split(config: ml_collections.ConfigDict) -> str:
     """The split a `data` config evaluates on: "validation" (`holdout` > 0) or "test"."""
     return "validation" if int(config.get("holdout", 0)) else "test"
+
+
+def facts(config: ml_collections.ConfigDict) -> Facts:
+    """The `Facts` of the dataset a `data` config names: from `FACTS` for the datasets of fixed
+    size, else (`tfds`) from the dataset, loaded without its hold-out."""
+    DATASETS.get(config.name)  # an unknown name fails here, listing the known ones
+    if config.name in FACTS:
+        return FACTS[config.name]
+    whole = ml_collections.ConfigDict(config.to_dict())
+    whole.holdout = 0
+    return Facts.of(load(whole))
 
 
 def load(config: ml_collections.ConfigDict) -> Dataset:
@@ -415,6 +459,18 @@ def _cifar10(config: ml_collections.ConfigDict) -> Splits:
         num_classes=10,
         augment=True,
     )
+
+
+# The facts of every registered dataset of fixed size (`facts` derives those of `tfds` datasets);
+# tests/test_data.py checks each against the loaded data.
+FACTS = {
+    "digits": Facts(train_size=1_437, test_size=360, num_classes=10, input_shape=(8, 8, 1)),
+    "mnist": Facts(train_size=60_000, test_size=10_000, num_classes=10, input_shape=(28, 28, 1)),
+    "fashion_mnist": Facts(
+        train_size=60_000, test_size=10_000, num_classes=10, input_shape=(28, 28, 1)
+    ),
+    "cifar10": Facts(train_size=50_000, test_size=10_000, num_classes=10, input_shape=(32, 32, 3)),
+}
 
 
 @DATASETS.register("tfds")

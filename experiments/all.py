@@ -5,7 +5,7 @@ links their reports with their verdicts. The flags are those of the single scrip
 """
 
 from dlresearch import ablation
-from experiments import activations, batchnorm, initialization, optimizers, residual
+from experiments import activations, batchnorm, dropout, initialization, optimizers, residual
 
 EXPERIMENTS = (
     activations.EXPERIMENT,
@@ -13,6 +13,7 @@ EXPERIMENTS = (
     batchnorm.EXPERIMENT,
     residual.EXPERIMENT,
     optimizers.EXPERIMENT,
+    dropout.EXPERIMENT,
 )
 
 if __name__ == "__main__":

@@ -419,3 +419,41 @@ def test_real_mnist() -> None:
     assert np.bincount(ds.test_labels).tolist() == test_counts
     np.testing.assert_allclose(ds.mean, [0.1307], atol=1e-4)  # the well-known MNIST statistics
     np.testing.assert_allclose(ds.std, [0.3081], atol=1e-4)
+
+
+# -- dataset facts ---------------------------------------------------------------------------------
+def _loadable(name: str) -> ml_collections.ConfigDict:
+    directory = {"mnist": SHARED_DATA / "mnist", "cifar10": SHARED_DATA / "cifar10"}.get(name, "")
+    return make_config(name=name, dir=str(directory))
+
+
+@pytest.mark.parametrize("name", ["digits", "mnist", "cifar10"])
+def test_facts_match_the_loaded_dataset(name: str) -> None:
+    if name != "digits" and not (SHARED_DATA / name).is_dir() and os.environ.get("CI") != "true":
+        pytest.skip(f"no shared {name} copy")
+    config = _loadable(name)
+    assert data.facts(config) == data.Facts.of(data.load(config))
+    # With a hold-out split the facts still describe the dataset as stored.
+    config.holdout = 100
+    assert data.facts(config).train_size == len(data.load(config).train_labels) + 100
+
+
+def test_every_registered_dataset_has_facts() -> None:
+    """Those of fixed size from the table (Fashion-MNIST has MNIST's format and sizes, and no copy
+    here to load); `tfds` datasets from the data."""
+    assert set(data.FACTS) == set(data.DATASETS.names()) - {"tfds"}
+    assert data.facts(make_config(name="fashion_mnist")) == data.FACTS["mnist"]
+    tfds = pytest.importorskip("tensorflow_datasets")
+    with tfds.testing.mock_data(num_examples=6):
+        facts = data.facts(make_config(name="tfds", tfds_name="mnist", holdout=2))
+    assert facts == data.Facts(train_size=6, test_size=6, num_classes=10, input_shape=(28, 28, 1))
+    with pytest.raises(ConfigError, match=re.escape("data.name='nope'")):
+        data.facts(make_config(name="nope"))
+
+
+def test_facts_chance_and_epochs_to_steps() -> None:
+    mnist = data.FACTS["mnist"]
+    assert mnist.chance == pytest.approx(1 / 10)
+    assert mnist.steps(2, 128) == 938  # 120,000 examples / 128 = 937.5: the last batch included
+    assert mnist.steps(1, 100) == 600
+    assert data.FACTS["digits"].steps(0.01, 128) == 1

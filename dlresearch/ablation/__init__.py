@@ -5,6 +5,8 @@ preset, `Part`s made of a base config, named `Variant`s (config overrides), the 
 `judge` that turns the finished runs into tables, plots and a `Verdict` by a rule the script states.
 The package does the rest, one job per module:
 
+- `comparison`: one claim declared as arms, a budget, a measure and a direction (`Comparison`,
+  `Budget`, `Measure`, `test_error`, `final_value`, `steps_to`); the rest is derived from it.
 - `spec`: what a script declares (`Experiment`, `Part`, `Variant`, `Target`, `Findings`, ...).
 - `runs`: a finished variant read back (`Run`: each member's logged series and finals).
 - `measures`: numbers over seeds (`Group`s, the best rate of a grid, mean ± std, steps to target,
@@ -19,6 +21,14 @@ This module exports what the scripts use.
 
 from dlresearch.ablation import stats
 from dlresearch.ablation.cli import main, main_all
+from dlresearch.ablation.comparison import (
+    Budget,
+    Comparison,
+    Measure,
+    final_value,
+    steps_to,
+    test_error,
+)
 from dlresearch.ablation.measures import (
     CONVERGED_CHANGE,
     CONVERGED_TAIL,
@@ -62,11 +72,14 @@ __all__ = [
     "CONVERGED_CHANGE",
     "CONVERGED_TAIL",
     "CONVERGENCE_RULE",
+    "Budget",
     "Check",
+    "Comparison",
     "DataDirs",
     "Experiment",
     "Findings",
     "Group",
+    "Measure",
     "Part",
     "Plot",
     "Run",
@@ -77,6 +90,7 @@ __all__ = [
     "cadence",
     "convergence_note",
     "final_score",
+    "final_value",
     "grid_edge_note",
     "groups",
     "groups_by",
@@ -95,8 +109,10 @@ __all__ = [
     "plot_percentiles",
     "stats",
     "steps_phrase",
+    "steps_to",
     "summary_table",
     "target_score",
+    "test_error",
     "tuning_edge_notes",
     "unless_unconverged",
 ]

@@ -148,6 +148,10 @@ class DataDirs:
     def cifar10(self) -> dict[str, Any]:
         return {"data.name": "cifar10", "data.dir": self.cifar_dir}
 
+    def of(self, dataset: str) -> str:
+        """The directory given for `dataset` (a `data.name`); '' (the download cache) if none."""
+        return {"mnist": self.mnist_dir, "cifar10": self.cifar_dir}.get(dataset, "")
+
 
 @dataclasses.dataclass(frozen=True)
 class Experiment:

@@ -1,0 +1,400 @@
+"""One comparison, declared: arms over a base config, a budget, a measure and the claimed direction.
+
+A `Comparison` is the short way to write an ablation whose claim is "these arms change this measure
+in this direction": from its declaration the framework derives what an `Experiment` script writes by
+hand (the `Part`, the rule in words, the statistics and verdict, the tables, plots and notes):
+
+- **Arms**: `Variant`s (config overrides) over `base` (overrides of `base_config()`, then those of
+  the preset in `per_preset`); the first arm is the baseline, every other arm is compared with it,
+  paired over seeds (Holm's correction when there are several).
+- **Budget**: steps or epochs per preset (`Budget`); epochs become steps from the dataset's size
+  (`data.facts`), so a script needs no table of dataset sizes.
+- **Tuning**: a learning-rate grid (or an `ablation.Tuning`): every arm trains the whole grid on the
+  tuning seeds with a held-out split and is then trained at the rate with the best measure there.
+- **Measure**: `test_error()` (the value at the budget; a diverged member counts as error 1, the
+  interval adds the test set's binomial noise), `final_value(metric)`, `steps_to(target)` (speed:
+  a ratio of steps, a run that never reaches the target censored at the budget), or any
+  `Measure` of your own (a function of a group of runs giving one number per seed).
+- **Claim**: every other arm's measure is `lower` or `higher` than the baseline's, by at least
+  `smallest_effect` (optional; without it a claim can only be refuted by the opposite effect).
+
+The claim kind (`Comparison.kind`) follows from the measure: a value at a budget is a `value` claim,
+steps to a target a `speed` claim. The guards come with it: a diverged member counts as error 1 for
+`test_error` and is reported; a rate its tuning selected at an edge of the grid is noted; the
+members judged are marked in results.csv. For what does not fit, `judge` (with its `rule`) replaces
+the derived judge, or a script declares its `Part`s itself.
+"""
+
+import dataclasses
+import math
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, Literal
+
+import ml_collections
+import numpy as np
+
+from dlresearch import data
+from dlresearch.ablation import stats
+from dlresearch.ablation.measures import (
+    Group,
+    groups,
+    judged_members,
+    mean_std,
+    tuning_edge_notes,
+)
+from dlresearch.ablation.plots import plot_curves
+from dlresearch.ablation.runs import Run
+from dlresearch.ablation.spec import (
+    PRESETS,
+    DataDirs,
+    Experiment,
+    Findings,
+    Part,
+    Plot,
+    Target,
+    Tuning,
+    Variant,
+    cadence,
+    make_config,
+)
+from dlresearch.ablation.writeup import summary_table
+from dlresearch.errors import ConfigError
+from dlresearch.metrics import TRAIN_LOSS
+
+Direction = Literal["lower", "higher"]
+Judge = Callable[[dict[str, Run], str], Findings]
+
+
+@dataclasses.dataclass(frozen=True)
+class Budget:
+    """How long every run of each preset trains: `steps` or `epochs` per preset name, each preset
+    in exactly one, e.g. `Budget(steps={"test": 60}, epochs={"quick": 5, "paper": 100})`."""
+
+    steps: Mapping[str, int] = dataclasses.field(default_factory=dict)
+    epochs: Mapping[str, float] = dataclasses.field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        both = set(self.steps) & set(self.epochs)
+        unknown = (set(self.steps) | set(self.epochs)) - set(PRESETS)
+        missing = set(PRESETS) - set(self.steps) - set(self.epochs)
+        if both or unknown or missing:
+            raise ConfigError(
+                f"budget: every preset once in steps or epochs; got steps={dict(self.steps)}, "
+                f"epochs={dict(self.epochs)}; presets: {', '.join(PRESETS)}"
+            )
+        values = [*self.steps.values(), *self.epochs.values()]
+        if not all(v > 0 for v in values):
+            raise ConfigError(f"budget: steps and epochs must be positive, got {values}")
+
+    def of(self, preset: str, config: ml_collections.ConfigDict) -> int:
+        """The training steps of `preset` for the dataset and batch size of `config`."""
+        if preset in self.steps:
+            return int(self.steps[preset])
+        return data.facts(config.data).steps(self.epochs[preset], config.train.batch_size)
+
+    def describe(self, preset: str, config: ml_collections.ConfigDict) -> str:
+        """E.g. '3,000 steps' or '3,000 steps (5 epochs of 60,000 examples at batch 100)'."""
+        text = f"{self.of(preset, config):,} steps"
+        if preset in self.epochs:
+            size = data.facts(config.data).train_size
+            text += (
+                f" ({self.epochs[preset]:g} epochs of {size:,} examples at batch "
+                f"{config.train.batch_size})"
+            )
+        return text
+
+
+@dataclasses.dataclass(frozen=True)
+class Measure:
+    """What a comparison compares: one number per seed of a group of runs.
+
+    `compare`: how two arms' numbers become an effect, paired over seeds: "difference" (a paired
+    t-interval), "error" (a difference of error fractions, with the test set's binomial noise added)
+    or "ratio" (a ratio of steps, `math.inf` marking a run censored at the budget). `curve` is the
+    logged metric the default plot shows ("{split}" stands for the evaluation split). `kind` is the
+    claim kind this measure makes. `lower_is_better` orders the learning rates when tuning.
+    """
+
+    name: str
+    per_seed: Callable[[Group], Sequence[float]]
+    compare: Literal["difference", "error", "ratio"] = "difference"
+    unit: str = ""
+    curve: str = TRAIN_LOSS
+    kind: Literal["speed", "value", "trainability", "mechanism", "control"] = "value"
+    lower_is_better: bool = True
+    detail: str = ""  # how the per-seed numbers are made, for the rule
+    target: Target | None = None
+
+    def values(self, group: Group) -> np.ndarray:
+        return np.asarray(self.per_seed(group), float)
+
+    @property
+    def column(self) -> str:
+        """The header of this measure's column in the summary table."""
+        return f"{self.name} (%)" if self.compare == "error" else self.name
+
+    def summary(self, group: Group) -> str:
+        """Mean ± std over the group's seeds (error fractions in percent)."""
+        if self.compare == "error":
+            return mean_std(self.values(group), ".2f", scale=100)
+        return mean_std(self.values(group), ".4g")
+
+    def score(self, run: Run, members: tuple[int, ...]) -> float:
+        """The tuning score of some members of a (tuning) run: their mean, lower is better; a
+        non-finite value counts worst."""
+        values = self.values(Group("", run, members))
+        values = np.where(np.isfinite(values), values, np.inf if self.lower_is_better else -np.inf)
+        return float(np.mean(values) if self.lower_is_better else -np.mean(values))
+
+
+def _errors(group: Group) -> np.ndarray:
+    accuracy = group.final(f"{group.run.eval_split}/accuracy")
+    return 1 - np.nan_to_num(accuracy, nan=0.0)
+
+
+def test_error() -> Measure:
+    """The final error on the evaluation split (the test set; the held-out split when tuning),
+    a member that diverged counting as error 1."""
+    return Measure(
+        "test error",
+        _errors,
+        compare="error",
+        unit="pp",
+        curve="{split}/accuracy",
+        detail="a diverged member counts as error 1",
+    )
+
+
+def final_value(metric: str, *, lower_is_better: bool = True, unit: str = "") -> Measure:
+    """The last logged value of `metric` (e.g. "train/loss"; "{split}/loss" for the evaluation
+    split, which is the held-out one when tuning); a diverged member's is not finite, which leaves
+    the interval undefined (inconclusive)."""
+    return Measure(
+        f"final {metric.format(split='test')}",
+        lambda group: group.final(metric.format(split=group.run.eval_split)),
+        unit=unit,
+        curve=metric,
+        lower_is_better=lower_is_better,
+        detail="a diverged member leaves it undefined",
+    )
+
+
+def steps_to(target: Target) -> Measure:
+    """Steps until `target` is first reached (logged values); a run that never reaches it is
+    censored at the budget."""
+
+    def steps(group: Group) -> list[float]:
+        return [math.inf if s is None else s for s in group.steps_to(target)]
+
+    return Measure(
+        f"steps to {target.describe()}",
+        steps,
+        compare="ratio",
+        unit="x",
+        curve=target.metric,
+        kind="speed",
+        detail="a run that never reaches the target is censored at the budget",
+        target=target,
+    )
+
+
+_METHODS = {
+    "difference": "paired over seeds (t-interval)",
+    "error": "paired over seeds with the test set's binomial noise",
+    "ratio": "paired over seeds (t-interval on log ratios)",
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class Comparison:
+    """One claim as a comparison of arms (module docstring); `experiment()` makes it runnable."""
+
+    name: str
+    title: str
+    claim: str
+    source: str
+    base: Mapping[str, Any]
+    arms: tuple[Variant, ...]
+    budget: Budget
+    measure: Measure
+    direction: Direction
+    smallest_effect: float | None = None
+    tuning: Tuning | tuple[float, ...] | None = None  # a grid: tuned by the measure
+    per_preset: Mapping[str, Mapping[str, Any]] = dataclasses.field(default_factory=dict)
+    differences: str = ""  # how the setup differs from the paper's
+    judge: Judge | None = None  # a hand-written judge replaces the derived one ...
+    rule: str = ""  # ... and states its rule
+
+    def __post_init__(self) -> None:
+        names = [arm.name for arm in self.arms]
+        if len(names) < 2 or len(set(names)) < len(names):
+            raise ConfigError(f"arms: at least two, with distinct names; got {names}")
+        if self.direction not in ("lower", "higher"):
+            raise ConfigError(f"direction={self.direction!r}; allowed values: lower, higher")
+        null = 1.0 if self.measure.compare == "ratio" else 0.0
+        if self.smallest_effect is not None and not self.smallest_effect > null:
+            raise ConfigError(
+                f"smallest_effect={self.smallest_effect!r} must be above {null:g}: it is the "
+                f"least {self.measure.name} effect claimed, in the claimed direction"
+            )
+        if bool(self.judge) != bool(self.rule):
+            raise ConfigError("judge and rule: a hand-written judge states its rule, and only then")
+        unknown = set(self.per_preset) - set(PRESETS)
+        if unknown:
+            raise ConfigError(f"per_preset={sorted(unknown)}; allowed keys: {', '.join(PRESETS)}")
+
+    @property
+    def kind(self) -> str:
+        """The claim kind: `speed` for steps to a target, `value` for a value at the budget."""
+        return self.measure.kind
+
+    def experiment(self) -> Experiment:
+        """This comparison as an experiment of one part, for `ablation.main`."""
+        return Experiment(self.name, self.title, lambda preset, dirs: [self.part(preset, dirs)])
+
+    def config(self, preset: str, dirs: DataDirs) -> ml_collections.ConfigDict:
+        """The base config of `preset`: `base`, the preset's overrides, the data directory, the
+        budget (with the default cadence of logs, evaluations and checkpoints)."""
+        sized = make_config(self.base, self.per_preset.get(preset, {}))
+        directory = dirs.of(sized.data.name)
+        steps = self.budget.of(preset, sized)
+        return make_config(
+            self.base,
+            self.per_preset.get(preset, {}),
+            {"data.dir": directory} if directory else {},
+            cadence(steps, evals=10),
+        )
+
+    def part(self, preset: str, dirs: DataDirs) -> Part:
+        config = self.config(preset, dirs)
+        return Part(
+            name=self.name,
+            title=self.title,
+            claim=self.claim,
+            source=self.source,
+            rule=self.rule or self.rule_text(preset, config),
+            config=config,
+            variants=self.arms,
+            judge=self.judge or self.derived_judge,
+            differences=self.differences,
+            target=self.measure.target,
+            tuning=self._tuning(),
+        )
+
+    def _tuning(self) -> Tuning | None:
+        if self.tuning is None or isinstance(self.tuning, Tuning):
+            return self.tuning
+        metric = self.measure.name.replace("test ", "held-out ")
+        if not self.measure.lower_is_better:
+            metric = f"minus the {metric}"
+        return Tuning(grid=tuple(self.tuning), score=self.measure.score, metric=metric)
+
+    # -- what the declaration derives --------------------------------------------------------------
+    def effect_name(self, arm: Variant) -> str:
+        """E.g. 'test error, without dropout minus with dropout' (positive: the claimed side)."""
+        first, second = self._ordered(self.arms[0].title, arm.title)
+        link = " / " if self.measure.compare == "ratio" else " minus "
+        return f"{self.measure.name}, {first}{link}{second}"
+
+    def _ordered(self, baseline: Any, arm: Any) -> tuple[Any, Any]:
+        """The two sides of an effect, ordered so that the claimed side is positive (or above 1)."""
+        return (baseline, arm) if self.direction == "lower" else (arm, baseline)
+
+    def rule_text(self, preset: str, config: ml_collections.ConfigDict) -> str:
+        """The rule in words, as the report prints it."""
+        null = "1x" if self.measure.compare == "ratio" else "0"
+        margin = self._margin_text()
+        effects = "; ".join(self.effect_name(arm) for arm in self.arms[1:])
+        several = len(self.arms) > 2
+        lines = [
+            f"For {'each of ' if several else ''}{effects}, at the budget of "
+            f"{self.budget.describe(preset, config)}, {_METHODS[self.measure.compare]}"
+            + (f" ({self.measure.detail})" if self.measure.detail else "")
+            + ": reproduced if its 95% interval lies above "
+            + null
+            + (f" and not wholly below the smallest effect of interest, {margin}" if margin else "")
+            + "; not reproduced if "
+            + (f"the interval lies below {margin}, or " if margin else "")
+            + "the effect is significantly in the other direction; inconclusive otherwise.",
+        ]
+        if several:
+            lines.append(
+                "Holm's correction over the comparisons; the claim is reproduced only if every "
+                "comparison is, not reproduced if any is."
+            )
+        if self.tuning is not None:
+            lines.append(
+                "Every arm is trained at the learning rate its own tuning selected (the same "
+                "protocol for every arm)."
+            )
+        return " ".join(lines)
+
+    def _margin_text(self) -> str:
+        if self.smallest_effect is None:
+            return ""
+        nothing = math.nan
+        effect = stats.Effect("", nothing, nothing, nothing, nothing, 0, "", self.measure.unit)
+        return effect.value(self.smallest_effect)  # in the effect's unit: '0.2 pp', '2x
+
+    def effect(self, baseline: Group, arm: Group) -> stats.Effect:
+        """The effect of `arm` over `baseline`, oriented so that the claimed side is positive."""
+        first, second = self._ordered(baseline, arm)
+        a, b = self.measure.values(first), self.measure.values(second)
+        name = self.effect_name(arm.run.variant)
+        if self.measure.compare == "error":
+            return stats.error_difference(a, b, baseline.run.num_eval, name=name)
+        if self.measure.compare == "ratio":
+            budget = baseline.run.config.train.steps
+            return stats.paired_ratio(a, b, name=name, budget=budget)
+        return stats.paired_difference(a, b, name=name, unit=self.measure.unit)
+
+    def verdict(self, by_name: Mapping[str, Group]) -> stats.Verdict:
+        """Every other arm against the baseline (Holm-adjusted when several), combined."""
+        baseline = by_name[self.arms[0].name]
+        effects = [self.effect(baseline, by_name[arm.name]) for arm in self.arms[1:]]
+        if len(effects) == 1:
+            return stats.verdict(effects[0], claim="greater", margin=self.smallest_effect)
+        adjusted = stats.holm([e.p for e in effects])
+        return stats.combine(
+            [
+                stats.verdict(e, claim="greater", margin=self.smallest_effect, p_adjusted=p)
+                for e, p in zip(effects, adjusted, strict=True)
+            ]
+        )
+
+    def derived_judge(self, runs: dict[str, Run], outdir: str) -> Findings:
+        """The verdict, a table of every arm, a plot of the measure's curve, the guards' notes."""
+        by_name = groups(runs)
+        arms = [by_name[arm.name] for arm in self.arms]
+        split = arms[0].run.eval_split
+        column = {self.measure.column: self.measure.summary}
+        curve = self.measure.curve.format(split=split)
+        filename = plot_curves(
+            outdir,
+            f"{self.name}_{curve.replace('/', '_')}.png",
+            arms,
+            curve,
+            title=self.title,
+            ylabel=curve,
+            log_y=curve == TRAIN_LOSS,
+            hline=self.measure.target.threshold if self.measure.target else None,
+        )
+        return Findings(
+            self.verdict(by_name),
+            [summary_table(arms, self.measure.target, extra=column)],
+            [Plot(filename, f"{curve} over training, mean ± std over seeds.")],
+            notes=[*_diverged_notes(arms, self.measure), *tuning_edge_notes(runs)],
+            judged=judged_members(by_name),
+        )
+
+
+def _diverged_notes(arms: Sequence[Group], measure: Measure) -> list[str]:
+    notes = []
+    for group in arms:
+        diverged = sum(group.run.diverged_at[m] is not None for m in group.members)
+        if diverged:
+            notes.append(
+                f"{group.label}: {diverged} of {len(group.members)} members diverged ("
+                f"{measure.detail or 'their values are not finite'})."
+            )
+    return notes

@@ -1,0 +1,272 @@
+"""The declarative surface (`ablation.Comparison`): what it derives from a declaration, and each of
+the three outcomes of its derived judge on fabricated runs."""
+
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+import pytest
+from fake_runs import fake_run, fake_tuning_run
+
+from dlresearch import ablation, data
+from dlresearch.ablation import Run, runner, spec, stats
+from dlresearch.ablation.measures import best_value
+from dlresearch.errors import ConfigError
+
+# Per seed offsets: a spread between seeds, so that intervals are finite.
+NOISE = np.array([0.0, 1.0, -1.0, 2.0, -2.0])
+DIRS = spec.DataDirs("/mnist", "/cifar10")
+TARGET = ablation.Target("train/accuracy", 0.9)
+
+
+def _comparison(**changes: object) -> ablation.Comparison:
+    declared = ablation.Comparison(
+        name="wide",
+        title="Wider is better",
+        claim="A wider MLP has a lower test error.",
+        source="folklore",
+        base={"data.name": "mnist", "model.width": 32, "train.batch_size": 100},
+        arms=(
+            ablation.Variant("narrow", {}, "narrow"),
+            ablation.Variant("wide", {"model.width": 256}, "wide"),
+        ),
+        budget=ablation.Budget(steps={"test": 40}, epochs={"quick": 3, "paper": 20}),
+        measure=ablation.test_error(),
+        direction="lower",
+        smallest_effect=0.002,
+        tuning=ablation.log_grid(0.01, 1.0),
+        per_preset={"test": {"model.depth": 1}},
+    )
+    return dataclasses.replace(declared, **changes)
+
+
+# -- what a declaration derives --------------------------------------------------------------------
+def test_a_value_at_the_budget_is_a_value_claim_with_its_rule() -> None:
+    comparison = _comparison()
+    assert comparison.kind == "value"
+    part = comparison.part("quick", DIRS)
+    # 3 epochs of MNIST's training set at batch 100, from the dataset facts.
+    steps = 3 * data.FACTS["mnist"].train_size // 100
+    assert part.config.train.steps == steps
+    assert part.config.data.dir == "/mnist" and part.config.model.depth == 2  # no test override
+    assert comparison.part("test", DIRS).config.model.depth == 1
+    assert f"{steps:,} steps (3 epochs of 60,000 examples at batch 100)" in part.rule
+    assert "test error, narrow minus wide" in part.rule
+    assert "binomial noise" in part.rule and "a diverged member counts as error 1" in part.rule
+    assert "and not wholly below the smallest effect of interest, 0.2 pp" in part.rule
+    assert "not reproduced if the interval lies below 0.2 pp" in part.rule
+    # The tuning protocol: the grid, scored by the measure (on the held-out split).
+    assert part.tuning.grid == ablation.log_grid(0.01, 1.0)
+    assert part.tuning.metric == "held-out error"
+    assert [v.name for v in part.variants] == ["narrow", "wide"]
+    for config in runner.run_configs(part, (0, 1), {}):  # every arm's config is valid
+        assert config.train.steps == steps
+
+
+def test_steps_to_a_target_is_a_speed_claim_compared_as_a_ratio() -> None:
+    comparison = _comparison(
+        measure=ablation.steps_to(TARGET), direction="lower", smallest_effect=2.0
+    )
+    assert comparison.kind == "speed"
+    part = comparison.part("test", DIRS)
+    assert part.target == TARGET
+    assert "steps to train/accuracy >= 0.9, narrow / wide, at the budget of 40 steps," in part.rule
+    assert "log ratios" in part.rule and "censored at the budget" in part.rule
+    assert "lies above 1x" in part.rule and "2x" in part.rule
+    higher = _comparison(direction="higher", smallest_effect=None)
+    assert "test error, wide minus narrow" in higher.part("test", DIRS).rule
+    assert "smallest effect" not in higher.part("test", DIRS).rule
+
+
+def test_the_tuning_score_is_the_measure_on_the_held_out_split() -> None:
+    grid = ablation.log_grid(0.01, 1.0)
+    tuning = fake_tuning_run("narrow", grid)
+    best = 3  # the rate whose held-out error is lowest
+    for member in range(len(grid)):
+        accuracy = 0.9 if member == best else 0.5
+        tuning.history[member] = [{"step": 10, "validation/accuracy": accuracy, "train/loss": 1}]
+    tuning.config.data.holdout = 10_000
+    score = _comparison().part("test", DIRS).tuning.score
+    assert best_value(tuning, "lr", score) == grid[best]
+    # A diverged member (no finite accuracy) counts as error 1, the worst.
+    tuning.history[best][0]["validation/accuracy"] = "nan"
+    assert best_value(tuning, "lr", score) != grid[best]
+
+
+@pytest.mark.parametrize(
+    "changes, message",
+    [
+        ({"arms": (ablation.Variant("a"),)}, "at least two"),
+        ({"arms": (ablation.Variant("a"), ablation.Variant("a"))}, "distinct names"),
+        ({"direction": "sideways"}, "direction='sideways'"),
+        ({"smallest_effect": -0.01}, "smallest_effect=-0.01 must be above 0"),
+        ({"measure": ablation.steps_to(TARGET), "smallest_effect": 0.5}, "must be above 1"),
+        ({"rule": "my rule"}, "a hand-written judge states its rule"),
+        ({"per_preset": {"fast": {}}}, "per_preset=\\['fast'\\]"),
+    ],
+)
+def test_a_bad_declaration_is_refused_with_one_line(changes: dict, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        _comparison(**changes)
+
+
+def test_a_budget_names_every_preset_once() -> None:
+    with pytest.raises(ConfigError, match="every preset once"):
+        ablation.Budget(steps={"test": 10, "quick": 10})
+    with pytest.raises(ConfigError, match="every preset once"):
+        ablation.Budget(steps={"test": 10, "quick": 10, "paper": 10}, epochs={"paper": 1})
+    with pytest.raises(ConfigError, match="positive"):
+        ablation.Budget(steps={"test": 0, "quick": 10, "paper": 10})
+
+
+# -- the derived judge: three outcomes on fabricated runs ----------------------------------------
+def _value_runs(
+    accuracy: dict[str, float], noise: float = 0.002, num_eval: int = 10_000
+) -> dict[str, Run]:
+    """Runs whose members end at the given mean test accuracy on `num_eval` test examples, with
+    per-seed noise that differs between the arms."""
+    return {
+        name: fake_run(
+            name,
+            [
+                [
+                    {"step": 20, "train/loss": 0.5, "test/accuracy": 0.5},
+                    {"step": 40, "train/loss": 0.1, "test/accuracy": accuracy[name] + noise * n},
+                ]
+                for n in np.roll(NOISE, i)
+            ],
+            num_eval=num_eval,
+        )
+        for i, name in enumerate(("narrow", "wide"))
+    }
+
+
+@pytest.mark.parametrize(
+    "accuracy, noise, num_eval, outcome",
+    [
+        ({"narrow": 0.90, "wide": 0.95}, 0.002, 10_000, stats.Outcome.REPRODUCED),
+        ({"narrow": 0.95, "wide": 0.90}, 0.002, 10_000, stats.Outcome.NOT_REPRODUCED),
+        # Real but below the smallest effect of interest (0.2 pp), on a test set large enough
+        # to tell.
+        ({"narrow": 0.90, "wide": 0.9005}, 1e-4, 10**6, stats.Outcome.NOT_REPRODUCED),
+        ({"narrow": 0.90, "wide": 0.92}, 0.03, 10_000, stats.Outcome.INCONCLUSIVE),
+    ],
+)
+def test_the_derived_judge_gives_each_outcome(
+    tmp_path: Path, accuracy: dict, noise: float, num_eval: int, outcome: stats.Outcome
+) -> None:
+    runs = _value_runs(accuracy, noise, num_eval)
+    findings = _comparison().derived_judge(runs, str(tmp_path))
+    assert findings.verdict.outcome == outcome, findings.verdict.reason
+    (effect,) = findings.verdict.effects
+    assert effect.name == "test error, narrow minus wide"
+    assert effect.estimate == pytest.approx(accuracy["wide"] - accuracy["narrow"])
+    assert findings.judged == {"narrow": (0, 1, 2, 3, 4), "wide": (0, 1, 2, 3, 4)}
+    assert "test error (%)" in findings.tables[0]
+    assert (tmp_path / findings.plots[0].filename).read_bytes()[:4] == b"\x89PNG"
+
+
+def test_a_diverged_member_counts_as_error_1_and_is_reported(tmp_path: Path) -> None:
+    runs = _value_runs({"narrow": 0.95, "wide": 0.96})
+    runs["narrow"].history[2][-1]["test/accuracy"] = "nan"
+    runs["narrow"].diverged_at[2] = 30
+    findings = _comparison().derived_judge(runs, str(tmp_path))
+    errors = [1 - (0.95 + 0.002 * n) for n in NOISE]
+    errors[2] = 1.0
+    expected = np.mean(errors) - np.mean([1 - (0.96 + 0.002 * n) for n in np.roll(NOISE, 1)])
+    assert findings.verdict.effects[0].estimate == pytest.approx(expected)
+    assert "narrow: 1 of 5 members diverged (a diverged member counts as error 1)." in (
+        findings.notes
+    )
+
+
+def test_grid_edge_notes_come_with_tuned_runs(tmp_path: Path) -> None:
+    grid = ablation.log_grid(0.01, 1.0)
+    runs = _value_runs({"narrow": 0.90, "wide": 0.95})
+    for name, run in runs.items():
+        run.tuning = fake_tuning_run(name, grid)
+        run.config.optim.lr = grid[0] if name == "wide" else grid[2]
+    notes = _comparison().derived_judge(runs, str(tmp_path)).notes
+    assert len(notes) == 1 and notes[0].startswith("wide: the selected lr 0.01 is the lowest")
+
+
+def _speed_runs(reached: dict[str, list[int | None]]) -> dict[str, Run]:
+    """Runs whose member i reaches 90% training accuracy at step reached[name][i] (None: never,
+    in 1,000 steps)."""
+    runs = {}
+    for name, steps in reached.items():
+        members = []
+        for at in steps:
+            members.append(
+                [
+                    {"step": s, "train/accuracy": 0.95 if at is not None and s >= at else 0.5}
+                    for s in range(50, 1001, 50)
+                ]
+            )
+        runs[name] = fake_run(name, members)
+    return runs
+
+
+@pytest.mark.parametrize(
+    "reached, outcome",
+    [
+        ({"narrow": [800, 900, 850, 950, None], "wide": [100, 150, 100, 150, 100]}, "reproduced"),
+        ({"narrow": [100, 150, 100, 150, 100], "wide": [800, 900, 850, 950, None]}, "not"),
+        ({"narrow": [200, 300, 250, 100, 400], "wide": [250, 150, 300, 200, 350]}, "inconclusive"),
+    ],
+)
+def test_a_speed_claim_gives_each_outcome(tmp_path: Path, reached: dict, outcome: str) -> None:
+    comparison = _comparison(measure=ablation.steps_to(TARGET), smallest_effect=None)
+    findings = comparison.derived_judge(_speed_runs(reached), str(tmp_path))
+    assert str(findings.verdict.outcome).startswith(outcome), findings.verdict.reason
+    (effect,) = findings.verdict.effects
+    assert effect.unit == "x" and effect.name.endswith("narrow / wide")
+    assert effect.censored == (0 if outcome == "inconclusive" else 1)
+
+
+def test_several_arms_are_each_compared_with_the_baseline_holm_adjusted(tmp_path: Path) -> None:
+    wider = ablation.Variant("wider", {"model.width": 512}, "wider")
+    comparison = _comparison(arms=(*_comparison().arms, wider))
+    runs = _value_runs({"narrow": 0.90, "wide": 0.95})
+    runs["wider"] = dataclasses.replace(runs["wide"], variant=wider)
+    findings = comparison.derived_judge(runs, str(tmp_path))
+    assert [e.name for e in findings.verdict.effects] == [
+        "test error, narrow minus wide",
+        "test error, narrow minus wider",
+    ]
+    assert findings.verdict.outcome == stats.Outcome.REPRODUCED
+    assert "Holm" in comparison.part("test", DIRS).rule
+
+
+def test_a_hand_written_judge_replaces_the_derived_one(tmp_path: Path) -> None:
+    def judge(runs: dict[str, Run], outdir: str) -> ablation.Findings:
+        effect = stats.Effect("mine", 1.0, 0.5, 1.5, 0.01, 5, "made up")
+        return ablation.Findings(stats.verdict(effect, claim="greater"))
+
+    part = _comparison(judge=judge, rule="my rule").part("test", DIRS)
+    assert part.rule == "my rule" and part.judge is judge
+    experiment = _comparison().experiment()
+    assert experiment.name == "wide"
+    (only,) = experiment.parts("test", DIRS)
+    assert only.rule == _comparison().part("test", DIRS).rule
+
+
+def test_a_custom_measure_of_runs() -> None:
+    """Your own function of a group of runs: here the final test accuracy, higher claimed."""
+    measure = ablation.Measure("final accuracy", lambda g: g.final("test/accuracy"), unit="%")
+    comparison = _comparison(measure=measure, direction="higher", smallest_effect=None)
+    assert comparison.kind == "value"
+    effect = comparison.effect(
+        *ablation.groups(_value_runs({"narrow": 0.9, "wide": 0.95})).values()
+    )
+    assert effect.name == "final accuracy, wide minus narrow" and effect.unit == "%"
+    assert effect.estimate == pytest.approx(0.05)
+
+
+def test_final_value_of_the_evaluation_split_is_the_held_out_one_when_tuning() -> None:
+    measure = ablation.final_value("{split}/loss")
+    assert measure.name == "final test/loss"
+    records = [[{"step": 10, "validation/loss": 0.3, "test/loss": 0.9}]]
+    for holdout, loss in ((0, 0.9), (100, 0.3)):
+        run = fake_run("a", records, config={"data.holdout": holdout})
+        assert measure.values(ablation.groups({"a": run})["a"]).tolist() == [loss]
