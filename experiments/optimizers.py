@@ -39,7 +39,7 @@ TUNING = ablation.Tuning(
 )
 # The matched budgets, as fractions of the budget, at which the training costs are compared.
 MATCHED = (0.5, 1.0)
-QUOTE = "Adam shows better convergence than other methods"
+QUOTE = "Adam shows better convergence"  # the fragment issue 20 quotes (Figs. 2-3)
 RULE = (
     "for each other optimizer, its training cost (the last training loss logged at or before a "
     "step) minus Adam's, at the matched budgets "
