@@ -10,7 +10,7 @@ ReLU row) without and with dropout (0.5 on every hidden layer, 0.2 on the input:
 retention probabilities 0.5 and 0.8), momentum SGD, each arm at the learning rate that its own
 tuning on the same grid selected (lowest held-out error). Rule (committed before the runs that test
 it; the report prints it in full): the test error without dropout minus with it at the budget,
-paired over seeds with the test set's binomial noise, a diverged member counting as error 1,
+paired over seeds on the fixed test set, a diverged member counting as error 1,
 reproduced if its 95% interval lies above 0 and reaches `SMALLEST_EFFECT`.
 
 Not measured here: the paper's second claim, a smaller gap between training and test error. That
@@ -34,7 +34,8 @@ COMPARISON = ablation.Comparison(
     name="dropout",
     title="Dropout lowers the test error of a wide MLP (Srivastava et al. 2014)",
     claim="Dropout (p=0.5 on hidden units, 0.2 on inputs) lowers the MNIST test error of a wide "
-    f"fully connected net: {QUOTE} Ours: the test error (%) column below.",
+    "fully connected net. Ours: the test error (%) column below.",
+    quote=QUOTE,
     source="Srivastava et al. 2014, JMLR 15, §6.1.1 and Table 2",
     base={
         "data.name": "mnist",

@@ -173,15 +173,30 @@ def _verdict(outcome: stats.Outcome, name: str = "x") -> stats.Verdict:
     return stats.Verdict(outcome, "why", (effect,))
 
 
+def _part(name: str, kind: str = "value", **kwargs) -> spec.Part:
+    return spec.Part(
+        name,
+        "T",
+        "c",
+        "s",
+        "the rule",
+        kwargs.pop("config", spec.make_config()),
+        kwargs.pop("variants", ()),
+        judge=lambda r, o: None,
+        kind=kind,
+        quote="a sentence of the paper",
+        **kwargs,
+    )
+
+
 def test_experiment_verdict_combines_parts_and_marks_a_partial_run() -> None:
-    part_a = spec.Part("a", "", "", "", "", spec.make_config(), (), judge=lambda r, o: None)
-    part_b = spec.Part("b", "", "", "", "", spec.make_config(), (), judge=lambda r, o: None)
+    part_a, part_b = _part("a", "speed"), _part("b", "trainability")
     yes = spec.Findings(_verdict(stats.Outcome.REPRODUCED))
     maybe = spec.Findings(_verdict(stats.Outcome.INCONCLUSIVE))
     no = spec.Findings(_verdict(stats.Outcome.NOT_REPRODUCED))
     both = writeup.experiment_verdict([(part_a, yes), (part_b, maybe)], partial=False)
     assert both.outcome == stats.Outcome.INCONCLUSIVE
-    assert both.reason == "a: reproduced; b: inconclusive"
+    assert both.reason == "a (speed): reproduced; b (trainability): inconclusive"
     assert len(both.effects) == 2
     refuted = writeup.experiment_verdict([(part_a, yes), (part_b, no)], partial=False)
     assert refuted.outcome == stats.Outcome.NOT_REPRODUCED
@@ -190,33 +205,49 @@ def test_experiment_verdict_combines_parts_and_marks_a_partial_run() -> None:
     assert alone.reason.startswith("Partial: only parts a ran.")
 
 
+@pytest.mark.parametrize("kind", ["mechanism", "control"])
+def test_mechanism_and_control_parts_never_decide_the_experiment(kind: str) -> None:
+    """Issue 20: activations' control made the experiment not reproduced through joint_outcome."""
+    paper = (_part("speed", "speed"), spec.Findings(_verdict(stats.Outcome.REPRODUCED)))
+    other = (_part("other", kind), spec.Findings(_verdict(stats.Outcome.NOT_REPRODUCED)))
+    verdict = writeup.experiment_verdict([paper, other], partial=False)
+    assert verdict.outcome == stats.Outcome.REPRODUCED
+    assert f"other ({kind}, not deciding): not reproduced" in verdict.reason
+    alone = writeup.experiment_verdict([other], partial=False)
+    assert alone.outcome == stats.Outcome.INCONCLUSIVE
+
+
+def test_a_part_declares_one_of_the_five_kinds_with_a_quote() -> None:
+    assert spec.KINDS == ("speed", "value", "trainability", "mechanism", "control")
+    with pytest.raises(ValueError, match="kind='final value' is not known"):
+        _part("p", "final value")
+    with pytest.raises(ValueError, match="quoted sentence"):
+        spec.Part(
+            "p", "", "", "", "", spec.make_config(), (), lambda r, o: None, kind="speed", quote=""
+        )
+
+
 def test_part_section_states_the_result_with_its_interval_and_the_checks() -> None:
     run = fake_run()
-    part = spec.Part("p", "T", "c", "s", "the rule", run.config, (run.variant,), lambda r, o: None)
+    part = _part("p", "speed", config=run.config, variants=(run.variant,))
     findings = spec.Findings(
         _verdict(stats.Outcome.REPRODUCED, "gap"),
         checks=[spec.Check("sigmoid is worst", False, "it is second")],
+        previous=spec.Previous("the old rule", _verdict(stats.Outcome.NOT_REPRODUCED)),
     )
     text = writeup.part_section(part, {"v": run}, findings, (0, 1))
     result = [line for line in text.splitlines() if line.startswith("**Result")]
-    assert (
-        len(result) == 1 and "**Result: reproduced** — gap 1.5 (95% CI 0.258 to 2.74" in result[0]
-    )
+    assert len(result) == 1
+    assert result[0].startswith("**Result (speed): reproduced** — gap 1.5 (95% CI 0.258 to 2.74")
     assert "- FAILED: sigmoid is worst (it is second)" in text
+    assert "**Kind: speed** (this part decides), resting on: “a sentence of the paper”" in text
+    assert "Previous rule (the old rule): not reproduced (not reproduced -> reproduced)." in text
 
 
 def test_results_rows_have_one_row_per_member(tmp_path: Path) -> None:
     run = fake_run(diverged={1: 25})
-    part = spec.Part(
-        "p",
-        "",
-        "",
-        "",
-        "",
-        run.config,
-        (run.variant,),
-        judge=lambda r, o: None,
-        target=spec.Target("train/accuracy", 0.75),
+    part = _part(
+        "p", config=run.config, variants=(run.variant,), target=spec.Target("train/accuracy", 0.75)
     )
     findings = spec.Findings(_verdict(stats.Outcome.REPRODUCED, "gap"), judged={"v": (1,)})
     text = writeup.csv_text(writeup.results_rows([part], {"p": {"v": run}}, {"p": findings}))

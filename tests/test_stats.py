@@ -6,8 +6,9 @@ import math
 import numpy as np
 import pytest
 import scipy.stats
+from fake_runs import fake_run
 
-from dlresearch.ablation import stats
+from dlresearch.ablation import measures, stats
 from dlresearch.ablation.stats import Outcome
 
 # Student's (1908) sleep data: extra hours of sleep of 10 patients under two drugs.
@@ -39,16 +40,29 @@ def test_paired_t_interval_and_p_by_hand():
     assert effect.p == pytest.approx(2 * (0.5 - t / (2 * math.sqrt(2 + t**2))))
 
 
-def test_paired_t_with_one_seed_is_unbounded_and_with_no_spread_undefined():
+def test_paired_t_with_one_seed_is_unbounded_and_zero_spread_goes_to_the_sign_flip_test():
     one = stats.paired_difference([1.0], [0.0], name="d")
     assert (one.low, one.high) == (-math.inf, math.inf)
     assert math.isnan(one.p)
     assert "95% CI unbounded" in one.describe() and "one seed" in one.note
+    # Zero spread: no t-interval (it would be nan), the exact sign-flip one instead.
     same = stats.paired_difference([1.0, 2.0, 3.0], [0.5, 1.5, 2.5], name="d")
-    assert math.isnan(same.low) and math.isnan(same.high) and math.isnan(same.p)
-    assert "95% CI undefined" in same.describe()
+    assert (same.low, same.high) == (-math.inf, math.inf)
+    assert same.method == "exact sign-flip (zero spread)" and "needs n >= 6" in same.note
     for effect in (one, same):
         assert stats.verdict(effect, claim="greater").outcome == Outcome.INCONCLUSIVE
+    six = stats.paired_difference([0.5] * 6, [0.0] * 6, name="d")
+    assert (six.low, six.high) == (0.5, 0.5) and six.p == pytest.approx(2 / 64)
+    assert stats.verdict(six, claim="greater").outcome == Outcome.REPRODUCED
+
+
+def test_zero_spread_in_a_censored_ratio_gives_a_bound_not_nan():
+    """Issue 20: ReLU crossed at step 80 on every seed and sigmoid never did: the t-interval
+    was nan; the sign-flip bound is the budget's ratio."""
+    effect = stats.paired_ratio([math.inf] * 6, [80.0] * 6, name="sigmoid/ReLU", budget=1000)
+    assert effect.low == pytest.approx(1000 / 80) and effect.high == math.inf
+    assert effect.method == "exact sign-flip (censored runs) on log ratios"
+    assert stats.verdict(effect, claim="greater", margin=2.0).outcome == Outcome.REPRODUCED
 
 
 def test_sign_flip_p_is_the_enumerated_fraction():
@@ -119,28 +133,43 @@ def test_ratio_is_a_paired_t_on_logs():
     assert effect.describe().startswith("ratio 4x (95% CI ")
 
 
-def test_censored_numerators_give_a_lower_bound():
-    # Never reached within 800 steps: the ratios are at least 800/100, 800/200, 800/400 = 8, 4, 2,
-    # logs ln2 * (3, 2, 1); nothing bounds them above.
+DENOMINATORS = [100, 200, 400, 100, 200, 400]
+
+
+def test_censored_numerators_give_a_lower_bound_by_the_sign_flip_test():
+    # Never reached within 800 steps: the ratios are at least 800/100, 800/200, 800/400 = 8, 4, 2
+    # (twice each); nothing bounds them above. With 6 seeds the exact sign-flip interval cuts off
+    # one of 64 subset means per tail: the lower limit is the smallest, the smallest ratio 2.
     effect = stats.paired_ratio(
-        [math.inf] * 3, [100, 200, 400], name="Xavier/He steps ratio", budget=800
+        [math.inf] * 6, DENOMINATORS, name="Xavier/He steps ratio", budget=800
     )
-    half = T_975_DF2 / math.sqrt(3)
-    assert effect.low == pytest.approx(math.exp(math.log(2) * (2 - half)))
+    assert effect.low == pytest.approx(2.0)
     assert effect.high == math.inf
     assert effect.estimate == pytest.approx(4.0) and effect.estimate_bound == ">="
-    assert effect.censored == 3
-    assert effect.describe().startswith("Xavier/He steps ratio >= 4x (95% CI >= ")
-    assert "3 of 6 runs did not reach the target within 800 steps" in effect.describe()
+    assert effect.censored == 6
+    assert effect.describe().startswith("Xavier/He steps ratio >= 4x (95% CI >= 2x")
+    assert "6 of 12 runs did not reach the target within 800 steps" in effect.describe()
 
 
 def test_censored_denominators_give_an_upper_bound():
-    effect = stats.paired_ratio([100, 200, 400], [math.inf] * 3, name="ratio", budget=800)
-    half = T_975_DF2 / math.sqrt(3)
+    effect = stats.paired_ratio(DENOMINATORS, [math.inf] * 6, name="ratio", budget=800)
     assert effect.low == 0.0  # exp(-inf): unbounded below
-    assert effect.high == pytest.approx(math.exp(-math.log(2) * (2 - half)))
+    assert effect.high == pytest.approx(0.5)
     assert effect.estimate_bound == "<="
     assert "95% CI <= " in effect.describe()
+
+
+def test_a_censored_effect_below_six_seeds_is_inconclusive_not_a_t_interval_on_capped_values():
+    """Capping shrinks the spread: the t lower limit of the log ratios (1, 1, 1, 1, 1.1) is 0.96,
+    of the uncensored (1, 1, 1, 1, 10) -2.20. Below 6 seeds a censored effect has no interval."""
+    ratios = np.exp([1, 1, 1, 1, 1.1])
+    effect = stats.paired_ratio(
+        [*(100 * ratios[:4]), math.inf], [100.0] * 5, name="r", budget=100 * ratios[4]
+    )
+    assert (effect.low, effect.high) == (0.0, math.inf)
+    result = stats.verdict(effect, claim="greater")
+    assert result.outcome == Outcome.INCONCLUSIVE
+    assert "at least 6 seeds for the exact sign-flip test (now 5)" in result.reason
 
 
 def test_censored_values_need_a_budget():
@@ -148,19 +177,31 @@ def test_censored_values_need_a_budget():
         stats.paired_ratio([math.inf, 10], [1, 2], name="ratio")
 
 
-def test_error_difference_adds_test_set_noise_to_seed_noise():
-    # No spread over seeds: only the binomial noise of 10,000 test examples remains, with
-    # variance (0.02 * 0.98 + 0.03 * 0.97) / 10,000 and normal quantile 1.959964.
-    effect = stats.error_difference([0.02, 0.02], [0.03, 0.03], 10_000, name="error gap")
-    half = 1.959964 * math.sqrt((0.02 * 0.98 + 0.03 * 0.97) / 10_000)
-    assert (effect.low, effect.high) == pytest.approx((-0.01 - half, -0.01 + half), rel=1e-6)
-    # Spread over 2 seeds: d = (-0.01, 0.01) has seed variance 0.0002 / 2; Satterthwaite's df is
-    # total^2 / ((seed variance)^2 / 1).
-    spread = stats.error_difference([0.02, 0.04], [0.03, 0.03], 10_000, name="error gap")
-    total = 0.0001 + 2 * 0.03 * 0.97 / 10_000
-    half = scipy.stats.t.ppf(0.975, total**2 / 0.0001**2) * math.sqrt(total)
-    assert (spread.low, spread.high) == pytest.approx((-half, half))
-    assert spread.p == pytest.approx(1.0)
+def test_error_difference_on_the_fixed_test_set_is_the_paired_interval_over_seeds():
+    # The estimand is the error on this test set: no binomial term. d = (-0.01, 0.01, 0.03) has
+    # mean 0.01 and sd 0.02 (ddof=1), so the t-interval is 0.01 -/+ 4.302653 * 0.02 / sqrt(3).
+    effect = stats.error_difference(
+        [0.02, 0.04, 0.06], [0.03, 0.03, 0.03], 10_000, name="error gap"
+    )
+    half = T_975_DF2 * 0.02 / math.sqrt(3)
+    assert (effect.low, effect.high) == pytest.approx((0.01 - half, 0.01 + half))
+    assert effect.method == "paired t over seeds, on the fixed 10,000-example test set"
+    assert effect.unit == "pp"
+
+
+def test_more_seeds_narrow_a_test_error_difference_without_a_floor():
+    """Issue 20: with a binomial term for the shared test set (99.8% of the variance in the
+    batchnorm paper preset) no seed count could decide a 0.12 pp effect; `_seeds_needed` ignored
+    it. Now the interval shrinks as 1 / sqrt(seeds), and the seeds it asks for decide."""
+    rng = np.random.default_rng(0)
+    a = 0.0176 + 0.0005 * rng.standard_normal(40)
+    b = 0.0164 + 0.0005 * rng.standard_normal(40)
+    few = stats.error_difference(a[:3], b[:3], 10_000, name="gap")
+    result = stats.verdict(few, claim="greater")
+    assert result.outcome == Outcome.INCONCLUSIVE
+    needed = int(result.reason.split("about ")[1].split(" seeds")[0])
+    many = stats.error_difference(a[:needed], b[:needed], 10_000, name="gap")
+    assert many.high - many.low < (few.high - few.low) / 2
 
 
 def test_error_difference_of_one_seed_is_unbounded():
@@ -189,8 +230,8 @@ def test_verdict_reproduced_when_the_interval_excludes_no_effect_on_the_claimed_
     effect = stats.paired_ratio(FAST * [6, 7, 5, 6.5, 5.5, 6], FAST, name="tanh/ReLU steps ratio")
     result = stats.verdict(effect, claim="greater", margin=2.0)
     assert result.outcome == Outcome.REPRODUCED
-    line = result.result_line()
-    assert line.startswith("**Result: reproduced** — tanh/ReLU steps ratio ")
+    line = result.result_line("speed")
+    assert line.startswith("**Result (speed): reproduced** — tanh/ReLU steps ratio ")
     assert "(95% CI " in line
 
 
@@ -219,39 +260,37 @@ def test_verdict_inconclusive_says_what_is_needed():
 
 
 def test_a_lower_bound_short_of_the_margin_is_not_yet_reproduced():
-    relu = [100.0] * 5
-    # One seed of the slower arm cut off at 140 steps: the ratio is at least 1.35x and its
+    relu = [100.0] * 6
+    # One seed of the slower arm cut off at 140 steps: the ratio is at least 1.36x and its
     # interval excludes 1x, but had that seed got there at 150 steps the interval would exclude
     # the claimed 2x.
-    cut_off = stats.paired_ratio([130, 135, 140, 130, math.inf], relu, name="r", budget=140)
-    reached = stats.paired_ratio([130, 135, 140, 130, 150], relu, name="r")
+    cut_off = stats.paired_ratio([130, 135, 140, 130, 140, math.inf], relu, name="r", budget=140)
+    reached = stats.paired_ratio([130, 135, 140, 130, 140, 150], relu, name="r")
     assert stats.verdict(reached, claim="greater", margin=2.0).outcome == Outcome.NOT_REPRODUCED
     result = stats.verdict(cut_off, claim="greater", margin=2.0)
     assert result.outcome == Outcome.INCONCLUSIVE
     assert "only a lower bound, short of the claimed 2x" in result.reason
     assert result.reason.endswith("needs a longer budget.")
     # A lower bound beyond the margin: every longer budget's estimate is too.
-    beyond = stats.paired_ratio([230, 235, 240, 230, math.inf], relu, name="r", budget=240)
+    beyond = stats.paired_ratio([230, 235, 240, 230, 240, math.inf], relu, name="r", budget=240)
     assert stats.verdict(beyond, claim="greater", margin=2.0).outcome == Outcome.REPRODUCED
     # Without a margin the interval alone decides.
     assert stats.verdict(cut_off, claim="greater").outcome == Outcome.REPRODUCED
 
 
 def test_an_upper_bound_above_no_effect_does_not_refute_by_the_margin():
-    slow = [100 * math.exp(0.5)] * 4 + [1000.0]
-    # The faster arm cut off at 1,000 steps on one seed: the upper limit is below the claimed
-    # 2x; had that seed got there at 1,052 steps the wider interval would reach 2x and exclude
-    # 1x (a t-limit is not monotone in the values it bounds).
-    cut_off = stats.paired_ratio(slow, [100.0] * 4 + [math.inf], name="r", budget=1000)
-    reached = stats.paired_ratio(slow, [100.0] * 4 + [1000 * math.exp(0.05)], name="r")
-    assert cut_off.high < 2.0 and reached.low > 1.0 and reached.high > 2.0
-    assert stats.verdict(reached, claim="greater", margin=2.0).outcome == Outcome.REPRODUCED
+    slow = [100 * math.exp(0.5)] * 5 + [1000.0]
+    # The faster arm cut off at 1,000 steps on one seed: the upper limit (e^0.5 = 1.65x) is below
+    # the claimed 2x, but the estimate is an upper bound above 1x: had that seed got there later,
+    # the ratio could be anything above it.
+    cut_off = stats.paired_ratio(slow, [100.0] * 5 + [math.inf], name="r", budget=1000)
+    assert cut_off.high == pytest.approx(math.exp(0.5))
     result = stats.verdict(cut_off, claim="greater", margin=2.0)
     assert result.outcome == Outcome.INCONCLUSIVE
     assert "only an upper bound, beyond no effect" in result.reason
     # An upper bound at most 1x: every longer budget's estimate is too.
     at_most = stats.paired_ratio(
-        [90, 95, 92, 88, 500], [100.0] * 4 + [math.inf], name="r", budget=1000
+        [90, 95, 92, 88, 500, 90], [100.0] * 4 + [math.inf, 100.0], name="r", budget=1000
     )
     assert at_most.estimate <= 1
     assert stats.verdict(at_most, claim="greater", margin=2.0).outcome == Outcome.NOT_REPRODUCED
@@ -265,6 +304,43 @@ def test_holm_adjusted_p_can_make_a_verdict_inconclusive():
     assert adjusted == pytest.approx(2 * effect.p)
     result = stats.verdict(effect, claim="greater", p_adjusted=adjusted)
     assert result.outcome == Outcome.INCONCLUSIVE
+
+
+def test_the_opposite_side_at_a_holm_adjusted_p_above_alpha_is_inconclusive():
+    """Pinned (a mutation test found it unpinned): an interval wholly on the opposite side
+    refutes only at its Holm-adjusted p."""
+    down = stats.paired_difference([-1.0, -2.0, -0.2, -1.5, -0.5], [0.0] * 5, name="gain")
+    assert down.high < 0 and 0.025 < down.p < 0.05
+    assert stats.verdict(down, claim="greater").outcome == Outcome.NOT_REPRODUCED
+    adjusted = stats.holm([down.p, 0.5])[0]
+    result = stats.verdict(down, claim="greater", p_adjusted=adjusted)
+    assert result.outcome == Outcome.INCONCLUSIVE
+    assert "not at the Holm-adjusted level" in result.reason
+
+
+def test_a_margin_refutation_is_holm_adjusted_too():
+    """Issue 20: the opposite-direction refutation used Holm's p, the margin test did not."""
+    # About 1.5x faster on each of 5 seeds where the claim is at least 2x: the interval lies
+    # below 2x, p of "ratio = 2x" between 0.025 and 0.05.
+    modest = stats.paired_ratio([150, 190, 120, 185, 140], [100.0] * 5, name="modest", margin=2.0)
+    assert modest.high < 2.0 and 0.025 < modest.p_margin < 0.05
+    alone = stats.verdict(modest, claim="greater", margin=2.0)
+    assert alone.outcome == Outcome.NOT_REPRODUCED
+    other = stats.paired_ratio([180, 220, 200, 170, 230], [100.0] * 5, name="other", margin=2.0)
+    first, second = stats.holm_verdicts([modest, other], claim="greater", margin=2.0)
+    # At its Holm-adjusted p the margin does not refute it; the interval still excludes 1x.
+    assert first.outcome == Outcome.REPRODUCED
+    assert second.outcome == Outcome.REPRODUCED
+
+
+def test_final_score_higher_is_better_picks_the_highest():
+    """Pinned: `final_score(..., lower=False)` read as lower-is-better passed every test; the
+    initialization tuning selects by validation accuracy."""
+    run = fake_run("v", [[{"step": 10, "validation/accuracy": a}] for a in (0.9, 0.97, 0.5)])
+    run.members = [{"seed": 1000, "lr": lr} for lr in (0.01, 0.1, 1.0)]
+    higher = measures.final_score("validation/accuracy", lower=False)
+    assert measures.best_value(run, "lr", higher) == 0.1
+    assert measures.best_value(run, "lr", measures.final_score("validation/accuracy")) == 1.0
 
 
 def test_combine_needs_every_condition():

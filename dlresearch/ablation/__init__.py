@@ -10,7 +10,7 @@ The package does the rest, one job per module:
 - `spec`: what a script declares (`Experiment`, `Part`, `Variant`, `Target`, `Findings`, ...).
 - `runs`: a finished variant read back (`Run`: each member's logged series and finals).
 - `measures`: numbers over seeds (`Group`s, the best rate of a grid, mean ± std, steps to target,
-  convergence).
+  whether a comparison at a budget is settled).
 - `stats`: effects with 95% intervals and the three verdicts (`intervals`: the interval methods).
 - `plots`: PNG figures of groups; `writeup`: results.csv, tables, report.md and the index.
 - `runner`: trains, resumes or reads back every variant's grid (`run_experiment`).
@@ -30,25 +30,25 @@ from dlresearch.ablation.comparison import (
     test_error,
 )
 from dlresearch.ablation.measures import (
-    CONVERGED_CHANGE,
-    CONVERGED_TAIL,
-    CONVERGENCE_RULE,
+    SETTLED_HORIZON,
+    SETTLED_RULE,
+    SETTLED_WINDOW,
     Group,
+    at_budgets,
     best_groups,
-    convergence_note,
     final_score,
     grid_edge_note,
     groups,
     groups_by,
     judged_members,
     layer_matrix,
-    loss_drop,
     mean_std,
     mean_steps,
+    previous_training_loss_clause,
+    settled,
     steps_phrase,
     target_score,
     tuning_edge_notes,
-    unless_unconverged,
 )
 from dlresearch.ablation.plots import plot_curves, plot_layers, plot_percentiles
 from dlresearch.ablation.runs import Run
@@ -59,6 +59,7 @@ from dlresearch.ablation.spec import (
     Findings,
     Part,
     Plot,
+    Previous,
     Target,
     Tuning,
     Variant,
@@ -69,9 +70,9 @@ from dlresearch.ablation.spec import (
 from dlresearch.ablation.writeup import markdown_table, summary_table
 
 __all__ = [
-    "CONVERGED_CHANGE",
-    "CONVERGED_TAIL",
-    "CONVERGENCE_RULE",
+    "SETTLED_HORIZON",
+    "SETTLED_RULE",
+    "SETTLED_WINDOW",
     "Budget",
     "Check",
     "Comparison",
@@ -82,13 +83,14 @@ __all__ = [
     "Measure",
     "Part",
     "Plot",
+    "Previous",
     "Run",
     "Target",
     "Tuning",
     "Variant",
+    "at_budgets",
     "best_groups",
     "cadence",
-    "convergence_note",
     "final_score",
     "final_value",
     "grid_edge_note",
@@ -97,7 +99,6 @@ __all__ = [
     "judged_members",
     "layer_matrix",
     "log_grid",
-    "loss_drop",
     "main",
     "main_all",
     "make_config",
@@ -107,6 +108,8 @@ __all__ = [
     "plot_curves",
     "plot_layers",
     "plot_percentiles",
+    "previous_training_loss_clause",
+    "settled",
     "stats",
     "steps_phrase",
     "steps_to",
@@ -114,5 +117,4 @@ __all__ = [
     "target_score",
     "test_error",
     "tuning_edge_notes",
-    "unless_unconverged",
 ]

@@ -12,7 +12,7 @@ hand (the `Part`, the rule in words, the statistics and verdict, the tables, plo
 - **Tuning**: a learning-rate grid (or an `ablation.Tuning`): every arm trains the whole grid on the
   tuning seeds with a held-out split and is then trained at the rate with the best measure there.
 - **Measure**: `test_error()` (the value at the budget; a diverged member counts as error 1, the
-  interval adds the test set's binomial noise), `final_value(metric)`, `steps_to(target)` (speed:
+  interval is over seeds on the fixed test set), `final_value(metric)`, `steps_to(target)` (speed:
   a ratio of steps, a run that never reaches the target censored at the budget), or any
   `Measure` of your own (a function of a group of runs giving one number per seed).
 - **Claim**: every other arm's measure is `lower` or `higher` than the baseline's, by at least
@@ -109,7 +109,7 @@ class Measure:
     """What a comparison compares: one number per seed of a group of runs.
 
     `compare`: how two arms' numbers become an effect, paired over seeds: "difference" (a paired
-    t-interval), "error" (a difference of error fractions, with the test set's binomial noise added)
+    t-interval), "error" (a difference of error fractions on the fixed test set, paired over seeds)
     or "ratio" (a ratio of steps, `math.inf` marking a run censored at the budget). `curve` is the
     logged metric the default plot shows ("{split}" stands for the evaluation split). `kind` is the
     claim kind this measure makes. `lower_is_better` orders the learning rates when tuning.
@@ -200,7 +200,7 @@ def steps_to(target: Target) -> Measure:
 
 _METHODS = {
     "difference": "paired over seeds (t-interval)",
-    "error": "paired over seeds with the test set's binomial noise",
+    "error": "paired over seeds, on the fixed test set",
     "ratio": "paired over seeds (t-interval on log ratios)",
 }
 
@@ -222,6 +222,7 @@ class Comparison:
     tuning: Tuning | tuple[float, ...] | None = None  # a grid: tuned by the measure
     per_preset: Mapping[str, Mapping[str, Any]] = dataclasses.field(default_factory=dict)
     differences: str = ""  # how the setup differs from the paper's
+    quote: str = ""  # the paper's sentence the claim rests on (default: `claim` itself)
     judge: Judge | None = None  # a hand-written judge replaces the derived one ...
     rule: str = ""  # ... and states its rule
 
@@ -279,6 +280,8 @@ class Comparison:
             differences=self.differences,
             target=self.measure.target,
             tuning=self._tuning(),
+            kind=self.kind,
+            quote=self.quote or self.claim,
         )
 
     def _tuning(self) -> Tuning | None:

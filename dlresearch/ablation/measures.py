@@ -1,6 +1,7 @@
 """Numbers over seeds: groups of members, the best value of a swept axis, and their summaries."""
 
 import dataclasses
+import itertools
 import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
 
@@ -11,15 +12,18 @@ from dlresearch.ablation.runs import Run
 from dlresearch.ablation.spec import Target
 from dlresearch.metrics import TRAIN_LOSS
 
-# A net has converged when its training loss (mean over seeds) fell by less than CONVERGED_CHANGE
-# of its value over the last CONVERGED_TAIL of training. Claims about final values are claims about
-# trained nets: compared before they converge, a longer budget could reverse the verdict.
-CONVERGED_CHANGE = 0.1
-CONVERGED_TAIL = 0.2
-CONVERGENCE_RULE = (
-    "Inconclusive, whatever the intervals, if a net compared has not converged: its training loss "
-    f"(mean over seeds) fell by {CONVERGED_CHANGE:.0%} or more over the last {CONVERGED_TAIL:.0%} "
-    "of training (a longer budget is needed)."
+# A comparison of values at a budget is settled (`settled`) when its verdict is the same at
+# SETTLED_WINDOW x the budget and at the budget, and also where each seed's values continue the
+# change they made over that window linearly to SETTLED_HORIZON x the budget. Fixed before any run
+# judged by it (README, "Value at a budget").
+SETTLED_WINDOW = 0.8
+SETTLED_HORIZON = 10.0
+SETTLED_RULE = (
+    "A decided comparison stands only if it is settled on the compared measure itself: the same "
+    f"outcome at {SETTLED_WINDOW:g}x and 1x the budget, and the same again where each net's "
+    f"per-seed values continue their change over that window linearly to {SETTLED_HORIZON:g}x "
+    "the budget, or stop, in every combination of the nets (whichever way they move); "
+    "otherwise inconclusive (needs a longer budget)."
 )
 
 
@@ -70,6 +74,10 @@ class Group:
     def error_percent(self, key: str) -> np.ndarray:
         """Per seed, 100 x (1 - the final value of the accuracy `key`)."""
         return 100 * (1 - self.final(key))
+
+    def at(self, key: str, step: int) -> np.ndarray:
+        """Per seed, the last value of `key` logged at or before `step` (NaN where none was)."""
+        return self.run.prefix(step).final(key)[list(self.members)]
 
     def steps_to(self, target: Target) -> list[int | None]:
         return [self.run.steps_to(target, m) for m in self.members]
@@ -175,38 +183,104 @@ def judged_members(groups: Mapping[str, Group]) -> dict[str, tuple[int, ...]]:
     return {name: group.members for name, group in groups.items()}
 
 
-def loss_drop(group: Group) -> float:
-    """The fraction by which the mean training loss over seeds fell over the last
-    `CONVERGED_TAIL` of training (from the last value logged before it to the final one); NaN
-    where nothing was logged before it (convergence cannot be told)."""
-    steps, _ = group.run.series(TRAIN_LOSS, group.members[0])
-    loss = np.mean([group.run.series(TRAIN_LOSS, m)[1] for m in group.members], axis=0)
-    before = np.flatnonzero(steps <= (1 - CONVERGED_TAIL) * steps[-1]) if len(steps) else []
-    if not len(before):
-        return math.nan
-    return float((loss[before[-1]] - loss[-1]) / loss[before[-1]])
+Nets = dict[tuple[int, str], np.ndarray]  # per (budget index, net name), per-seed values
 
 
-def convergence_note(compared: Sequence[Group]) -> str:
-    falls = ", ".join(f"{g.label} {loss_drop(g):.1%}" for g in compared)
-    return (
-        f"Convergence: the training loss fell by {falls} over the last {CONVERGED_TAIL:.0%} of "
-        f"training (converged: < {CONVERGED_CHANGE:.0%})."
-    )
+def settled(
+    values: Callable[[float], Nets], decide: Callable[[Nets], list[stats.Verdict]]
+) -> list[stats.Verdict]:
+    """`decide(values(1.0))`, each comparison made inconclusive where it is not settled
+    (`SETTLED_RULE`).
+
+    `values(scale)` gives each net's per-seed values at `scale` times each budget; `decide`
+    judges every comparison of the part from them together (e.g. at Holm-adjusted p-values).
+    Each net's change over the window is continued linearly to the horizon, or stopped (a curve
+    that levels off lies between the two: linear continuation overshoots it), in every
+    combination of the nets, whichever way they move and whichever verdict it would favour: the
+    verdict must be the same in each, and at the window's start.
+    """
+    now, earlier = values(1.0), values(SETTLED_WINDOW)
+    factor = (SETTLED_HORIZON - 1) / (1 - SETTLED_WINDOW)
+    later = {key: now[key] + factor * (now[key] - earlier[key]) for key in now}
+    names = sorted({name for _, name in now})
+    variants = [earlier] + [
+        {key: later[key] if key[1] in continued else now[key] for key in now}
+        for r in range(1, len(names) + 1)
+        for continued in itertools.combinations(names, r)
+    ]
+    judged = [decide(nets) for nets in variants]
+    out = []
+    for i, verdict in enumerate(decide(now)):
+        others = {v[i].outcome for v in judged}
+        if others == {verdict.outcome}:
+            out.append(verdict)
+            continue
+        why = (
+            f"Not settled: at {SETTLED_WINDOW:g}x the budget, or with a net's change over that "
+            f"window continued to {SETTLED_HORIZON:g}x the budget, it can be "
+            f"{' or '.join(sorted(str(o) for o in others - {verdict.outcome}))}; needs a longer "
+            f"budget. As measured: {verdict.outcome}. "
+        )
+        out.append(stats.Verdict(stats.Outcome.INCONCLUSIVE, why + verdict.reason, verdict.effects))
+    return out
 
 
-def unless_unconverged(verdict: stats.Verdict, compared: Sequence[Group]) -> stats.Verdict:
-    """`verdict`, or inconclusive (stating it as measured) where a net compared has not converged
-    (`CONVERGENCE_RULE`)."""
-    falling = {g.label: drop for g in compared if not (drop := loss_drop(g)) < CONVERGED_CHANGE}
-    if not falling:
+Comparisons = Callable[[dict[str, np.ndarray]], list[tuple[str, np.ndarray, np.ndarray]]]
+
+
+def at_budgets(
+    nets: Callable[[int], dict[str, np.ndarray]],
+    compare: Comparisons,
+    budget: int,
+    fractions: Sequence[float],
+    effect: Callable[[np.ndarray, np.ndarray, str], stats.Effect],
+    claim: stats.Claim,
+) -> stats.Verdict:
+    """The verdict on comparisons of values at budgets: `nets(step)` gives each net's per-seed
+    values as they were at `step`, `compare(values)` each comparison's name and arms (a, b),
+    `effect(a, b, name)` its effect. Every comparison at every budget `fraction x budget` is
+    judged at Holm-adjusted p-values over all of them and must be settled (`settled`); the
+    claim holds if every one does (`stats.combine`)."""
+
+    def steps(scale: float) -> list[int]:
+        return [max(1, round(scale * fraction * budget)) for fraction in fractions]
+
+    def values(scale: float) -> Nets:
+        return {(i, k): v for i, step in enumerate(steps(scale)) for k, v in nets(step).items()}
+
+    def comparisons(values: Nets) -> list[tuple[str, np.ndarray, np.ndarray]]:
+        out = []
+        for i, step in enumerate(steps(1.0)):
+            at = {name: v for (j, name), v in values.items() if j == i}
+            out += [(f"{name} at step {step:,}", a, b) for name, a, b in compare(at)]
+        return out
+
+    def decide(values: Nets) -> list[stats.Verdict]:
+        effects = [effect(a, b, name) for name, a, b in comparisons(values)]
+        return stats.holm_verdicts(effects, claim=claim)
+
+    return stats.combine(settled(values, decide))
+
+
+def previous_training_loss_clause(
+    verdict: stats.Verdict, compared: Sequence[Group]
+) -> stats.Verdict:
+    """The verdict the previous rules (before issue 20) gave: `verdict`, or inconclusive where the
+    mean training loss over seeds of a net compared fell by 10% or more over the last fifth of
+    training. Kept only to show the previous outcome beside the new one; it decides nothing."""
+    falls = []
+    for group in compared:
+        steps, _ = group.run.series(TRAIN_LOSS, group.members[0])
+        loss = np.mean([group.run.series(TRAIN_LOSS, m)[1] for m in group.members], axis=0)
+        before = np.flatnonzero(steps <= 0.8 * steps[-1]) if len(steps) else []
+        fall = (loss[before[-1]] - loss[-1]) / loss[before[-1]] if len(before) else math.nan
+        if not fall < 0.1:
+            falls.append(f"{group.label} fell {fall:.0%}")
+    if not falls:
         return verdict
     return stats.Verdict(
         stats.Outcome.INCONCLUSIVE,
-        "Not every net compared has converged: the training loss of "
-        + ", ".join(f"{label} fell {drop:.0%}" for label, drop in falling.items())
-        + f" over the last {CONVERGED_TAIL:.0%} of training (converged: < "
-        f"{CONVERGED_CHANGE:.0%}); needs a longer budget. As measured: {verdict.outcome}. "
-        f"{verdict.reason}",
+        f"The training loss of {', '.join(falls)} over the last 20% of training. As measured: "
+        f"{verdict.outcome}.",
         verdict.effects,
     )

@@ -7,7 +7,7 @@ are (`DataDirs`).
 
 import dataclasses
 from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal, get_args
 
 import ml_collections
 import numpy as np
@@ -19,6 +19,17 @@ if TYPE_CHECKING:  # runs.py imports this module: the judge's argument type only
     from dlresearch.ablation.runs import Run
 
 PRESETS = ("quick", "paper", "test")
+
+# What kind of claim a part tests; its rule follows from the kind (README, "Claim kinds"):
+# - speed: a quantity at several matched budgets, or steps to several targets;
+# - value: a quantity at a stated budget or schedule (the paper's, scaled);
+# - trainability: one arm stalls (an explicit stall definition) where the other trains;
+# - mechanism: follows from the formulas; a sanity check, never a verdict;
+# - control: a finding beyond the paper (e.g. a control for a confound), reported beside the
+#   paper's verdict, never deciding it.
+Kind = Literal["speed", "value", "trainability", "mechanism", "control"]
+KINDS: tuple[str, ...] = get_args(Kind)
+DECIDING_KINDS = ("speed", "value", "trainability")
 # Five seeds: the smallest count at which a paired t-interval over seeds is usefully narrow.
 DEFAULT_SEEDS = {"quick": (0, 1, 2, 3, 4), "paper": (0, 1, 2, 3, 4), "test": (0, 1)}
 
@@ -95,12 +106,22 @@ class Plot:
     caption: str
 
 
+@dataclasses.dataclass(frozen=True)
+class Previous:
+    """The outcome the part's rule before the claim-kind reclassification (issue 20) gives on the
+    same runs, shown beside the new one: `rule` names it in a few words."""
+
+    rule: str
+    verdict: Verdict
+
+
 @dataclasses.dataclass
 class Findings:
     """What a part's judge returns: its verdict and what the report shows.
 
     `judged` names, per variant, the members the verdict rests on (e.g. the seeds at the selected
-    learning rate); results.csv marks them. Empty: every member.
+    learning rate); results.csv marks them. Empty: every member. `previous`: the previous rule's
+    outcome on the same runs.
     """
 
     verdict: Verdict
@@ -109,6 +130,7 @@ class Findings:
     notes: list[str] = dataclasses.field(default_factory=list)
     checks: list[Check] = dataclasses.field(default_factory=list)
     judged: Mapping[str, tuple[int, ...]] = dataclasses.field(default_factory=dict)
+    previous: Previous | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -117,6 +139,8 @@ class Part:
 
     `judge(runs, outdir)` gets the finished runs by variant name and the directory for its plots.
     `rule` states, in words, how the judge decides; the report prints it beside the verdict.
+    `kind` (one of `KINDS`) is the kind of claim, declared with `quote`, the paper's sentence it
+    rests on; only parts of a `DECIDING_KINDS` kind decide the experiment's verdict.
     """
 
     name: str
@@ -133,6 +157,19 @@ class Part:
     # Also measure the diagnostics of the freshly initialised state (train.run starts them after
     # the first chunk of steps).
     init_diagnostics: bool = False
+    kind: Kind = dataclasses.field(kw_only=True)
+    quote: str = dataclasses.field(kw_only=True)
+
+    def __post_init__(self) -> None:
+        if self.kind not in KINDS:
+            raise ValueError(f"kind={self.kind!r} is not known; allowed values: {', '.join(KINDS)}")
+        if not self.quote:
+            raise ValueError(f"part {self.name!r}: a kind rests on a quoted sentence of the paper")
+
+    @property
+    def decides(self) -> bool:
+        """Whether this part's outcome counts in the experiment's verdict."""
+        return self.kind in DECIDING_KINDS
 
 
 @dataclasses.dataclass(frozen=True)

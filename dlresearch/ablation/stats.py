@@ -9,21 +9,29 @@ geometric mean ratio. A run that did not reach its target within the budget is c
 steps-to-target is only known to be >= the budget. Each confidence limit is computed with the
 censored values placed where they make that limit conservative: for the lower limit a censored
 numerator counts as the budget and a censored denominator as infinity, for the upper limit the
-reverse. The true log ratios are >= (<=) those values, so a lower (upper) limit of their mean is one
-of the true mean; a censored side of the interval is a bound, and a longer budget tightens it.
+reverse. The true log ratios are >= (<=) those values. Only a method whose limits are monotone in
+every value keeps that guarantee: the sign-flip limits are order statistics of subset means, each
+non-decreasing in every value, but a t-limit is not (capping a value can shrink the spread and raise
+the lower limit). So an effect with censored runs is judged by the exact sign-flip test, whatever
+method was asked for; below 6 seeds its 95% interval is unbounded and the verdict inconclusive
+(`tests/test_coverage.py` checks the coverage under censoring by simulation). The same holds where
+every seed gives the same difference (zero spread): the t-interval is undefined there, the sign-flip
+interval is not.
 
-Test errors are measured on one fixed test set, so more seeds average out training noise but not
-the test-set sampling noise. `error_difference` adds the two variances (law of total
-variance): the seed variance of the paired differences over k seeds, and a binomial test-set
-variance (p_a (1 - p_a) + p_b (1 - p_b)) / n_test. The latter is the variance of two independent
-error rates; the two arms err on overlapping (hard) examples, which lowers the variance of their
-difference, so assuming independence is conservative. The degrees of freedom are Satterthwaite's,
-with the binomial term known exactly (infinite df).
+Test errors are measured on one fixed test set, the same for every seed and arm. The estimand of
+`error_difference` is the difference of the arms' expected errors on this test set (the expectation
+over seeds: initialisation and data order), not on the population the test set was drawn from: the
+paired differences over seeds carry all of that estimand's variance, so the interval is the paired
+t-interval, and more seeds narrow it without limit. Generalising to new test examples would add the
+test-set sampling term (per-example paired correctness would be needed to estimate it); the rule
+text of each part that compares test errors says so.
 
-Where one part makes several comparisons, `holm` adjusts their p-values (Holm 1979) and `verdict`
-takes the adjusted p: a claim is reproduced only if its interval excludes no effect and its
-adjusted p is below 1 - confidence. (The interval and the unadjusted p come from the same test, so
-the adjusted p only adds stringency.)
+Where one part makes several comparisons, `holm` adjusts their p-values (Holm 1979), for
+refutations as well as reproductions: a claim is reproduced only if its interval excludes no effect
+and its adjusted p is below 1 - confidence; refuted by the opposite effect only if that adjusted p
+is below it too, and refuted by a margin (the smallest effect the claim asserts) only if the
+interval excludes the margin and the Holm-adjusted p of "effect = margin" (`Effect.p_margin`) is
+below it. Otherwise the outcome is inconclusive.
 """
 
 import dataclasses
@@ -62,6 +70,8 @@ class Effect:
     censored: int = 0  # runs that did not reach their target within the budget
     estimate_bound: str = ""  # ">=" or "<=" when censored runs make the estimate a bound
     note: str = ""
+    # Two-sided p of "effect = margin" where a margin was given (`paired_ratio(margin=...)`).
+    p_margin: float = math.nan
 
     @property
     def null(self) -> float:
@@ -136,6 +146,32 @@ def _join(*notes: str) -> str:
     return "; ".join(note for note in notes if note)
 
 
+def _judged_by(method: Method, d: np.ndarray, censored: bool) -> Method:
+    """The method an interval is computed with: `method`, except the exact sign-flip test where
+    censored runs or zero spread leave the t-interval without its guarantee (module docstring)."""
+    if method == "t" and d.size > 1 and (censored or np.all(d == d[0])):
+        return "sign_flip"
+    return method
+
+
+def _limits(
+    d_low: np.ndarray,
+    d_high: np.ndarray,
+    method: Method,
+    confidence: float,
+    null: float,
+) -> tuple[float, float, float, float]:
+    """(low, high, p of no effect, p of `null`) of paired (log) differences bounded by
+    d_low <= d <= d_high; `null` nan: no margin."""
+    low, high, p = intervals.interval(d_low, d_high, method, confidence)
+    p_null = (
+        math.nan
+        if math.isnan(null)
+        else intervals.interval(d_low - null, d_high - null, method, confidence)[2]
+    )
+    return low, high, p, p_null
+
+
 def paired_difference(
     a: Sequence[float],
     b: Sequence[float],
@@ -144,11 +180,15 @@ def paired_difference(
     method: Method = "t",
     unit: str = "",
     confidence: float = 0.95,
+    margin: float | None = None,
 ) -> Effect:
-    """The mean of a_i - b_i over seeds i (a_i and b_i from the same seed), with its interval."""
+    """The mean of a_i - b_i over seeds i (a_i and b_i from the same seed), with its interval (and
+    the p of "effect = margin" where a margin is given)."""
     a, b = _check_paired(a, b)
     d = a - b
-    low, high, p = intervals.interval(d, d, method, confidence)
+    used = _judged_by(method, d, censored=False)
+    null = math.nan if margin is None else float(margin)
+    low, high, p, p_margin = _limits(d, d, used, confidence, null)
     return Effect(
         name,
         float(d.mean()),
@@ -156,11 +196,17 @@ def paired_difference(
         high,
         p,
         n=d.size,
-        method=intervals.METHOD_NAMES[method],
+        method=_method_text(method, used, "zero spread"),
         unit=unit,
         confidence=confidence,
-        note=intervals.why_unbounded(d, method, confidence),
+        note=intervals.why_unbounded(d, used, confidence),
+        p_margin=p_margin,
     )
+
+
+def _method_text(asked: Method, used: Method, why: str) -> str:
+    text = intervals.METHOD_NAMES[used]
+    return text if used == asked else f"{text} ({why})"
 
 
 def paired_ratio(
@@ -171,11 +217,15 @@ def paired_ratio(
     budget: float | None = None,
     method: Method = "t",
     confidence: float = 0.95,
+    margin: float | None = None,
 ) -> Effect:
-    """The geometric mean over seeds of numerator_i / denominator_i, with its interval.
+    """The geometric mean over seeds of numerator_i / denominator_i, with its interval (and the p
+    of "ratio = margin" where a margin is given).
 
     For steps-to-target ratios: `math.inf` marks a run that did not reach the target within
-    `budget` steps (censored, see the module docstring); `budget` is required when any is.
+    `budget` steps (censored, see the module docstring); `budget` is required when any is. An
+    effect with censored runs, or with the same ratio on every seed, is judged by the exact
+    sign-flip test.
     """
     num, den = _check_paired(numerator, denominator)
     if np.any(num <= 0) or np.any(den <= 0):
@@ -190,7 +240,9 @@ def paired_ratio(
     d_low = np.log(at_budget(num, num_censored)) - np.log(den)
     d_high = np.log(num) - np.log(at_budget(den, den_censored))
     d_imputed = np.log(at_budget(num, num_censored)) - np.log(at_budget(den, den_censored))
-    low, high, p = intervals.interval(d_low, d_high, method, confidence)
+    used = _judged_by(method, d_imputed, censored=bool(censored))
+    null = math.nan if margin is None else math.log(margin)
+    low, high, p, p_margin = _limits(d_low, d_high, used, confidence, null)
     estimate, bound = math.exp(d_imputed.mean()), ""
     if num_censored.any() and den_censored.any():
         estimate = math.nan
@@ -211,12 +263,14 @@ def paired_ratio(
         math.exp(high),
         p,
         n=num.size,
-        method=f"{intervals.METHOD_NAMES[method]} on log ratios",
+        method=_method_text(method, used, "censored runs" if censored else "zero spread")
+        + " on log ratios",
         unit="x",
         confidence=confidence,
         censored=censored,
         estimate_bound=bound,
-        note=_join(intervals.why_unbounded(d_imputed, method, confidence), censored_note),
+        note=_join(intervals.why_unbounded(d_imputed, used, confidence), censored_note),
+        p_margin=p_margin,
     )
 
 
@@ -257,37 +311,12 @@ def error_difference(
     name: str,
     confidence: float = 0.95,
 ) -> Effect:
-    """The mean over seeds of test error rate a_i - b_i (fractions, both arms on the same `n_test`
-    examples), with an interval for seed and test-set noise together (module docstring)."""
-    a, b = _check_paired(errors_a, errors_b)
-    d = a - b
-    k = d.size
-    mean_a, mean_b = a.mean(), b.mean()
-    test_var = (mean_a * (1 - mean_a) + mean_b * (1 - mean_b)) / n_test
-    mean = float(d.mean())
-    seed_var = d.var(ddof=1) / k if k > 1 else math.nan
-    total = seed_var + test_var
-    if k == 1:
-        low, high, p = -math.inf, math.inf, math.nan
-    elif total == 0:  # every error rate 0 (or 1) on every seed
-        low = high = p = math.nan
-    else:
-        # Satterthwaite: the binomial term has infinite degrees of freedom.
-        df = total**2 / (seed_var**2 / (k - 1)) if seed_var > 0 else math.inf
-        half = stats.t.ppf(1 - (1 - confidence) / 2, df) * math.sqrt(total)
-        low, high = mean - half, mean + half
-        p = float(2 * stats.t.sf(abs(mean) / math.sqrt(total), df))
-    return Effect(
-        name,
-        mean,
-        low,
-        high,
-        p,
-        n=k,
-        method="paired over seeds + test-set binomial",
-        unit="pp",
-        confidence=confidence,
-        note="one seed: no spread to estimate" if k == 1 else "",
+    """The mean over seeds of test error rate a_i - b_i (fractions, both arms on the same fixed
+    `n_test` examples), with its paired interval over seeds. The estimand is the difference on
+    this test set (module docstring), whose only variance is the seeds'."""
+    effect = paired_difference(errors_a, errors_b, name=name, unit="pp", confidence=confidence)
+    return dataclasses.replace(
+        effect, method=f"{effect.method} over seeds, on the fixed {n_test:,}-example test set"
     )
 
 
@@ -320,10 +349,11 @@ class Verdict:
         if not self.effects:
             raise ValueError("a verdict states at least one effect with its interval")
 
-    def result_line(self) -> str:
-        """The report's `**Result` line: the outcome, every effect with its interval, why."""
+    def result_line(self, kind: str) -> str:
+        """The report's `**Result` line: the claim's kind, the outcome, every effect with its
+        interval, why."""
         effects = "; ".join(effect.describe() for effect in self.effects)
-        return f"**Result: {self.outcome}** — {effects}. {self.reason}"
+        return f"**Result ({kind}): {self.outcome}** — {effects}. {self.reason}"
 
 
 def verdict(
@@ -332,15 +362,18 @@ def verdict(
     claim: Claim,
     margin: float | None = None,
     p_adjusted: float | None = None,
+    p_margin_adjusted: float | None = None,
 ) -> Verdict:
     """Judges `effect` against a claim that it is `claim` ("greater" or "less") than no effect.
 
     `margin` is the smallest effect the claim asserts (e.g. 2.0 for "at least 2x faster"), in the
-    effect's unit; `p_adjusted` is the Holm p-value where a part makes several comparisons.
+    effect's unit; `p_adjusted` and `p_margin_adjusted` are the Holm p-values of "no effect" and
+    of "effect = margin" (`Effect.p_margin`) where a part makes several comparisons.
 
     - not reproduced: the interval excludes the margin (the effect is smaller than claimed, even if
-      real), or the effect is significant in the other direction; without a margin a claim can only
-      be refuted by the opposite effect;
+      real) and `p_margin_adjusted` is below 1 - confidence, or the effect is significant in the
+      other direction (`p_adjusted` below it); without a margin a claim can only be refuted by the
+      opposite effect;
     - reproduced: the interval excludes no effect on the claimed side (and `p_adjusted` is below
       1 - confidence);
     - inconclusive otherwise; the reason says whether more seeds or a longer budget is needed.
@@ -352,7 +385,7 @@ def verdict(
     oriented = _orientation(effect, claim)
     if margin is not None and oriented(margin) <= 0:
         raise ValueError(f"margin={margin!r} is not on the claimed ({claim}) side of no effect")
-    decided = _interval_verdict(effect, oriented, margin, p_adjusted)
+    decided = _interval_verdict(effect, oriented, margin, p_adjusted, p_margin_adjusted)
     why = _open_to_a_longer_budget(effect, decided.outcome, claim, margin)
     if not why:
         return decided
@@ -378,14 +411,18 @@ def _interval_verdict(
     oriented: Callable[[float], float],
     margin: float | None,
     p_adjusted: float | None,
+    p_margin_adjusted: float | None,
 ) -> Verdict:
     """The verdict from the interval as it stands (see `verdict`)."""
     alpha = 1 - effect.confidence
     low, high = sorted((oriented(effect.low), oriented(effect.high)))
     significant = p_adjusted is None or p_adjusted <= alpha
     holm_text = "" if p_adjusted is None else f" (Holm-adjusted {_p_text(p_adjusted)})"
-    if margin is not None and high < oriented(margin):
+    below_margin = margin is not None and high < oriented(margin)
+    if below_margin and (p_margin_adjusted is None or p_margin_adjusted <= alpha):
         excluded = f"excludes the claimed effect of {effect.value(margin)} or more"
+        if p_margin_adjusted is not None:
+            excluded += f" (Holm-adjusted {_p_text(p_margin_adjusted)})"
         if low > 0 and significant:
             reason = f"The effect is real but smaller than claimed: its interval {excluded}."
         else:
@@ -409,6 +446,8 @@ def _interval_verdict(
         needs.insert(0, f"a longer budget ({_runs(effect.censored)} did not reach the target)")
     if math.isnan(low + high):
         reason = "The interval is undefined"
+    elif high < 0 or below_margin:
+        reason = "The interval lies on the far side, but not at the Holm-adjusted level"
     else:
         reason = "The interval includes no effect"
         reason += " and the claimed effect" if margin is not None else ""
@@ -461,13 +500,20 @@ def _open_to_a_longer_budget(
 
 
 def _seeds_needed(effect: Effect, oriented: Callable[[float], float], margin: float | None) -> str:
-    """About how many seeds would decide, from the current interval and estimate."""
+    """About how many seeds would decide, from the current interval and estimate.
+
+    The interval's variance is the seeds' alone (test errors: the fixed test set is the estimand,
+    module docstring), so its half-width shrinks about as 1 / sqrt(n); below 6 seeds the exact
+    sign-flip interval (censored runs, zero spread) is unbounded whatever the data.
+    """
     low, high = sorted((oriented(effect.low), oriented(effect.high)))
     estimate = oriented(effect.estimate)
+    if effect.method.startswith(intervals.METHOD_NAMES["sign_flip"]) and effect.n < 6:
+        return f"at least 6 seeds for the exact sign-flip test (now {effect.n})"
     if not (math.isfinite(low) and math.isfinite(high) and math.isfinite(estimate)):
         return f"more seeds (now {effect.n})"
-    # An interval shrinks about as 1 / sqrt(n); it decides once its half-width is below the
-    # distance from the estimate to no effect or to the margin, whichever is larger.
+    # It decides once its half-width is below the distance from the estimate to no effect or to
+    # the margin, whichever is larger.
     distance = abs(estimate)
     if margin is not None:
         distance = max(distance, abs(estimate - oriented(margin)))
@@ -493,3 +539,17 @@ def combine(verdicts: Sequence[Verdict]) -> Verdict:
     outcome = joint_outcome([v.outcome for v in verdicts])
     reason = " ".join(f"{v.effects[0].name}: {v.outcome}. {v.reason}" for v in verdicts)
     return Verdict(outcome, reason, tuple(e for v in verdicts for e in v.effects))
+
+
+def holm_verdicts(
+    effects: Sequence[Effect], *, claim: Claim, margin: float | None = None
+) -> list[Verdict]:
+    """`verdict` of each of a part's comparisons, at the Holm-adjusted p-values over them: of no
+    effect (reproductions and refutations by the opposite effect) and, with a margin, of "effect
+    = margin" (refutations by the margin; the effects must have been computed with it)."""
+    adjusted = holm([e.p for e in effects])
+    by_margin = holm([e.p_margin for e in effects]) if margin is not None else [None] * len(effects)
+    return [
+        verdict(e, claim=claim, margin=margin, p_adjusted=p, p_margin_adjusted=pm)
+        for e, p, pm in zip(effects, adjusted, by_margin, strict=True)
+    ]

@@ -282,12 +282,38 @@ def part_section(
     lines += [
         f"**Rule.** {part.rule}",
         "",
-        findings.verdict.result_line(),
+        *result_lines(part, findings),
         "",
         f"Training time of this part in this invocation: {seconds:.0f} s.",
         "",
     ]
     return "\n".join(lines)
+
+
+def result_lines(part: Part, findings: Findings) -> list[str]:
+    """The kind of claim with the paper's sentence, the `**Result (<kind>)` line, and the previous
+    rule's outcome on the same runs beside it."""
+    decides = (
+        "decides" if part.decides else "is reported beside the paper's verdict, not deciding it"
+    )
+    lines = [
+        f"**Kind: {part.kind}** (this part {decides}), resting on: “{part.quote}”",
+        "",
+        findings.verdict.result_line(part.kind),
+    ]
+    if findings.previous is not None:
+        old = findings.previous.verdict.outcome
+        change = (
+            "unchanged"
+            if old == findings.verdict.outcome
+            else f"{old} -> {findings.verdict.outcome}"
+        )
+        lines += [
+            "",
+            f"Previous rule ({findings.previous.rule}): {old} ({change}). "
+            f"{findings.previous.verdict.reason}",
+        ]
+    return lines
 
 
 def tuning_section(tuning: Tuning, runs: Mapping[str, Run]) -> str:
@@ -313,10 +339,16 @@ def tuning_section(tuning: Tuning, runs: Mapping[str, Run]) -> str:
 
 
 def experiment_verdict(results: Sequence[tuple[Part, Findings]], *, partial: bool) -> Verdict:
-    """Not reproduced if any part is, reproduced if every part is, inconclusive otherwise; the
-    reason lists each part's outcome. `partial`: only some of the preset's parts ran."""
-    outcome = joint_outcome([f.verdict.outcome for _, f in results])
-    reason = "; ".join(f"{p.name}: {f.verdict.outcome}" for p, f in results)
+    """Over the parts that decide (`Part.decides`: speed, value, trainability): not reproduced if
+    any is, reproduced if every one is, inconclusive otherwise (and without any); mechanism and
+    control parts are listed, not counted. The reason lists each part's kind and outcome.
+    `partial`: only some of the preset's parts ran."""
+    deciding = [f.verdict.outcome for p, f in results if p.decides]
+    outcome = joint_outcome(deciding) if deciding else Outcome.INCONCLUSIVE
+    reason = "; ".join(
+        f"{p.name} ({p.kind}{'' if p.decides else ', not deciding'}): {f.verdict.outcome}"
+        for p, f in results
+    )
     if partial:
         reason = f"Partial: only parts {', '.join(p.name for p, _ in results)} ran. " + reason
     effects = tuple(e for _, f in results for e in f.verdict.effects)
