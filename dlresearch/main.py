@@ -1,6 +1,6 @@
-"""Train one config: `python -m dlresearch.main --config=configs/default.py --workdir=/tmp/run`.
+"""Train one config: `python -m dlresearch.main --config=default --workdir=/tmp/run`.
 
-Any field can be overridden, e.g. `--config.model.activation=sigmoid --config.optim.name=adam`.
+`--config` takes a shipped config by name (default, mnist_mlp) or the path of a config file. Any field can be overridden, e.g. `--config.model.activation=sigmoid --config.optim.name=adam`.
 Bad configs, bad data and a workdir in use by another run exit with code 2 and one line saying
 what is wrong; nothing is written.
 """
@@ -13,10 +13,12 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 
 from dlresearch import train
-from dlresearch.cli import fail, parse_flags
+from dlresearch.cli import fail, parse_flags, prepare_config_argv
 from dlresearch.errors import Interrupted, UserError
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "Config file (a get_config() module).")
+_CONFIG = config_flags.DEFINE_config_file(
+    "config", None, "A shipped config by name (default, mnist_mlp) or a config file's path."
+)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for config, metrics, checkpoints.")
 _OVERWRITE = flags.DEFINE_bool(
     "overwrite", False, "Delete what the workdir holds and start afresh."
@@ -53,4 +55,4 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    app.run(main, flags_parser=parse_flags)
+    app.run(main, argv=prepare_config_argv(sys.argv), flags_parser=parse_flags)

@@ -14,9 +14,15 @@ from ml_collections import config_flags
 from dlresearch import config as config_lib
 from dlresearch import train
 from dlresearch.ablation.runner import run_experiment
-from dlresearch.ablation.spec import PRESETS, DataDirs, Experiment, ExperimentResult
+from dlresearch.ablation.spec import (
+    DEFAULT_SEEDS,
+    PRESETS,
+    DataDirs,
+    Experiment,
+    ExperimentResult,
+)
 from dlresearch.ablation.writeup import write_index
-from dlresearch.cli import fail, parse_flags
+from dlresearch.cli import check_overrides, fail, parse_flags
 from dlresearch.errors import Interrupted, UserError
 
 
@@ -32,7 +38,10 @@ def _define_flags() -> Any:
     flags.DEFINE_string(
         "cifar_dir", "", "CIFAR-10 binary files (default: the download cache, filled on first use)."
     )
-    flags.DEFINE_list("seeds", None, "Seeds (default: 3 for quick, 5 for paper, 2 for test).")
+    defaults = "; ".join(
+        f"{','.join(map(str, seeds))} for {preset}" for preset, seeds in DEFAULT_SEEDS.items()
+    )
+    flags.DEFINE_list("seeds", None, f"Evaluation seeds, comma-separated (default: {defaults}).")
     flags.DEFINE_list("parts", [], "Run only these parts (default: all of the preset).")
     flags.mark_flag_as_required("workdir")
     return config_flags.DEFINE_config_dict(
@@ -101,6 +110,7 @@ def main(experiment: Experiment) -> None:
 
 def main_all(experiments: Sequence[Experiment]) -> None:
     """Run every experiment, each in WORKDIR/<name> when there are several, and an index report."""
+    check_overrides(sys.argv, config_lib.base_config(), "config")
     try:
         # config_flags reads the --config.<field> overrides from sys.argv when the flag is defined.
         config_flag = _define_flags()
