@@ -4,11 +4,13 @@ import csv
 import io
 import math
 import os
+import shlex
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from typing import Any
 
 import ml_collections
 
+from dlresearch import cli
 from dlresearch import config as config_lib
 from dlresearch.ablation.measures import Group, mean_std, steps_summary
 from dlresearch.ablation.runs import Run
@@ -333,14 +335,23 @@ def reproduce_command(
     only: Sequence[str],
     overrides: Mapping[str, Any],
 ) -> str:
-    """The command line that reproduces an experiment's report (flags at their defaults left out)."""
-    flags_used = [f"--preset={preset}", f"--workdir={workdir}"]
-    flags_used += [f"--data_dir={data_dirs.mnist_dir}"] if data_dirs.mnist_dir else []
-    flags_used += [f"--cifar_dir={data_dirs.cifar_dir}"] if data_dirs.cifar_dir else []
-    flags_used += [f"--seeds={','.join(map(str, seeds))}"] if seeds != DEFAULT_SEEDS[preset] else []
-    flags_used += [f"--parts={','.join(only)}"] if only else []
-    flags_used += [f"--config.{k}={_text(v)}" for k, v in overrides.items()]
-    return f"python -m experiments.{name} {' '.join(flags_used)}"
+    """The shell command that reproduces an experiment's report: how this process was started (the
+    script file or module, `cli.launch_command`; `dlresearch-experiment NAME` when no script ran),
+    then the flags not at their defaults, each value shell-quoted."""
+
+    def flag(name: str, value: Any) -> str:
+        return f"--{name}={shlex.quote(_text(value))}"
+
+    flags_used = [flag("preset", preset), flag("workdir", workdir)]
+    flags_used += [flag("data_dir", data_dirs.mnist_dir)] if data_dirs.mnist_dir else []
+    flags_used += [flag("cifar_dir", data_dirs.cifar_dir)] if data_dirs.cifar_dir else []
+    flags_used += (
+        [flag("seeds", ",".join(map(str, seeds)))] if seeds != DEFAULT_SEEDS[preset] else []
+    )
+    flags_used += [flag("parts", ",".join(only))] if only else []
+    flags_used += [flag(f"config.{k}", v) for k, v in overrides.items()]
+    launch = cli.launch_command() or f"dlresearch-experiment {shlex.quote(name)}"
+    return f"{launch} {' '.join(flags_used)}"
 
 
 def report_text(
