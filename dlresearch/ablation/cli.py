@@ -124,6 +124,8 @@ def main_all(experiments: Sequence[Experiment]) -> None:
         outcomes = _run_from_flags(experiments, config_flag)
         if len(experiments) > 1:
             write_index(outcomes, flags.FLAGS.workdir)
-            print(f"index: {os.path.join(flags.FLAGS.workdir, 'report.md')}")
+        # The closing summary: each verdict was logged as it was reached; where to read them.
+        workdir = flags.FLAGS.workdir
+        print(f"report: {os.path.join(workdir, 'report.md')}  (workdir {workdir})")
 
     app.run(run, flags_parser=parse_flags)

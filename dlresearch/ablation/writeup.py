@@ -45,11 +45,16 @@ def summary_table(
     """
     rows = list(rows)
     split = rows[0].run.eval_split
-    headers = ["variant", "final train loss", "final train acc.", f"final {split} acc."]
+    headers = [
+        "variant",
+        "final train loss (mean ± std over seeds)",
+        "final train accuracy (mean ± std)",
+        f"final {split} accuracy (mean ± std)",
+    ]
     if target:
         headers.append(f"steps to {target.describe()}")
     extra = extra or {}
-    headers += [*extra, "diverged"]
+    headers += [*extra, "members diverged"]
     lines = []
     for group in rows:
         line = [
@@ -247,6 +252,8 @@ def part_section(
     lines = [
         f"## {part.title}",
         "",
+        findings.verdict.result_line(),
+        "",
         f"**Claim** ({part.source}): {part.claim}",
         "",
         "**Setup used.** "
@@ -282,9 +289,7 @@ def part_section(
         ]
         lines += [""]
     lines += [
-        f"**Rule.** {part.rule}",
-        "",
-        findings.verdict.result_line(),
+        f"**Rule** (how the result above was decided). {part.rule}",
         "",
         f"Training time of this part in this invocation: {seconds:.0f} s.",
         "",
@@ -295,7 +300,7 @@ def part_section(
 def tuning_section(tuning: Tuning, runs: Mapping[str, Run]) -> str:
     """The tuning protocol in words, and per variant the score of every rate and the one chosen."""
     grid = sorted(tuning.grid)
-    headers = ["variant", *(f"lr {lr:g}" for lr in grid), "selected"]
+    headers = ["variant", *(f"{tuning.metric} at lr {lr:g}" for lr in grid), "selected lr"]
     rows = []
     for run in runs.values():
         assert run.tuning is not None
@@ -381,11 +386,13 @@ def report_text(
             "",
             provenance,
             "",
-            "How to read a verdict: every effect is a paired comparison over seeds (the arms share "
-            "seeds and data order) with a 95% interval; **reproduced**: the interval excludes no "
-            "effect, on the claimed side; **not reproduced**: it excludes the claimed effect, or the "
-            "effect is significant the other way; **inconclusive**: neither (the result says what "
-            "would decide it).",
+            "How to read a verdict: every effect compares the arms seed by seed (they share seeds "
+            "and data order) and comes with a 95% interval, the range of effects the runs are "
+            "consistent with. **reproduced**: the whole interval lies on the side the paper claims, "
+            "so the runs rule out no effect; **not reproduced**: the whole interval lies below the "
+            "smallest effect the claim asserts, or on the opposite side; **inconclusive**: the "
+            "interval reaches both sides of no effect (the result says what would decide it: about "
+            "how many seeds, or a longer budget). Each part's result comes first in its section.",
             "",
             *sections,
         ]
