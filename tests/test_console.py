@@ -29,11 +29,12 @@ def test_progress_line_shows_the_interval_means_of_the_file(make_config, tmp_pat
 
 def test_sweep_line_names_best_and_worst_member(make_config, tmp_path: Path, caplog) -> None:
     caplog.set_level(logging.INFO, logger=train.logger.name)
-    config = make_config(**{"sweep.lr": (0.01, 1e4), "train.steps": 20})  # 1e4 diverges
+    sweep = {"sweep.lr": (0.01, 1e6), "optim.name": "sgd", "train.steps": 20}  # 1e6 diverges
+    config = make_config(**sweep)
     result = train.run(config, str(tmp_path))
     assert result.diverged_at[1] is not None
     last = _progress(caplog)[-1]
-    assert re.search(r"loss best \S+ \(lr=0\.01\), worst nan \(lr=10000\)", last), last
+    assert re.search(r"loss best \S+ \(lr=0\.01\), worst nan \(lr=1e\+06\)", last), last
     summary = main.closing_summary(config, str(tmp_path), result)
     assert summary.startswith("finished at step 20/20; final ")
     assert "test/accuracy best" in summary and "(lr=0.01), worst" in summary

@@ -150,5 +150,6 @@ def test_a_resumed_run_never_reuses_an_event_file(tmp_path: Path) -> None:
     # tensorboardX names event files by the second and host: a run resumed within the same second
     # as its predecessor used to write into (and clobber) the same file.
     for resume_step in (0, 20):
-        MetricWriter(str(tmp_path), resume_step=resume_step).close()
+        with MetricWriter(str(tmp_path), resume_step=resume_step) as writer:
+            writer.write(resume_step + 1, {"train/loss": 1.0})
     assert len(list((tmp_path / "tensorboard").iterdir())) == 2
