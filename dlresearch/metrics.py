@@ -8,6 +8,7 @@ import json
 import math
 import os
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -88,9 +89,18 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
+def tensorboard_run(tags: dict[str, Any] | None) -> str:
+    """A sweep member's TensorBoard run (subdirectory of `tensorboard/`), named by its swept
+    values, e.g. "seed=1,lr=0.01"; "" for a single run."""
+    swept = {k.removeprefix("sweep/"): v for k, v in (tags or {}).items() if k.startswith("sweep/")}
+    return ",".join(f"{axis}={value:g}" for axis, value in swept.items())
+
+
 class MetricWriter:
     """Writes metrics to `workdir`; a no-op on every process but the first (multi-host).
 
+    TensorBoard gets one run per sweep member (`tensorboard/<swept values>/`, `tensorboard_run`),
+    so its charts overlay the members under the same tags.
     A run resumed from a checkpoint at `resume_step` recomputes the steps after it, so what was
     logged after that step is dropped from metrics.jsonl and hidden from TensorBoard (its
     `purge_step`): no step appears twice.
@@ -101,32 +111,38 @@ class MetricWriter:
     ) -> None:
         self.enabled = enabled
         self.path = os.path.join(workdir, METRICS_FILE)
-        self._tb = None
+        self._logdir = os.path.join(workdir, "tensorboard") if enabled and tensorboard else None
+        self._resume_step = resume_step
+        self._tb: dict[str, Any] = {}
         if enabled:
             _truncate_after(self.path, resume_step)
-        if enabled and tensorboard:
+
+    def _board(self, run: str) -> Any:
+        if run not in self._tb:
             from tensorboardX import SummaryWriter
 
             # Event files are named by the second and host; a resumed run starting within the same
             # second as its predecessor would reuse (and clobber) its file without a suffix.
-            self._tb = SummaryWriter(
-                os.path.join(workdir, "tensorboard"),
-                purge_step=resume_step + 1,
-                filename_suffix=f".step{resume_step}.pid{os.getpid()}",
+            self._tb[run] = SummaryWriter(
+                os.path.join(self._logdir, run) if run else self._logdir,
+                purge_step=self._resume_step + 1,
+                filename_suffix=f".step{self._resume_step}.pid{os.getpid()}",
             )
+        return self._tb[run]
 
     def write(self, step: int, values: dict[str, Any], tags: dict[str, Any] | None = None) -> None:
-        """One JSON line; `tags` (member index, swept values) go into the line, not TensorBoard."""
+        """One JSON line; `tags` (member index, swept values) go into the line and name the
+        member's TensorBoard run."""
         if not self.enabled:
             return
         record = {"step": int(step), **(tags or {}), **{k: _jsonable(v) for k, v in values.items()}}
         with open(self.path, "a") as f:
             f.write(json.dumps(record) + "\n")
-        if self._tb is not None:
-            prefix = f"member_{tags['member']}/" if tags and "member" in tags else ""
+        if self._logdir is not None:
+            board = self._board(tensorboard_run(tags))
             for key, value in values.items():
                 if isinstance(value, int | float) and not isinstance(value, bool):
-                    self._tb.add_scalar(prefix + key, value, step)
+                    board.add_scalar(key, value, step)
 
     def __enter__(self) -> "MetricWriter":
         return self
@@ -135,36 +151,80 @@ class MetricWriter:
         self.close()
 
     def flush(self) -> None:
-        if self._tb is not None:
-            self._tb.flush()
+        for board in self._tb.values():
+            board.flush()
 
     def close(self) -> None:
-        if self._tb is not None:
-            self._tb.close()
+        for board in self._tb.values():
+            board.close()
+
+
+def across_members(values: Sequence[float], names: Sequence[str], *, higher_is_better: bool) -> str:
+    """A metric of a run's members in words: '0.9917' for one member; for a sweep the best and the
+    worst member with their swept values ('best 0.9917 (seed=0,lr=0.01), worst 0.1135 (seed=0,
+    lr=5)'). A non-finite value (a diverged member; "nan" as metrics.jsonl holds it) is the worst."""
+    values = [float(v) for v in values]
+    if len(values) == 1:
+        return f"{values[0]:.4f}"
+
+    def rank(i: int) -> float:
+        value = values[i]
+        if not math.isfinite(value):
+            return -math.inf
+        return value if higher_is_better else -value
+
+    order = sorted(range(len(values)), key=rank)
+    best, worst = order[-1], order[0]
+    return f"best {values[best]:.4f} ({names[best]}), worst {values[worst]:.4f} ({names[worst]})"
 
 
 class Progress:
-    """A progress line (step, loss, accuracy, throughput, ETA) at each log event."""
+    """The console's progress line at each train log event: the interval means that the same
+    step's metrics.jsonl lines hold, throughput and the time left.
+
+    Throughput and ETA are averaged since the first log line after the (re)start, whose interval
+    also holds the compilation, so one slow or fast interval does not swing them.
+    """
 
     def __init__(self, total_steps: int, start_step: int) -> None:
         self.total_steps = total_steps
         self._last_step = start_step
         self._last_time = time.perf_counter()
+        self._first: tuple[int, float] | None = None  # step and time of the first log line
 
     def steps_per_sec(self, step: int) -> float:
+        """Steps per second: since the first log line, or over the first interval at it."""
         now = time.perf_counter()
-        rate = (step - self._last_step) / max(now - self._last_time, 1e-9)
-        self._last_step, self._last_time = step, now
+        if self._first is None:
+            rate = (step - self._last_step) / max(now - self._last_time, 1e-9)
+            self._first = (step, now)
+        else:
+            rate = (step - self._first[0]) / max(now - self._first[1], 1e-9)
         return rate
 
     def line(
-        self, step: int, loss: float, accuracy: float, steps_per_sec: float, examples_per_sec: float
+        self,
+        step: int,
+        loss: Sequence[float],
+        accuracy: Sequence[float],
+        names: Sequence[str],
+        *,
+        interval: int,
+        steps_per_sec: float,
+        examples_per_sec: float,
     ) -> str:
+        """`loss` and `accuracy`: per member (named by `names`), the means over the `interval`
+        steps up to `step`."""
         eta = (self.total_steps - step) / max(steps_per_sec, 1e-9)
         width = len(str(self.total_steps))
+        means = f"train means over steps {step - interval + 1}-{step}"
+        if len(loss) == 1:
+            numbers = f"{means}: loss {loss[0]:.4f}, accuracy {accuracy[0]:.4f}"
+        else:
+            numbers = f"{means}, loss {across_members(loss, names, higher_is_better=False)}"
         return (
-            f"step {step:>{width}}/{self.total_steps}  loss {loss:.4f}  acc {accuracy:.4f}  "
-            f"{examples_per_sec:,.0f} ex/s  ETA {_duration(eta)}"
+            f"step {step:>{width}}/{self.total_steps}  {numbers}  "
+            f"{examples_per_sec:,.0f} examples/s  ETA {_duration(eta)}"
         )
 
 

@@ -460,6 +460,7 @@ class _Log:
     ) -> None:
         self.trainer, self.config, self.writer = trainer, trainer.config, writer
         self.tags = _member_tags(trainer.config, trainer.members)
+        self.names = [metrics.tensorboard_run(tag) for tag in self.tags]  # "seed=0,lr=0.1"
         self.progress = Progress(trainer.config.train.steps, step)
         # Chunk metrics since the last log line (a resumed run starts with its checkpoint's).
         self.pending: list[dict[str, np.ndarray]] = [unlogged] if unlogged else []
@@ -510,30 +511,25 @@ class _Log:
             self.writer.write(step, values, tag)
         return self.progress.line(
             step,
-            float(np.nanmean(stacked[metrics.TRAIN_LOSS][:, -1])),
-            float(np.nanmean(stacked[metrics.TRAIN_ACCURACY][:, -1])),
-            steps_per_sec,
-            examples_per_sec,
+            [float(np.mean(v)) for v in stacked[metrics.TRAIN_LOSS]],
+            [float(np.mean(v)) for v in stacked[metrics.TRAIN_ACCURACY]],
+            self.names,
+            interval=stacked[metrics.TRAIN_LOSS].shape[1],
+            steps_per_sec=steps_per_sec,
+            examples_per_sec=examples_per_sec,
         )
 
     def _eval(self, step: int, state: TrainState) -> None:
         results = self.trainer.evaluate(state)
         split = self.trainer.dataset.eval_split
         self._write(step, {metrics.eval_key(split, k): results[k] for k in ("loss", "accuracy")})
+        accuracy = [float(a) for a in results["accuracy"]]
         logger.info(
             "step %d: %s %s",
             step,
             metrics.eval_key(split, "accuracy"),
-            _numbers(results["accuracy"]),
+            metrics.across_members(accuracy, self.names, higher_is_better=True),
         )
-
-
-def _numbers(values: np.ndarray) -> str:
-    """A log line's numbers: '0.9917' for one member, 'mean 0.9901 (min 0.9876, max 0.9917)' for
-    a sweep."""
-    if values.size == 1:
-        return f"{float(values[0]):.4f}"
-    return f"mean {values.mean():.4f} (min {values.min():.4f}, max {values.max():.4f})"
 
 
 def final_metrics(path: str, num_members: int) -> list[dict[str, float]]:

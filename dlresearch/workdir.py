@@ -128,9 +128,37 @@ def clear(workdir: str) -> None:
             os.unlink(entry.path)
 
 
+# Schedules whose rate at a step does not depend on `train.steps`: a finished run with one of
+# these trains on to a larger `train.steps` exactly as a run given that budget from the start.
+EXTENDABLE_SCHEDULES = ("constant", "piecewise")
+
+
+def _changes(old: dict, new: dict) -> list[str]:
+    """The differences that forbid continuing the run of config `old` under config `new`.
+
+    How a run executes (mode, hosts) may change between restarts; what it computes may not, but
+    for a larger `train.steps` under a schedule that does not depend on it (an extended run).
+    """
+    changed = [c for c in config_lib.diff(old, new) if not c.startswith("parallel.")]
+    before, after = old["train"]["steps"], new["train"]["steps"]
+    schedule = new["optim"]["schedule"]
+    if after > before and old["optim"]["schedule"] == schedule:
+        steps = f"train.steps: {before!r} -> {after!r}"
+        if schedule in EXTENDABLE_SCHEDULES:
+            changed.remove(steps)
+        else:
+            changed[changed.index(steps)] = (
+                f"{steps} (a {schedule} schedule decays over train.steps, so a run cannot be "
+                f"extended; only a {' or '.join(EXTENDABLE_SCHEDULES)} schedule can)"
+            )
+    return changed
+
+
 def prepare(workdir: str, config: ml_collections.ConfigDict, overwrite: bool) -> None:
     """Refuse to mix two different configs in one workdir; write the resolved config.
 
+    A larger `train.steps` is no different run but the same one extended, where the schedule
+    allows (`EXTENDABLE_SCHEDULES`): it resumes from its last checkpoint and trains on.
     Call with the workdir locked (`lock`): `overwrite` empties it but for its lock.
     """
     path = os.path.join(workdir, "config.json")
@@ -138,10 +166,7 @@ def prepare(workdir: str, config: ml_collections.ConfigDict, overwrite: bool) ->
     if os.path.exists(path) and not overwrite:
         with open(path) as f:
             old = json.load(f)
-        # How a run executes (mode, hosts) may change between restarts; what it computes may not.
-        changed = [
-            c for c in config_lib.diff(old, json.loads(new)) if not c.startswith("parallel.")
-        ]
+        changed = _changes(old, json.loads(new))
         if changed:
             raise ConfigError(
                 f"{workdir} holds a run with a different config (pass --overwrite to start afresh): "

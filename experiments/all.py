@@ -5,7 +5,8 @@ links their reports with their verdicts. The flags are those of the single scrip
 """
 
 from dlresearch import ablation
-from experiments import activations, batchnorm, dropout, initialization, optimizers, residual
+
+from . import activations, batchnorm, dropout, initialization, optimizers, residual
 
 EXPERIMENTS = (
     activations.EXPERIMENT,

@@ -11,7 +11,7 @@ import pytest
 from conftest import small_config
 from tensorboardX.proto.event_pb2 import Event, SessionLog
 
-from dlresearch import checkpoint, train
+from dlresearch import checkpoint, metrics, train
 from dlresearch.errors import ConfigError
 from dlresearch.metrics import MetricWriter, read_jsonl
 
@@ -133,13 +133,23 @@ def test_evaluation_with_padding_equals_one_unpadded_batch(mode: str) -> None:
 
 
 def test_evaluation_log_line_prints_numbers_not_a_list() -> None:
-    assert train._numbers(np.array([0.99171])) == "0.9917"
-    assert train._numbers(np.array([0.9, 0.95, 1.0])) == "mean 0.9500 (min 0.9000, max 1.0000)"
+    names = ["lr=0.1", "lr=1", "lr=10"]
+    assert metrics.across_members([0.99171], names[:1], higher_is_better=True) == "0.9917"
+    # A sweep: the best and the worst member by name; a diverged (nan) member is the worst.
+    assert (
+        metrics.across_members([0.9, 1.0, float("nan")], names, higher_is_better=True)
+        == "best 1.0000 (lr=1), worst nan (lr=10)"
+    )
+    assert (
+        metrics.across_members([0.5, 0.2, 0.3], names, higher_is_better=False)
+        == "best 0.2000 (lr=1), worst 0.5000 (lr=0.1)"
+    )
 
 
 def test_a_resumed_run_never_reuses_an_event_file(tmp_path: Path) -> None:
     # tensorboardX names event files by the second and host: a run resumed within the same second
     # as its predecessor used to write into (and clobber) the same file.
     for resume_step in (0, 20):
-        MetricWriter(str(tmp_path), resume_step=resume_step).close()
+        with MetricWriter(str(tmp_path), resume_step=resume_step) as writer:
+            writer.write(resume_step + 1, {"train/loss": 1.0})
     assert len(list((tmp_path / "tensorboard").iterdir())) == 2

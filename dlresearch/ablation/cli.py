@@ -14,9 +14,9 @@ from ml_collections import config_flags
 from dlresearch import config as config_lib
 from dlresearch import train
 from dlresearch.ablation.runner import Share, claim_workdir, run_experiment, stop_on_signal
-from dlresearch.ablation.spec import PRESETS, DataDirs, Experiment
+from dlresearch.ablation.spec import DEFAULT_SEEDS, PRESETS, DataDirs, Experiment
 from dlresearch.ablation.writeup import write_index
-from dlresearch.cli import fail, parse_flags
+from dlresearch.cli import check_overrides, fail, parse_flags
 from dlresearch.errors import Interrupted, UserError
 
 ALL = "all"  # what an experiment workdir of several experiments records as its experiment
@@ -34,7 +34,10 @@ def _define_flags() -> Any:
     flags.DEFINE_string(
         "cifar_dir", "", "CIFAR-10 binary files (default: the download cache, filled on first use)."
     )
-    flags.DEFINE_list("seeds", None, "Seeds (default: 3 for quick, 5 for paper, 2 for test).")
+    defaults = "; ".join(
+        f"{','.join(map(str, seeds))} for {preset}" for preset, seeds in DEFAULT_SEEDS.items()
+    )
+    flags.DEFINE_list("seeds", None, f"Evaluation seeds, comma-separated (default: {defaults}).")
     flags.DEFINE_list("parts", [], "Run only these parts (default: all of the preset).")
     flags.DEFINE_integer(
         "num_tasks",
@@ -106,7 +109,7 @@ def _run_from_flags(experiments: Sequence[Experiment], config_flag: Any) -> None
         share = _share()
         with stop_on_signal():
             if len(experiments) == 1:
-                run_experiment(
+                result = run_experiment(
                     experiments[0],
                     preset=fv.preset,
                     workdir=fv.workdir,
@@ -117,6 +120,10 @@ def _run_from_flags(experiments: Sequence[Experiment], config_flag: Any) -> None
                     share=share,
                     report_only=fv.report_only,
                 )
+                if result is not None:  # the closing summary: where to read the verdict
+                    print(
+                        f"report: {os.path.join(fv.workdir, 'report.md')}  (workdir {fv.workdir})"
+                    )
             else:
                 _run_all(experiments, dirs, seeds, overrides, share)
     except UserError as error:
@@ -165,6 +172,7 @@ def main(experiment: Experiment) -> None:
 
 def main_all(experiments: Sequence[Experiment]) -> None:
     """Run every experiment, each in WORKDIR/<name> when there are several, and an index report."""
+    check_overrides(sys.argv, config_lib.base_config(), "config")
     try:
         # config_flags reads the --config.<field> overrides from sys.argv when the flag is defined.
         config_flag = _define_flags()

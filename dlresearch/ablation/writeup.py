@@ -4,11 +4,13 @@ import csv
 import io
 import math
 import os
+import shlex
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from typing import Any
 
 import ml_collections
 
+from dlresearch import cli
 from dlresearch import config as config_lib
 from dlresearch.ablation.measures import Group, mean_std, steps_summary
 from dlresearch.ablation.runs import Run
@@ -43,11 +45,16 @@ def summary_table(
     """
     rows = list(rows)
     split = rows[0].run.eval_split
-    headers = ["variant", "final train loss", "final train acc.", f"final {split} acc."]
+    headers = [
+        "variant",
+        "final train loss (mean ± std over seeds)",
+        "final train accuracy (mean ± std)",
+        f"final {split} accuracy (mean ± std)",
+    ]
     if target:
         headers.append(f"steps to {target.describe()}")
     extra = extra or {}
-    headers += [*extra, "diverged"]
+    headers += [*extra, "members diverged"]
     lines = []
     for group in rows:
         line = [
@@ -245,6 +252,8 @@ def part_section(
     lines = [
         f"## {part.title}",
         "",
+        *result_lines(part, findings),
+        "",
         f"**Claim** ({part.source}): {part.claim}",
         "",
         "**Setup used.** "
@@ -280,9 +289,7 @@ def part_section(
         ]
         lines += [""]
     lines += [
-        f"**Rule.** {part.rule}",
-        "",
-        *result_lines(part, findings),
+        f"**Rule** (how the result above was decided). {part.rule}",
         "",
         f"Training time of this part in this invocation: {seconds:.0f} s.",
         "",
@@ -319,7 +326,7 @@ def result_lines(part: Part, findings: Findings) -> list[str]:
 def tuning_section(tuning: Tuning, runs: Mapping[str, Run]) -> str:
     """The tuning protocol in words, and per variant the score of every rate and the one chosen."""
     grid = sorted(tuning.grid)
-    headers = ["variant", *(f"lr {lr:g}" for lr in grid), "selected"]
+    headers = ["variant", *(f"{tuning.metric} at lr {lr:g}" for lr in grid), "selected lr"]
     rows = []
     for run in runs.values():
         assert run.tuning is not None
@@ -365,14 +372,23 @@ def reproduce_command(
     only: Sequence[str],
     overrides: Mapping[str, Any],
 ) -> str:
-    """The command line that reproduces an experiment's report (flags at their defaults left out)."""
-    flags_used = [f"--preset={preset}", f"--workdir={workdir}"]
-    flags_used += [f"--data_dir={data_dirs.mnist_dir}"] if data_dirs.mnist_dir else []
-    flags_used += [f"--cifar_dir={data_dirs.cifar_dir}"] if data_dirs.cifar_dir else []
-    flags_used += [f"--seeds={','.join(map(str, seeds))}"] if seeds != DEFAULT_SEEDS[preset] else []
-    flags_used += [f"--parts={','.join(only)}"] if only else []
-    flags_used += [f"--config.{k}={_text(v)}" for k, v in overrides.items()]
-    return f"python -m experiments.{name} {' '.join(flags_used)}"
+    """The shell command that reproduces an experiment's report: how this process was started (the
+    script file or module, `cli.launch_command`; `dlresearch-experiment NAME` when no script ran),
+    then the flags not at their defaults, each value shell-quoted."""
+
+    def flag(name: str, value: Any) -> str:
+        return f"--{name}={shlex.quote(_text(value))}"
+
+    flags_used = [flag("preset", preset), flag("workdir", workdir)]
+    flags_used += [flag("data_dir", data_dirs.mnist_dir)] if data_dirs.mnist_dir else []
+    flags_used += [flag("cifar_dir", data_dirs.cifar_dir)] if data_dirs.cifar_dir else []
+    flags_used += (
+        [flag("seeds", ",".join(map(str, seeds)))] if seeds != DEFAULT_SEEDS[preset] else []
+    )
+    flags_used += [flag("parts", ",".join(only))] if only else []
+    flags_used += [flag(f"config.{k}", v) for k, v in overrides.items()]
+    launch = cli.launch_command() or f"dlresearch-experiment {shlex.quote(name)}"
+    return f"{launch} {' '.join(flags_used)}"
 
 
 def report_text(
@@ -402,11 +418,13 @@ def report_text(
             "",
             provenance,
             "",
-            "How to read a verdict: every effect is a paired comparison over seeds (the arms share "
-            "seeds and data order) with a 95% interval; **reproduced**: the interval excludes no "
-            "effect, on the claimed side; **not reproduced**: it excludes the claimed effect, or the "
-            "effect is significant the other way; **inconclusive**: neither (the result says what "
-            "would decide it).",
+            "How to read a verdict: every effect compares the arms seed by seed (they share seeds "
+            "and data order) and comes with a 95% interval, the range of effects the runs are "
+            "consistent with. **reproduced**: the whole interval lies on the side the paper claims, "
+            "so the runs rule out no effect; **not reproduced**: the whole interval lies below the "
+            "smallest effect the claim asserts, or on the opposite side; **inconclusive**: the "
+            "interval reaches both sides of no effect (the result says what would decide it: about "
+            "how many seeds, or a longer budget). Each part's result comes first in its section.",
             "",
             *sections,
         ]
