@@ -13,17 +13,13 @@ a stopped run resumes when asked again. Bad names or spaces: one `error:` line, 
 written.
 """
 
-import os
 import sys
-import time
 
 from absl import app, flags, logging
 
-from dlresearch.ablation import provenance
 from dlresearch.cli import fail, parse_flags
 from dlresearch.errors import ConfigError, Interrupted, UserError
-from dlresearch.optimizer_benchmark import problems, protocol, report, search_space
-from dlresearch.workdir import lock
+from dlresearch.optimizer_benchmark import benchmark, problems, protocol, search_space
 
 _OPTIMIZERS = flags.DEFINE_list(
     "optimizers", ["adam", "momentum"], "Optimizers (NAME or LABEL=NAME)."
@@ -98,42 +94,22 @@ def _settings() -> list[protocol.Setting]:
 def main(argv: list[str]) -> None:
     if len(argv) > 1:
         fail(f"unexpected arguments: {' '.join(argv[1:])}")
-    workdir = _WORKDIR.value
     # Orbax logs every save at INFO through absl; the benchmark prints its own progress lines.
     logging.set_verbosity(logging.WARNING)
+    command = " ".join(["python -m dlresearch.compare_optimizers", *sys.argv[1:]])
     try:
-        arms = _arms()
-        settings = _settings()
-        configs = protocol.check(settings, arms)
-        os.makedirs(workdir, exist_ok=True)
-        with lock(workdir):
-            start = time.perf_counter()
-            results = {
-                s.name: [protocol.tune_and_evaluate(s, arm, workdir, print) for arm in arms]
-                for s in settings
-            }
-            seconds = time.perf_counter() - start
-            header = [
-                "# Optimizers compared under one tuning protocol",
-                "",
-                f"Produced by `{' '.join(['python -m dlresearch.compare_optimizers', *sys.argv[1:]])}`; "
-                f"{seconds:.0f} s in the last invocation (finished runs are read back, not retrained). "
-                f"Baseline: `{arms[0].label}`. Every optimizer gets the same protocol: "
-                f"{_BUDGET.value} quasi-random points of its search space (scrambled Halton, fixed "
-                "seed), trained as ONE vmapped program on a tuning seed with a held-out validation "
-                "split; the point with the best final validation accuracy (diverged: 0) then "
-                "trains on the evaluation seeds. Per-run metrics and checkpoints are under "
-                "`tuning/<problem>/<optimizer>/` and `runs/<problem>/<optimizer>/`.",
-                "",
-                provenance.stamp(configs),
-            ]
-            report.write(workdir, settings, results, arms[0].label, header=header)
+        benchmark.run(
+            _settings(),
+            _arms(),
+            _WORKDIR.value,
+            title="Optimizers compared under one tuning protocol",
+            command=command,
+        )
     except UserError as error:
         fail(str(error))
     except Interrupted as stop:
         logging.warning("%s", stop)
         sys.exit(stop.exit_code)
-    print(f"report: {os.path.join(workdir, 'report.md')}")
 
 
 def run() -> None:
