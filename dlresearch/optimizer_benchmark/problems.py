@@ -86,7 +86,7 @@ PROBLEMS.add(
         batch_size=128,
         steps={"test": 20, "quick": 600, "standard": 3_000, "paper": 46_875},  # paper: 100 epochs
         holdout=10_000,
-        target=0.97,
+        target=0.95,  # reached within the quick budget by a tuned baseline (0.96 at 600 steps)
     ),
 )
 PROBLEMS.add(
