@@ -274,3 +274,17 @@ def test_the_command_line_rejects_a_misspelled_optimizer_in_one_line(tmp_path) -
     assert proc.stdout == "" and proc.stderr.startswith("error: --optimizers: optim.name='adamm'")
     assert len(proc.stderr.strip().splitlines()) == 1
     assert not workdir.exists()
+
+
+def test_tuning_speed_times_one_program_and_k_processes(tmp_path) -> None:
+    out = tmp_path / "speed.json"
+    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}  # as a user runs it
+    subprocess.run(
+        [sys.executable, "-m", "benchmarks.tuning_speed", "--k=2", "--problem=digits_mlp",
+         "--preset=test", "--data_dir=", f"--json={out}"],
+        cwd=ROOT, check=True, capture_output=True, env={**env, "PYTHONPATH": str(ROOT)},
+    )  # fmt: skip
+    result = json.loads(out.read_text())
+    assert len(result["trial_s"]) == 2
+    assert result["sequential_s"] == pytest.approx(sum(result["trial_s"]))
+    assert result["ratio"] == pytest.approx(result["sequential_s"] / result["one_program_s"])
