@@ -215,7 +215,7 @@ def problem_section(
         table,
         "",
         "Each optimizer against the baseline, paired over the evaluation seeds "
-        "(95% t-interval; Holm over this problem's comparisons):",
+        "(95% t-interval; Holm over this problem's comparisons of each measure):",
         "",
         *[f"- {effect.describe()}; Holm p={p_holm:.2g}" for effect, p_holm in effects],
         "",
