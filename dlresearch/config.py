@@ -23,7 +23,7 @@ PARALLEL_MODES = ("single", "shard_map", "pmap")
 DTYPES = ("float32", "bfloat16")
 # The hyperparameters each member's state carries (`program.init_states`): with the seed, what a
 # sweep can vary.
-HPARAMS = ("lr", "weight_decay", "momentum", "init_scale")
+HPARAMS = (*optim.INJECTED, "init_scale")
 SWEEP_AXES = ("seed", *HPARAMS)
 
 
@@ -70,6 +70,10 @@ def base_config() -> ml_collections.ConfigDict:
     c.optim.name = "adam"
     c.optim.lr = 1e-3
     c.optim.momentum = 0.9
+    # Adam's (and adamw's, and a plug-in's that takes them): Kingma & Ba (2015) Algorithm 1.
+    c.optim.b1 = 0.9
+    c.optim.b2 = 0.999
+    c.optim.eps = 1e-8
     c.optim.weight_decay = 0.0
     c.optim.grad_clip_norm = 0.0  # 0 = no clipping
     c.optim.schedule = "constant"
@@ -120,6 +124,10 @@ def base_config() -> ml_collections.ConfigDict:
     c.sweep = ml_collections.ConfigDict()
     for axis in SWEEP_AXES:
         c.sweep[axis] = ()
+    # Axes listed here vary together instead of crossed: their tuples have one length and member i
+    # takes element i of each (a set of points, e.g. quasi-random tuning points), crossed with the
+    # other axes.
+    c.sweep.zipped = ()
     return c
 
 
@@ -199,9 +207,6 @@ def _text() -> Rule:
     return Rule("str")
 
 
-# Optimizers whose update uses optim.momentum; sweeping it with any other gives identical members.
-MOMENTUM_OPTIMIZERS = ("momentum", "nesterov")
-
 RULES: dict[str, Rule] = {
     "seed": _count(),
     "halt_on_nan": Rule("bool"),
@@ -228,9 +233,12 @@ RULES: dict[str, Rule] = {
     "model.cnn_preset": _names(models.CNN_PRESETS, ""),
     "model.channels": Rule("int", low=1, sequence=True),
     "model.dense": Rule("int", low=1, sequence=True),
-    "optim.name": _names(optim.OPTIMIZERS),
+    "optim.name": _text(),  # a registered name or a plug-in, which optim.build checks
     "optim.lr": _positive(),
     "optim.momentum": _rate(),
+    "optim.b1": _rate(),
+    "optim.b2": _rate(),
+    "optim.eps": _nonnegative(),
     "optim.weight_decay": _nonnegative(),
     "optim.grad_clip_norm": _nonnegative(),
     "optim.schedule": _names(optim.SCHEDULES),
@@ -261,7 +269,11 @@ RULES: dict[str, Rule] = {
     "sweep.lr": _positive(sequence=True),
     "sweep.weight_decay": _nonnegative(sequence=True),
     "sweep.momentum": _rate(sequence=True),
+    "sweep.b1": _rate(sequence=True),
+    "sweep.b2": _rate(sequence=True),
+    "sweep.eps": _nonnegative(sequence=True),
     "sweep.init_scale": _positive(sequence=True),
+    "sweep.zipped": Rule("choice", choices=lambda: HPARAMS, sequence=True),
 }
 
 
@@ -316,12 +328,25 @@ def _check_mesh(config: ml_collections.ConfigDict) -> None:
         )
 
 
-def _check_sweep_momentum(config: ml_collections.ConfigDict) -> None:
-    if config.sweep.momentum and config.optim.name not in MOMENTUM_OPTIMIZERS:
+def _check_sweep_used(config: ml_collections.ConfigDict) -> None:
+    """A swept hyperparameter the optimizer does not read would give identical members."""
+    used = optim.uses(config.optim.name)
+    for axis in ("momentum", "b1", "b2", "eps"):
+        if config.sweep[axis] and axis not in used:
+            raise ConfigError(
+                f"sweep.{axis}={tuple(config.sweep[axis])!r} has no effect with optim.name="
+                f"{config.optim.name!r} (its members would be identical); it reads: "
+                + ", ".join(["lr", *used])
+            )
+
+
+def _check_sweep_zipped(config: ml_collections.ConfigDict) -> None:
+    zipped = tuple(config.sweep.zipped)
+    lengths = {axis: len(config.sweep[axis]) for axis in zipped}
+    if len(set(zipped)) < len(zipped) or 0 in lengths.values() or len(set(lengths.values())) > 1:
         raise ConfigError(
-            f"sweep.momentum={tuple(config.sweep.momentum)!r} has no effect with optim.name="
-            f"{config.optim.name!r} (its members would be identical); momentum is used by: "
-            + ", ".join(MOMENTUM_OPTIMIZERS)
+            f"sweep.zipped={zipped!r} must name distinct swept axes of one length; their lengths: "
+            + ", ".join(f"{axis} {n}" for axis, n in lengths.items())
         )
 
 
@@ -360,7 +385,8 @@ def _check_diagnostics(config: ml_collections.ConfigDict) -> None:
 _CROSS_FIELD_RULES: tuple[Callable[[ml_collections.ConfigDict], None], ...] = (
     _check_processes,
     _check_mesh,
-    _check_sweep_momentum,
+    _check_sweep_used,
+    _check_sweep_zipped,
     _check_builds,
     _check_diagnostics,
 )
@@ -382,16 +408,24 @@ def _check_keys(
 
 
 def sweep_members(config: ml_collections.ConfigDict) -> list[dict[str, float]]:
-    """The members of the sweep: one dict per member with a value for every sweep axis."""
-    base = {
-        "seed": config.seed,
-        "lr": config.optim.lr,
-        "weight_decay": config.optim.weight_decay,
-        "momentum": config.optim.momentum,
-        "init_scale": 1.0,
-    }
-    values = [tuple(config.sweep[axis]) or (base[axis],) for axis in SWEEP_AXES]
-    return [dict(zip(SWEEP_AXES, combo, strict=True)) for combo in itertools.product(*values)]
+    """The members of the sweep: one dict per member with a value for every sweep axis.
+
+    The product of the axes, those of `sweep.zipped` taken together as one axis (at the place of
+    the first of them), in `SWEEP_AXES` order.
+    """
+    base = {"seed": config.seed, "init_scale": 1.0}
+    base |= {field: config.optim[field] for field in optim.INJECTED}
+    zipped = [axis for axis in SWEEP_AXES if axis in tuple(config.sweep.zipped)]
+    groups = [(axis,) for axis in SWEEP_AXES if axis not in zipped]
+    if zipped:
+        groups.insert(SWEEP_AXES.index(zipped[0]), tuple(zipped))  # none before it is zipped
+    values = [
+        list(zip(*(tuple(config.sweep[axis]) or (base[axis],) for axis in group), strict=True))
+        for group in groups
+    ]
+    flat = [axis for group in groups for axis in group]
+    members = [dict(zip(flat, sum(combo, ()), strict=True)) for combo in itertools.product(*values)]
+    return [{axis: member[axis] for axis in SWEEP_AXES} for member in members]
 
 
 def swept_axes(config: ml_collections.ConfigDict) -> list[str]:

@@ -55,19 +55,14 @@ class Program:
 
     # -- state ---------------------------------------------------------------------------------
     def init_state(self, rng: jax.Array, hparams: dict[str, jax.Array]) -> TrainState:
-        """One member's fresh state; `hparams` holds its lr, weight_decay, momentum, init_scale."""
+        """One member's fresh state; `hparams` holds its `config.HPARAMS` (lr, ..., init_scale)."""
         dummy = jnp.zeros((1, *self.input_shape), jnp.float32)
         variables = self.model.init(jax.random.fold_in(rng, Stream.INIT), dummy, train=False)
         params = jax.tree_util.tree_map_with_path(
             lambda path, p: p * hparams["init_scale"] if path[-1].key == "kernel" else p,
             variables["params"],
         )
-        opt_state = optim.set_hyperparams(
-            self.optimizer.tx.init(params),
-            learning_rate=hparams["lr"],
-            weight_decay=hparams["weight_decay"],
-            momentum=hparams["momentum"],
-        )
+        opt_state = optim.set_hyperparams(self.optimizer.tx.init(params), **optim.injected(hparams))
         return TrainState(
             step=jnp.zeros((), jnp.int32),
             params=params,

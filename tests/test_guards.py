@@ -2,6 +2,7 @@
 loop, damaged or unreadable checkpoints, a full disk, and damaged metrics files."""
 
 import contextlib
+import dataclasses
 import errno
 import hashlib
 import io
@@ -22,7 +23,7 @@ from conftest import small_config
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from dlresearch import checkpoint, main, train
+from dlresearch import checkpoint, main, optim, train
 from dlresearch import config as config_lib
 from dlresearch import workdir as workdir_lib
 from dlresearch.errors import ConfigError, Interrupted
@@ -153,8 +154,8 @@ def _bad_value(field: str) -> st.SearchStrategy:
     rule = config_lib.RULES[field]
     if not rule.sequence:
         return _outside(rule)
-    one = _outside(config_lib.Rule(rule.kind, rule.low, rule.high, rule.low_open, rule.high_open))
-    good = {"int": 1, "float": 0.5}[rule.kind]
+    one = _outside(dataclasses.replace(rule, sequence=False))
+    good = {"int": 1, "float": 0.5, "choice": "lr"}[rule.kind]
     return st.tuples(one, st.integers(0, 2)).map(lambda t: (good,) * t[1] + (t[0],))
 
 
@@ -184,6 +185,10 @@ _CROSS_FIELD_CASES = st.one_of(
     st.sampled_from(["sgd", "adam", "adamw", "rmsprop", "adagrad", "adadelta"]).map(
         lambda name: {"optim.name": name, "sweep.momentum": (0.5, 0.9)}
     ),
+    # optim.name is free text that optim.build checks: a registered name or a plug-in.
+    st.text(max_size=12)
+    .filter(lambda s: s not in optim.OPTIMIZERS and not s.startswith("optax.") and ":" not in s)
+    .map(lambda name: {"optim.name": name}),
     st.integers(1, 4).map(lambda n: {"parallel.num_processes": n, "parallel.process_id": n}),
     st.sampled_from([{"model.name": "resnet_cifar", "model.depth": 21}]),
 )

@@ -137,3 +137,81 @@ def test_describe_states_every_hyperparameter_in_force():
     assert optim.describe(adam.optim) == (
         "adam (b1 0.9, b2 0.999, eps 1e-08), lr 0.01, cosine decay to 0 by the last step"
     )
+
+
+@pytest.mark.parametrize("name", ["optax.lion", "optax.nadamw", "optax.sgd"])
+def test_any_optax_optimizer_by_name_decreases_a_quadratic(name: str) -> None:
+    config = small_config(**{"optim.name": name, "optim.lr": 0.1})
+    for field, value in optim.defaults(name).items():
+        config.optim[field] = value
+    loss, lr = _quadratic_step(config)
+    assert np.isfinite(loss) and loss < 14.0
+    assert lr == pytest.approx(0.1)
+
+
+def test_a_plug_in_takes_its_own_defaults_as_tunable_hyperparameters() -> None:
+    # lion's b2 is 0.99 and its weight decay 1e-3, not Adam's; sgd's momentum=None is not numeric.
+    assert optim.defaults("optax.lion") == {"weight_decay": 1e-3, "b1": 0.9, "b2": 0.99}
+    assert optim.uses("optax.sgd") == ()
+    assert optim.uses("adam") == ("weight_decay", "b1", "b2", "eps")
+
+
+@pytest.fixture
+def user_module(tmp_path, monkeypatch):
+    """A researcher's module `myopt` on the path: `make(learning_rate)` and a bad `needs_beta`."""
+    (tmp_path / "myopt_for_tests.py").write_text(
+        "import optax\n\n"
+        "def make(learning_rate):\n"
+        "    return optax.sgd(learning_rate, momentum=0.95)\n\n"
+        "def needs_beta(learning_rate, beta):\n"
+        "    return optax.sgd(learning_rate, momentum=beta)\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    return "myopt_for_tests"
+
+
+def test_module_factory_is_an_optimizer_of_its_learning_rate(user_module) -> None:
+    name = f"{user_module}:make"
+    config = small_config(**{"optim.name": name, "optim.lr": 0.05})
+    opt = optim.build(config.optim, total_steps=10)
+    params = {"w": jnp.array([1.0])}
+    grads = {"w": jnp.array([2.0])}
+    state = opt.tx.init(params)
+    first, state = opt.tx.update(grads, state, params)
+    second, _ = opt.tx.update(grads, state, params)
+    # Heavy ball with momentum 0.95: -lr g, then -lr (g + 0.95 g).
+    np.testing.assert_allclose([first["w"][0], second["w"][0]], [-0.1, -0.1 * 1.95], rtol=1e-5)
+    assert optim.describe(config.optim) == f"{name}, lr 0.05"
+
+
+@pytest.mark.parametrize(
+    ("name", "match"),
+    [
+        ("adamm", r"optim\.name='adamm' is not known; allowed values: adadelta, .*module:factory"),
+        ("optax.adamm", r"optim\.name='optax\.adamm' is not known \('optax' has no 'adamm'\)"),
+        ("nosuchmodule_xyz:make", r"cannot import 'nosuchmodule_xyz'"),
+        ("optax.chain", r"optim\.name='optax\.chain' must be a function of learning_rate"),
+        (
+            "{mod}:needs_beta",
+            r"must be a function of learning_rate .*required: learning_rate, beta",
+        ),
+    ],
+)
+def test_bad_optimizer_names_say_what_is_allowed(user_module, name: str, match: str) -> None:
+    config = small_config(**{"optim.name": name.format(mod=user_module)})
+    with pytest.raises(ConfigError, match=match):
+        optim.build(config.optim, 10)
+
+
+def test_adam_betas_and_eps_are_injected_per_member() -> None:
+    opt = optim.build(small_config(**{"optim.name": "adam", "optim.lr": 1.0}).optim, 10)
+    params = {"w": jnp.ones(1)}
+    grads = {"w": jnp.full(1, 0.5)}
+
+    def first_update(b1, eps):
+        state = optim.set_hyperparams(opt.tx.init(params), b1=b1, eps=eps)
+        return opt.tx.update(grads, state, params)[0]["w"][0]
+
+    got = jax.vmap(first_update)(jnp.array([0.9, 0.0]), jnp.array([1e-8, 0.5]))
+    # Adam's first step is -lr * g / (|g| + eps) whatever b1 (bias correction): -1, then -0.5.
+    np.testing.assert_allclose(got, [-1.0, -0.5], rtol=1e-4)

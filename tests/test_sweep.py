@@ -10,6 +10,7 @@ from conftest import small_config
 
 from dlresearch import config as config_lib
 from dlresearch import train
+from dlresearch.errors import ConfigError
 from dlresearch.metrics import read_jsonl
 
 
@@ -28,6 +29,9 @@ def test_members_are_the_product_of_the_sweep_axes() -> None:
         "lr": 0.01,
         "weight_decay": 0.0,
         "momentum": 0.9,
+        "b1": 0.9,
+        "b2": 0.999,
+        "eps": 1e-8,
         "init_scale": 1.0,
     }
     assert config_lib.swept_axes(config) == ["seed", "lr"]
@@ -105,3 +109,34 @@ def test_a_diverging_member_does_not_disturb_the_others(tmp_path: Path) -> None:
     member0 = [r for r in records if r.get("member") == 0 and "test/loss" in r]
     assert member0[-1]["test/loss"] == pytest.approx(solo.final[0]["test/loss"], rel=1e-5)
     assert member0[-1]["sweep/lr"] == 1e-3
+
+
+def test_zipped_axes_are_points_crossed_with_the_seeds(make_config) -> None:
+    config = make_config(
+        **{
+            "optim.name": "adam",
+            "sweep.seed": (0, 1),
+            "sweep.lr": (0.1, 0.2, 0.3),
+            "sweep.b1": (0.5, 0.6, 0.7),
+            "sweep.zipped": ("lr", "b1"),
+        }
+    )
+    config_lib.validate(config)
+    members = config_lib.sweep_members(config)
+    assert [(m["seed"], m["lr"], m["b1"]) for m in members] == [
+        (s, lr, b1) for s in (0, 1) for lr, b1 in ((0.1, 0.5), (0.2, 0.6), (0.3, 0.7))
+    ]
+    assert {m["eps"] for m in members} == {config.optim.eps}
+
+
+def test_zipped_axes_of_unequal_lengths_are_rejected(make_config) -> None:
+    config = make_config(**{"optim.name": "adam", "sweep.lr": (0.1, 0.2), "sweep.eps": (1.0,)})
+    config.sweep.zipped = ("lr", "eps")
+    with pytest.raises(ConfigError, match=r"sweep\.zipped=\('lr', 'eps'\) .*lr 2, eps 1"):
+        config_lib.validate(config)
+
+
+def test_sweeping_a_hyperparameter_the_optimizer_ignores_is_rejected(make_config) -> None:
+    config = make_config(**{"optim.name": "sgd", "sweep.b1": (0.5, 0.9)})
+    with pytest.raises(ConfigError, match=r"sweep\.b1=\(0\.5, 0\.9\) has no effect .*'sgd'"):
+        config_lib.validate(config)

@@ -1,0 +1,169 @@
+"""The equal tuning protocol: every arm gets the same K quasi-random points of its space.
+
+For each problem and arm, in `WORKDIR/tuning/<problem>/<arm>`: ONE run whose sweep is the K points
+(`sweep.zipped`) crossed with the tuning seeds, on the training set minus a held-out validation
+split, evaluated once at its end. The point with the best mean validation accuracy (a diverged
+member scores 0; ties go to the lower training loss) then trains on the evaluation seeds, on the
+whole training set, in `WORKDIR/runs/<problem>/<arm>`. `train.run` resumes an unfinished run from
+its checkpoint and reads a finished one back, so asking again continues where a stop left off.
+"""
+
+import dataclasses
+import functools
+import json
+import os
+import time
+from collections.abc import Callable, Sequence
+
+import ml_collections
+import numpy as np
+
+from dlresearch import config as config_lib
+from dlresearch import data, train
+from dlresearch.ablation.runs import Run
+from dlresearch.ablation.spec import TUNING_SEEDS, Variant
+from dlresearch.metrics import METRICS_FILE, TRAIN_LOSS, eval_key, member_records
+from dlresearch.optimizer_benchmark.problems import Problem
+from dlresearch.optimizer_benchmark.search_space import Arm, points
+
+VALIDATION_ACCURACY = eval_key("validation", "accuracy")
+TEST_ACCURACY = eval_key("test", "accuracy")
+EVAL_SEEDS = {"test": (0, 1), "quick": (0, 1, 2, 3, 4), "standard": (0, 1, 2, 3, 4)}
+EVAL_SEEDS["paper"] = EVAL_SEEDS["standard"]
+
+
+@dataclasses.dataclass(frozen=True)
+class Setting:
+    """One problem as this invocation runs it: its preset's base config and the seeds."""
+
+    name: str
+    problem: Problem
+    config: ml_collections.ConfigDict
+    seeds: tuple[int, ...]  # evaluation seeds
+    k: int  # tuning points per arm
+
+
+def arm_config(setting: Setting, arm: Arm, values: dict[str, float]) -> ml_collections.ConfigDict:
+    """The problem's config with `arm`'s optimizer, its fixed values, then `values` set."""
+    fields = {"optim.name": arm.optimizer}
+    fields |= {f"optim.{field}": value for field, value in {**arm.fixed(), **values}.items()}
+    return config_lib.apply_overrides(setting.config, fields)
+
+
+def tuning_config(setting: Setting, arm: Arm) -> ml_collections.ConfigDict:
+    """The arm's K points crossed with the tuning seeds as one sweep, on a held-out split."""
+    drawn = points(arm.space, setting.k)
+    sweep = {f"sweep.{d.field}": tuple(p[d.field] for p in drawn) for d in arm.space}
+    return config_lib.apply_overrides(
+        arm_config(setting, arm, {}),
+        {
+            **sweep,
+            "sweep.zipped": tuple(d.field for d in arm.space),
+            "sweep.seed": TUNING_SEEDS,
+            "data.holdout": setting.problem.holdout,
+            "eval.every_steps": 0,  # evaluated once, at the end: selection reads final values
+        },
+    )
+
+
+def evaluation_config(
+    setting: Setting, arm: Arm, point: dict[str, float]
+) -> ml_collections.ConfigDict:
+    """The arm at its selected `point` on the evaluation seeds."""
+    return config_lib.apply_overrides(
+        arm_config(setting, arm, point), {"sweep.seed": setting.seeds}
+    )
+
+
+@functools.cache
+def _sizes(data_json: str) -> tuple[int, int]:
+    dataset = data.load(ml_collections.ConfigDict(json.loads(data_json)))
+    return len(dataset.train_labels), len(dataset.test_labels)
+
+
+def data_sizes(config: ml_collections.ConfigDict) -> tuple[int, int]:
+    """Training and evaluation examples of `config` (loading checks the files, once per setting)."""
+    return _sizes(json.dumps(config.data.to_dict(), sort_keys=True))
+
+
+def train_run(name: str, arm: Arm, config: ml_collections.ConfigDict, run_dir: str) -> Run:
+    """Train, resume or read back `config` in `run_dir`, as a `Run` of the arm."""
+    start = time.perf_counter()
+    result = train.run(config, run_dir)
+    num_train, num_eval = data_sizes(config)
+    return Run(
+        part=name,
+        variant=Variant(arm.label),
+        config=config,
+        workdir=run_dir,
+        members=result.members,
+        history=member_records(os.path.join(run_dir, METRICS_FILE), len(result.members)),
+        diverged_at=result.diverged_at,
+        num_train=num_train,
+        num_eval=num_eval,
+        init_diagnostics=[{} for _ in result.members],
+        seconds=time.perf_counter() - start,
+    )
+
+
+@dataclasses.dataclass(frozen=True)
+class Tuned:
+    """One arm on one problem: its tuning run, the points' scores, and the evaluation run."""
+
+    arm: Arm
+    points: list[dict[str, float]]
+    scores: np.ndarray  # per point, mean validation accuracy over the tuning seeds (diverged: 0)
+    selected: int
+    tuning: Run
+    evaluation: Run
+
+    @property
+    def point(self) -> dict[str, float]:
+        return self.points[self.selected]
+
+
+def point_scores(run: Run, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per point, the mean final validation accuracy over the tuning seeds (a diverged member
+    scores 0) and the mean final training loss (for ties). Members are seed-major."""
+    accuracy = np.where([d is None for d in run.diverged_at], run.final(VALIDATION_ACCURACY), 0.0)
+    accuracy = np.nan_to_num(accuracy, nan=0.0).reshape(-1, k).mean(axis=0)
+    loss = np.nan_to_num(run.final(TRAIN_LOSS), nan=np.inf).reshape(-1, k).mean(axis=0)
+    return accuracy, loss
+
+
+def tune_and_evaluate(
+    setting: Setting, arm: Arm, workdir: str, log: Callable[[str], None]
+) -> Tuned:
+    """The protocol for one arm on one problem (resumed or read back where it already ran)."""
+    where = os.path.join(setting.name, arm.label)
+    config = tuning_config(setting, arm)
+    log(f"{where}: tuning {setting.k} points x {len(TUNING_SEEDS)} seed(s) as one program ...")
+    tuning = train_run(setting.name, arm, config, os.path.join(workdir, "tuning", where))
+    scores, loss = point_scores(tuning, setting.k)
+    selected = int(np.lexsort((loss, -scores))[0])
+    drawn = points(arm.space, setting.k)
+    log(
+        f"{where}: tuned in {tuning.seconds:.0f} s; selected "
+        + ", ".join(f"{f} {v:.3g}" for f, v in drawn[selected].items())
+        + f" (validation accuracy {scores[selected]:.4f}); evaluating on {len(setting.seeds)} seeds"
+    )
+    config = evaluation_config(setting, arm, drawn[selected])
+    evaluation = train_run(setting.name, arm, config, os.path.join(workdir, "runs", where))
+    log(f"{where}: evaluated in {evaluation.seconds:.0f} s")
+    return Tuned(arm, drawn, scores, selected, tuning, evaluation)
+
+
+def check(settings: Sequence[Setting], arms: Sequence[Arm]) -> list[ml_collections.ConfigDict]:
+    """Every config the benchmark will train, validated, and every dataset loaded, before anything
+    is written (the evaluation configs at the first point: their values only differ in range)."""
+    configs = []
+    for setting in settings:
+        data_sizes(setting.config)
+        for arm in arms:
+            configs += [
+                tuning_config(setting, arm),
+                evaluation_config(setting, arm, points(arm.space, 1)[0]),
+            ]
+    for config in configs:
+        config_lib.validate(config)
+    return configs

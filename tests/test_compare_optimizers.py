@@ -1,0 +1,290 @@
+"""The optimizer benchmark: search spaces, the tuning protocol, its statistics and the command."""
+
+import dataclasses
+import itertools
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from test_data import write_idx_dataset
+
+from dlresearch import config as config_lib
+from dlresearch import train
+from dlresearch.ablation import stats
+from dlresearch.errors import ConfigError, Interrupted
+from dlresearch.metrics import read_jsonl
+from dlresearch.optimizer_benchmark import analysis, benchmark, choi2019, problems, protocol
+from dlresearch.optimizer_benchmark.search_space import (
+    DEFAULT_LR,
+    Arm,
+    Dimension,
+    parse_arm,
+    points,
+    with_space,
+)
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+# -- search spaces -------------------------------------------------------------------------------
+def test_points_are_quasi_random_strata_and_the_same_every_time() -> None:
+    space = (Dimension("lr", 1e-4, 1.0, "log"), Dimension("b1", 0.5, 0.999, "log1m"))
+    drawn = points(space, 8)
+    assert drawn == points(space, 8)
+    u = [math.log(p["lr"] / 1e-4) / math.log(1e4) for p in drawn]
+    # The first 8 points of a scrambled Halton sequence put one point in each eighth (base 2).
+    assert sorted(int(8 * x) for x in u) == list(range(8))
+    assert all(0.5 <= p["b1"] < 0.999 for p in drawn)
+
+
+def test_a_decay_rate_is_log_uniform_in_its_distance_from_one() -> None:
+    b1 = Dimension("b1", 0.9, 0.999, "log1m")
+    assert b1.value(0.0) == pytest.approx(0.9)
+    assert b1.value(0.5) == pytest.approx(1 - math.sqrt(0.1 * 0.001))
+
+
+@pytest.fixture
+def user_module(tmp_path, monkeypatch) -> str:
+    (tmp_path / "benchopt_for_tests.py").write_text(
+        "import optax\n\ndef make(learning_rate):\n    return optax.sgd(learning_rate, momentum=0.95)\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    return "benchopt_for_tests:make"
+
+
+def test_any_optimizer_gets_the_default_learning_rate_space(user_module: str) -> None:
+    for name in ("adam", "optax.lion", user_module):
+        assert parse_arm(name) == Arm(name, name, (DEFAULT_LR,))
+    assert parse_arm("wide=adam") == Arm("wide", "adam", (DEFAULT_LR,))
+    # Not searched: the optimizer's own defaults (lion's b2 is 0.99).
+    assert parse_arm("optax.lion").fixed() == {"weight_decay": 1e-3, "b1": 0.9, "b2": 0.99}
+
+
+def test_a_space_makes_b1_and_eps_searched_and_keeps_the_default_lr() -> None:
+    arms = with_space([parse_arm("adam"), parse_arm("sgd")], "adam b1=0.5..0.99 eps=1e-8..1")
+    assert [d.field for d in arms[0].space] == ["lr", "b1", "eps"]
+    assert arms[0].space[2] == Dimension("eps", 1e-8, 1.0, "log")
+    assert arms[1].space == (DEFAULT_LR,)
+
+
+@pytest.mark.parametrize(
+    ("space", "match"),
+    [
+        ("adam b3=0.1..0.9", r"'b3' is not searchable; allowed: lr, weight_decay, b1, b2, eps"),
+        ("sgd momentum=0.1..0.9", r"'momentum' is not searchable; allowed: lr, weight_decay$"),
+        ("adam lr=1..0.1", r"needs LOW < HIGH"),
+        ("adam b1=0.5..1.5", r"needs LOW < HIGH, each a finite number in \[0, 1\)"),
+        ("adam lr=1e-4..1:cubic", r"scale 'cubic' is not known; allowed: log, log1m, linear"),
+        ("adam lr=small", r"allowed: FIELD=LOW..HIGH\[:SCALE\]"),
+        ("adamw lr=1e-4..1", r"names no optimizer; allowed: adam, sgd \(as given\)"),
+    ],
+)
+def test_bad_spaces_name_the_field_and_what_is_allowed(space: str, match: str) -> None:
+    with pytest.raises(ConfigError, match=match):
+        with_space([parse_arm("adam"), parse_arm("sgd")], space)
+
+
+def test_a_misspelled_optimizer_lists_the_allowed_names() -> None:
+    with pytest.raises(ConfigError, match=r"optim\.name='adamm' is not known; allowed values: "):
+        parse_arm("adamm")
+
+
+# -- statistics ------------------------------------------------------------------------------------
+def test_expected_best_of_k_is_the_mean_max_over_every_draw() -> None:
+    scores = [0.2, 0.9, 0.5, 0.7]
+    for k in (1, 2, 3):
+        draws = list(itertools.product(scores, repeat=k))
+        assert analysis.expected_best(scores, k) == pytest.approx(np.mean([max(d) for d in draws]))
+    curve = analysis.budget_curve(scores)
+    assert curve.shape == (4, 3)
+    assert np.all(np.diff(curve[:, 0]) > 0)
+    assert np.all((curve[:, 1] <= curve[:, 0]) & (curve[:, 0] <= curve[:, 2]))
+
+
+def test_rank_frequencies_follow_the_resampled_seeds() -> None:
+    values = np.array([[0.9, 0.9, 0.9], [0.5, 0.5, 0.5], [0.1, 0.95, 0.1]])
+    freq = analysis.rank_frequencies(values)
+    # Arm 2's mean beats arm 0's only if the resample is its good seed 3 times (1/27), arm 1's if
+    # at least twice (7/27); arm 0 always beats arm 1.
+    np.testing.assert_allclose(freq[2], [1 / 27, 6 / 27, 20 / 27], atol=0.035)
+    np.testing.assert_allclose(freq[0], [1 - freq[2, 0], freq[2, 0], 0])
+    assert freq[1, 2] == pytest.approx(freq[2, 0] + freq[2, 1])
+
+
+def test_performance_profile_counts_problems_within_tau_of_the_best() -> None:
+    costs = np.array([[1.0, 2.0, np.inf], [4.0, 2.0, np.inf]])
+    profile = analysis.performance_profile(costs, np.array([1.0, 1.5, 2.0]))
+    np.testing.assert_allclose(profile, [[0.5, 0.5, 1.0], [0.5, 0.5, 1.0], [0, 0, 0]])
+
+
+def _effect(low: float, high: float) -> stats.Effect:
+    return stats.Effect("d", (low + high) / 2, low, high, 0.5, 5, "paired t", unit="pp")
+
+
+@pytest.mark.parametrize(
+    ("low", "high", "outcome"),
+    [
+        (-0.004, 0.01, stats.Outcome.REPRODUCED),
+        (-0.02, -0.006, stats.Outcome.NOT_REPRODUCED),
+        (-0.02, 0.01, stats.Outcome.INCONCLUSIVE),
+    ],
+)
+def test_choi_non_inferiority_rule(low: float, high: float, outcome: stats.Outcome) -> None:
+    assert choi2019.non_inferiority(_effect(low, high), 0.005).outcome == outcome
+
+
+# -- the protocol, end to end ----------------------------------------------------------------------
+def _setting(
+    name: str = "digits_mlp", preset: str = "test", k: int = 4, **changes
+) -> protocol.Setting:
+    problem = dataclasses.replace(problems.PROBLEMS.get(name), **changes)
+    return protocol.Setting(name, problem, problem.config(preset, ""), (0, 1), k)
+
+
+def test_an_arms_points_are_one_sweep_on_the_tuning_seeds() -> None:
+    arm = with_space([parse_arm("adam")], "adam b1=0.5..0.99")[0]
+    config = protocol.tuning_config(_setting(), arm)
+    config_lib.validate(config)
+    members = config_lib.sweep_members(config)
+    assert [(m["lr"], m["b1"]) for m in members] == [
+        (p["lr"], p["b1"]) for p in points(arm.space, 4)
+    ]
+    assert config.data.holdout == 300
+
+
+@pytest.fixture(scope="module")
+def benchmark_run(tmp_path_factory) -> tuple[Path, dict]:
+    workdir = tmp_path_factory.mktemp("bench")
+    arms = [parse_arm("adam"), parse_arm("momentum"), parse_arm("optax.lion")]
+    results = benchmark.run(
+        [_setting()], arms, str(workdir), title="t", command="c", log=lambda s: None
+    )
+    return workdir, results
+
+
+def test_the_report_states_each_comparison_with_its_interval(benchmark_run) -> None:
+    workdir, _ = benchmark_run
+    report = (workdir / "report.md").read_text()
+    for label in ("momentum", "optax.lion"):
+        lines = [line for line in report.splitlines() if f"{label} minus adam" in line]
+        assert lines and all("95% CI" in line for line in lines)
+    assert (workdir / "performance_profiles.png").exists()
+    assert (workdir / "digits_mlp_tuning_budget.png").exists()
+    kinds = [row.split(",")[2] for row in (workdir / "results.csv").read_text().splitlines()[1:]]
+    assert kinds.count("tuning point") == 3 * 4 and kinds.count("evaluation") == 3 * 2
+
+
+def test_the_selected_point_is_the_best_on_validation_and_trains_on_the_seeds(
+    benchmark_run,
+) -> None:
+    workdir, results = benchmark_run
+    for tuned in results["digits_mlp"]:
+        tuning_dir = workdir / "tuning" / "digits_mlp" / tuned.arm.label
+        finals = {}
+        for record in read_jsonl(tuning_dir / "metrics.jsonl"):
+            if "validation/accuracy" in record:
+                finals[record["member"]] = record["validation/accuracy"]
+        assert len(finals) == 4  # the K points trained in one run
+        best = max(finals, key=finals.get)
+        assert finals[best] == pytest.approx(tuned.scores.max())
+        config = json.loads(
+            (workdir / "runs" / "digits_mlp" / tuned.arm.label / "config.json").read_text()
+        )
+        assert config["optim"]["lr"] == pytest.approx(tuned.points[best]["lr"])
+        assert config["sweep"]["seed"] == [0, 1]
+
+
+def test_a_stopped_benchmark_writes_no_report_and_resumes(tmp_path, monkeypatch) -> None:
+    arms = [parse_arm("adam"), parse_arm("sgd")]
+    real = protocol.train_run
+
+    def stop_at_sgd(name, arm, config, run_dir):
+        if arm.label == "sgd":
+            raise Interrupted(15, 0)
+        return real(name, arm, config, run_dir)
+
+    monkeypatch.setattr(protocol, "train_run", stop_at_sgd)
+    with pytest.raises(Interrupted):
+        benchmark.run(
+            [_setting(k=2)], arms, str(tmp_path), title="t", command="c", log=lambda s: None
+        )
+    assert not (tmp_path / "report.md").exists()
+    monkeypatch.setattr(protocol, "train_run", real)
+    trained = []
+    chunk = train.Trainer.train_chunk
+
+    def counted(self, *args, **kwargs):
+        trained.append(self.config.optim.name)
+        return chunk(self, *args, **kwargs)
+
+    monkeypatch.setattr(train.Trainer, "train_chunk", counted)
+    benchmark.run([_setting(k=2)], arms, str(tmp_path), title="t", command="c", log=lambda s: None)
+    assert (tmp_path / "report.md").exists()
+    assert set(trained) == {"sgd"}  # adam's finished runs were read back, not retrained
+
+
+def test_fashion_mnist_2c2d_runs_on_synthetic_idx_files(tmp_path, monkeypatch) -> None:
+    write_idx_dataset(tmp_path, monkeypatch, num_train=200, num_test=40, dataset="fashion_mnist")
+    problem = dataclasses.replace(problems.PROBLEMS.get("fmnist_2c2d"), holdout=40)
+    setting = protocol.Setting(
+        "fmnist_2c2d", problem, problem.config("test", str(tmp_path)), (0, 1), 2
+    )
+    assert setting.config.model.cnn_preset == "deepobs_2c2d"
+    results = benchmark.run(
+        [setting],
+        [parse_arm("adam"), parse_arm("momentum")],
+        str(tmp_path / "w"),
+        title="t",
+        command="c",
+        log=lambda s: None,
+    )
+    assert [t.evaluation.config.train.steps for t in results["fmnist_2c2d"]] == [10, 10]
+    assert (tmp_path / "w" / "report.md").exists()
+
+
+def test_every_registered_problem_has_every_preset_and_a_valid_config() -> None:
+    for name in problems.PROBLEMS.names():
+        problem = problems.PROBLEMS.get(name)
+        for preset in problems.PRESETS:
+            config_lib.validate(problem.config(preset, ""))
+
+
+def test_the_command_line_rejects_a_misspelled_optimizer_in_one_line(tmp_path) -> None:
+    workdir = tmp_path / "w"
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "dlresearch.compare_optimizers",
+            "--optimizers=adam,adamm",
+            "--problems=digits_mlp",
+            f"--workdir={workdir}",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+    assert proc.returncode == 2
+    assert proc.stdout == "" and proc.stderr.startswith("error: --optimizers: optim.name='adamm'")
+    assert len(proc.stderr.strip().splitlines()) == 1
+    assert not workdir.exists()
+
+
+def test_tuning_speed_times_one_program_and_k_processes(tmp_path) -> None:
+    out = tmp_path / "speed.json"
+    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}  # as a user runs it
+    subprocess.run(
+        [sys.executable, "-m", "benchmarks.tuning_speed", "--k=2", "--problem=digits_mlp",
+         "--preset=test", "--data_dir=", f"--json={out}"],
+        cwd=ROOT, check=True, capture_output=True, env={**env, "PYTHONPATH": str(ROOT)},
+    )  # fmt: skip
+    result = json.loads(out.read_text())
+    assert len(result["trial_s"]) == 2
+    assert result["sequential_s"] == pytest.approx(sum(result["trial_s"]))
+    assert result["ratio"] == pytest.approx(result["sequential_s"] / result["one_program_s"])
