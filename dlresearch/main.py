@@ -82,7 +82,7 @@ def main(argv: list[str]) -> None:
     # JAX logs each absent backend it probes (libtpu on every non-TPU machine) at INFO; a backend
     # that should be there and fails is a WARNING, which stays.
     pylogging.getLogger("jax._src.xla_bridge").setLevel(pylogging.WARNING)
-    run_or_fail(_CONFIG.value, os.path.abspath(_WORKDIR.value), _OVERWRITE.value)
+    run_or_fail(_CONFIG.value, _WORKDIR.value, _OVERWRITE.value)
 
 
 if __name__ == "__main__":

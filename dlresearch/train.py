@@ -341,6 +341,7 @@ def run(
     `measure_at_init` writes the diagnostics of the initial state to `INIT_DIAGNOSTICS_FILE`
     (once; a run asked again keeps the file).
     """
+    workdir = os.path.abspath(workdir)  # Orbax needs an absolute path
     with _graceful_stop() as stop:
         config_lib.validate(config)
         workdir_lib.check_name(workdir)

@@ -37,7 +37,7 @@ def parts(preset, dirs):
                 ablation.Variant("low", {"optim.lr": 0.0001}),
                 ablation.Variant("high", {"optim.lr": 0.01}),
             ),
-            judge=judge,
+            judge=judge, kind="speed", quote="a larger rate trains faster",
         )
     ]
 

@@ -267,6 +267,8 @@ def _variant_run(
         if tuning_run is None:
             return None
         lr = best_value(tuning_run, "lr", part.tuning.score)
+        if name:
+            log(f"{name} tuning: selected lr {lr:g} (by {part.tuning.metric})")
         config = config_lib.apply_overrides(config, {"optim.lr": lr})
     run_dir = os.path.join(workdir, "runs", part.name, variant.name)
     seconds = (
