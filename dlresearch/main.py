@@ -7,7 +7,6 @@ what is wrong; nothing is written.
 
 import logging as pylogging
 import math
-import os
 import sys
 
 import ml_collections
