@@ -32,7 +32,10 @@ def test_experiment_names_the_experiments() -> None:
     result = run_script("experiment", "nope")
     assert result.returncode == 2
     assert result.stderr.startswith("error: dlresearch-experiment NAME|FILE [flags]: NAME='nope'")
-    assert "activations, all, batchnorm, initialization, optimizers, residual" in result.stderr
+    assert (
+        "activations, all, batchnorm, dropout, initialization, optimizers, residual"
+        in result.stderr
+    )
 
 
 def test_experiment_help_lists_the_experiments(tmp_path: Path) -> None:
@@ -192,6 +195,12 @@ def test_install_declares_runtime_dependencies_only() -> None:
 def test_install_puts_everything_under_dlresearch() -> None:
     setuptools = PYPROJECT["tool"]["setuptools"]
     assert all(p == "dlresearch" or p.startswith("dlresearch.") for p in setuptools["packages"])
+    # Every subpackage of the library is installed (a missing one imports in a checkout only).
+    subpackages = {
+        ".".join(init.parent.relative_to(ROOT).parts)
+        for init in ROOT.glob("dlresearch/**/__init__.py")
+    }
+    assert subpackages <= set(setuptools["packages"])
     assert setuptools["package-dir"] == {
         "dlresearch.configs": "configs",
         "dlresearch.experiments": "experiments",
