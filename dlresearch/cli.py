@@ -15,6 +15,7 @@ declare in the entry-point group "dlresearch.experiments" (in a checkout: a modu
 """
 
 import ast
+import contextlib
 import difflib
 import importlib.machinery
 import importlib.metadata
@@ -23,12 +24,14 @@ import os
 import runpy
 import shlex
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
 import ml_collections
-from absl import flags
+from absl import flags, logging
+
+from dlresearch.errors import Interrupted, UserError
 
 EXPERIMENTS_GROUP = "dlresearch.experiments"
 HELP_FLAGS = ("--help", "-h", "-?", "--helpshort", "--help=true")
@@ -39,6 +42,20 @@ def fail(message: str) -> NoReturn:
     """One line on stderr and exit code 2: how every command line reports a bad config or input."""
     print(f"error: {message}", file=sys.stderr)
     sys.exit(2)
+
+
+@contextlib.contextmanager
+def reported() -> Iterator[None]:
+    """How every command line ends its work: a `UserError` as one `error:` line with exit code 2
+    (`fail`); a stop by a signal (`Interrupted`, the checkpoint committed) with exit code 128 + the
+    signal, as a shell reports a killed process, so a script or loop over commands stops too."""
+    try:
+        yield
+    except UserError as error:
+        fail(str(error))
+    except Interrupted as stop:
+        logging.warning("%s", stop)
+        sys.exit(stop.exit_code)
 
 
 def _checkout() -> Path | None:

@@ -17,8 +17,8 @@ import sys
 
 from absl import app, flags, logging
 
-from dlresearch.cli import fail, parse_flags
-from dlresearch.errors import ConfigError, Interrupted, UserError
+from dlresearch.cli import fail, parse_flags, reported
+from dlresearch.errors import ConfigError
 from dlresearch.optimizer_benchmark import benchmark, problems, protocol, search_space
 
 _OPTIMIZERS = flags.DEFINE_list(
@@ -97,7 +97,7 @@ def main(argv: list[str]) -> None:
     # Orbax logs every save at INFO through absl; the benchmark prints its own progress lines.
     logging.set_verbosity(logging.WARNING)
     command = " ".join(["python -m dlresearch.compare_optimizers", *sys.argv[1:]])
-    try:
+    with reported():
         benchmark.run(
             _settings(),
             _arms(),
@@ -105,11 +105,6 @@ def main(argv: list[str]) -> None:
             title="Optimizers compared under one tuning protocol",
             command=command,
         )
-    except UserError as error:
-        fail(str(error))
-    except Interrupted as stop:
-        logging.warning("%s", stop)
-        sys.exit(stop.exit_code)
 
 
 def run() -> None:

@@ -15,8 +15,7 @@ from ml_collections import config_flags
 
 from dlresearch import config as config_lib
 from dlresearch import metrics, train
-from dlresearch.cli import fail, parse_flags, prepare_config_argv
-from dlresearch.errors import Interrupted, UserError
+from dlresearch.cli import fail, parse_flags, prepare_config_argv, reported
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "A shipped config by name (default, mnist_mlp) or a config file's path."
@@ -64,14 +63,9 @@ def run_or_fail(config: ml_collections.ConfigDict, workdir: str, overwrite: bool
     """`train.run`, then its `closing_summary`; a `UserError` reported as one `error:` line with
     exit code 2, a stop by a signal (checkpoint committed) with exit code 128 + the signal, as a
     shell reports a killed process."""
-    try:
+    with reported():
         result = train.run(config, workdir, overwrite=overwrite)
         print(closing_summary(config, workdir, result))
-    except UserError as error:
-        fail(str(error))
-    except Interrupted as stop:
-        logging.warning("%s", stop)
-        sys.exit(stop.exit_code)
 
 
 def main(argv: list[str]) -> None:

@@ -16,8 +16,7 @@ from dlresearch import train
 from dlresearch.ablation.runner import Share, claim_workdir, run_experiment, stop_on_signal
 from dlresearch.ablation.spec import DEFAULT_SEEDS, PRESETS, DataDirs, Experiment
 from dlresearch.ablation.writeup import write_index
-from dlresearch.cli import check_overrides, fail, parse_flags
-from dlresearch.errors import Interrupted, UserError
+from dlresearch.cli import check_overrides, fail, parse_flags, reported
 
 ALL = "all"  # what an experiment workdir of several experiments records as its experiment
 
@@ -105,7 +104,7 @@ def _run_from_flags(experiments: Sequence[Experiment], config_flag: Any) -> None
         fail("--parts selects parts of one experiment; run that experiment's script instead")
     dirs = DataDirs(fv.data_dir, fv.cifar_dir)
     overrides = config_flags.get_override_values(fv[config_flag.name])
-    try:
+    with reported():
         share = _share()
         with stop_on_signal():
             if len(experiments) == 1:
@@ -126,11 +125,6 @@ def _run_from_flags(experiments: Sequence[Experiment], config_flag: Any) -> None
                     )
             else:
                 _run_all(experiments, dirs, seeds, overrides, share)
-    except UserError as error:
-        fail(str(error))
-    except Interrupted as stop:
-        logging.warning("%s", stop)
-        sys.exit(stop.exit_code)
 
 
 def _run_all(

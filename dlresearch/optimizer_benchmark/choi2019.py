@@ -22,8 +22,7 @@ import sys
 from absl import app, flags, logging
 
 from dlresearch.ablation import stats
-from dlresearch.cli import fail, parse_flags
-from dlresearch.errors import Interrupted, UserError
+from dlresearch.cli import fail, parse_flags, reported
 from dlresearch.metrics import eval_key
 from dlresearch.optimizer_benchmark import benchmark, problems, protocol
 from dlresearch.optimizer_benchmark.search_space import DEFAULT_LR, Arm, Dimension
@@ -110,7 +109,7 @@ def main(argv: list[str], fv: dict[str, flags.FlagHolder]) -> None:
     if len(argv) > 1:
         fail(f"unexpected arguments: {' '.join(argv[1:])}")
     logging.set_verbosity(logging.WARNING)
-    try:
+    with reported():
         problem = problems.PROBLEMS.get(fv["problem"].value)
         preset = fv["preset"].value
         setting = protocol.Setting(
@@ -128,11 +127,6 @@ def main(argv: list[str], fv: dict[str, flags.FlagHolder]) -> None:
             command=" ".join(["python -m dlresearch.optimizer_benchmark.choi2019", *sys.argv[1:]]),
             judge=judge,
         )
-    except UserError as error:
-        fail(str(error))
-    except Interrupted as stop:
-        logging.warning("%s", stop)
-        sys.exit(stop.exit_code)
 
 
 if __name__ == "__main__":
