@@ -61,9 +61,10 @@ COMPARISON = ablation.Comparison(
     smallest_effect=SMALLEST_EFFECT,
     differences="No max-norm constraint, no learning-rate decay and a far shorter budget than the "
     "paper's (its Fig. 4 trains for hundreds of thousands of weight updates); momentum 0.9 with "
-    "the rate tuned per arm on the same grid. The quick preset (a smoke run) uses a 2x256 net for 2 epochs, "
-    "sized by time alone so that the six quick presets fit 15 minutes on a 2-core CPU; the paper preset the 3x1024 ReLU net for 50 "
-    "epochs. The generalisation gap is not measured (module docstring).",
+    "the rate tuned per arm on the same grid. The quick preset (a smoke run) uses a 2x256 net "
+    "for 2 epochs, sized by time alone so that the six quick presets fit 15 minutes on a 2-core "
+    "CPU; the paper preset the 3x1024 ReLU net for 50 epochs. The generalisation gap is not "
+    "measured (module docstring).",
 )
 EXPERIMENT = COMPARISON.experiment()
 
