@@ -43,8 +43,9 @@ def base_config() -> ml_collections.ConfigDict:
     # data.name="tfds": let TFDS download and prepare data.tfds_name into data.dir (or its default,
     # ~/tensorflow_datasets) when it is not prepared there. Most stock builders need tensorflow.
     c.data.tfds_download = False
-    # > 0: the last `holdout` training examples become the evaluation (validation) split.
-    c.data.holdout = 0
+    # > 0: this fraction of the training set (its last examples, the nearest whole number of them)
+    # becomes the evaluation (validation) split, e.g. 1/6: 10,000 of MNIST's 60,000.
+    c.data.holdout = 0.0
     c.data.augment = "auto"
     # "standardize": (x / 255 - mean) / std per channel; "center": x - 255 * mean (raw pixels).
     c.data.scale = "standardize"
@@ -215,7 +216,7 @@ RULES: dict[str, Rule] = {
     "data.dir": _text(),
     "data.tfds_name": _text(),
     "data.tfds_download": Rule("bool"),
-    "data.holdout": _count(),
+    "data.holdout": _rate(),
     "data.augment": _text(),  # a name data.load checks before it reads anything
     "data.scale": _text(),  # likewise
     "model.name": _names(models.MODELS),

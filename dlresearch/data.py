@@ -2,7 +2,8 @@
 
 `load(config.data)` reads a registered dataset from local files (`data.dir`, or else the download
 cache that `dataset_dir` fills, see `dlresearch.download`), checks it against the published
-checksums, applies the optional hold-out split and computes the per-channel statistics.
+checksums, applies the optional hold-out split (`data.holdout`, a fraction of the training set)
+and computes the per-channel statistics.
 `facts(config.data)` tells a dataset's sizes, classes, image shape and chance level without
 loading it (epochs to steps, targets relative to chance).
 `normalize`, `augment_crop_flip` and `epoch_permutation` are pure JAX, so the training step can
@@ -184,7 +185,20 @@ _PAD = 4  # augmentation padding, as in the ResNet paper's CIFAR-10 experiments
 
 def eval_split(config: ml_collections.ConfigDict) -> str:
     """The split a `data` config evaluates on: "validation" (`holdout` > 0) or "test"."""
-    return "validation" if int(config.get("holdout", 0)) else "test"
+    return "validation" if config.get("holdout", 0) else "test"
+
+
+def holdout_size(fraction: float, train_size: int, name: str) -> int:
+    """The training examples that `data.holdout=fraction` holds out of the `train_size` of dataset
+    `name`: the nearest whole number (1/6 of MNIST's 60,000 is 10,000). A `ConfigError` unless
+    0 <= fraction < 1 and a positive fraction leaves at least one example on either side."""
+    count = round(fraction * train_size) if 0 <= fraction < 1 else -1
+    if count < 0 or (fraction > 0 and not 0 < count < train_size):
+        raise ConfigError(
+            f"data.holdout={fraction!r} must be a fraction in [0, 1) holding out at least one "
+            f"training example and keeping one; data.name={name!r} has {train_size}"
+        )
+    return count
 
 
 def facts(config: ml_collections.ConfigDict) -> Facts:
@@ -194,7 +208,7 @@ def facts(config: ml_collections.ConfigDict) -> Facts:
     if config.name in FACTS:
         return FACTS[config.name]
     whole = ml_collections.ConfigDict(config.to_dict())
-    whole.holdout = 0
+    whole.holdout = 0.0
     return Facts.of(load(whole))
 
 
@@ -206,14 +220,8 @@ def load(config: ml_collections.ConfigDict) -> Dataset:
     splits = builder(config)
     train_images, train_labels = splits.train_images, splits.train_labels
     test_images, test_labels = splits.test_images, splits.test_labels
-    holdout = int(config.get("holdout", 0))
+    holdout = holdout_size(config.get("holdout", 0), len(train_labels), config.name)
     if holdout:
-        num_train = len(train_labels)
-        if not 0 < holdout < num_train:
-            raise ConfigError(
-                f"data.holdout={holdout} must be in [0, {num_train}): "
-                f"data.name={config.name!r} has {num_train} training examples"
-            )
         test_images, test_labels = train_images[-holdout:], train_labels[-holdout:]
         train_images, train_labels = train_images[:-holdout], train_labels[:-holdout]
     _check_labels(config.name, np.concatenate([train_labels, test_labels]), splits.num_classes)
@@ -471,6 +479,13 @@ FACTS = {
     ),
     "cifar10": Facts(train_size=50_000, test_size=10_000, num_classes=10, input_shape=(32, 32, 3)),
 }
+# How reports and rule texts name a dataset; a name not here is shown as it is.
+TITLES = {"mnist": "MNIST", "fashion_mnist": "Fashion-MNIST", "cifar10": "CIFAR-10"}
+
+
+def title(name: str) -> str:
+    """The name of dataset `name` (a `data.name`) in prose, e.g. "Fashion-MNIST"."""
+    return TITLES.get(name, name)
 
 
 @DATASETS.register("tfds")

@@ -87,7 +87,7 @@ ERROR_RULE = (
 def parts(preset: str, dirs: ablation.DataDirs) -> list[ablation.Part]:
     sizes = SIZES[preset]
     common = {
-        **dirs.mnist(),
+        **dirs.data(),
         "model.width": sizes.width,
         "model.activation": "sigmoid",
         "optim.name": "sgd",

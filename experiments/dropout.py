@@ -38,7 +38,6 @@ COMPARISON = ablation.Comparison(
     quote=QUOTE,
     source="Srivastava et al. 2014, JMLR 15, §6.1.1 and Table 2",
     base={
-        "data.name": "mnist",
         "model.depth": 3,
         "model.width": 1024,
         "optim.name": "momentum",

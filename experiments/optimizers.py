@@ -21,7 +21,7 @@ import dataclasses
 import ml_collections
 import numpy as np
 
-from dlresearch import ablation
+from dlresearch import ablation, data
 from dlresearch.ablation import stats
 
 # One grid for every optimizer, a decade apart: from below RMSProp's and Adam's usual 1e-3 to above
@@ -62,8 +62,6 @@ SIZES = {
     "quick": Sizes(mlp_width=100, mlp_epochs=5),
     "paper": Sizes(mlp_width=1_000, mlp_epochs=100, cnn_epochs=45),
 }
-# Training examples of each dataset (the tuning runs hold out the last `TUNING.holdout`).
-TRAIN_SIZE = {"digits": 1_437, "mnist": 60_000, "cifar10": 50_000}
 
 
 def _variants(names: tuple[str, ...]) -> tuple[ablation.Variant, ...]:
@@ -72,7 +70,7 @@ def _variants(names: tuple[str, ...]) -> tuple[ablation.Variant, ...]:
 
 def _epochs_config(dataset: dict, epochs: int, *overrides: dict) -> ml_collections.ConfigDict:
     """A config for `epochs` passes over the training set."""
-    steps = epochs * TRAIN_SIZE[dataset["data.name"]] // 128
+    steps = epochs * data.facts(ablation.make_config(dataset).data).train_size // 128
     return ablation.make_config(
         dataset,
         {"train.batch_size": 128, "model.activation": "relu"},
@@ -99,7 +97,7 @@ def _differences(sizes: Sizes, preset: str) -> str:
 def parts(preset: str, dirs: ablation.DataDirs) -> list[ablation.Part]:
     sizes = SIZES[preset]
     mlp = _epochs_config(
-        dirs.mnist(),
+        dirs.data(),
         sizes.mlp_epochs,
         {"model.depth": 2, "model.width": sizes.mlp_width, "model.dropout": 0.5},
     )

@@ -4,9 +4,9 @@
 
 Plain nets get WORSE on the training set as they get deeper (degradation); the same nets with
 identity shortcuts do not. Parts:
-- `mlp` (quick and test presets): plain vs residual MLPs with BatchNorm on MNIST at two depths,
-  every net tuned on the same learning-rate grid (`MLP_GRID`, lowest final training loss on a
-  tuning seed).
+- `mlp` (quick and test presets): plain vs residual MLPs with BatchNorm on --dataset (MNIST by
+  default) at two depths, every net tuned on the same learning-rate grid (`MLP_GRID`, lowest final
+  training loss on a tuning seed).
 - `cifar` (paper preset, needs --cifar_dir): `resnet_cifar` of depth 20/32/44/56 (and ResNet-110)
   with the paper's schedule (the same for every net) on CIFAR-10.
 Kind: value, the training errors at the end of a stated schedule (the paper's, scaled). Rule (the
@@ -115,7 +115,7 @@ def parts(preset: str, dirs: ablation.DataDirs) -> list[ablation.Part]:
     sizes = MLP_SIZES[preset]
     config = ablation.make_config(
         common,
-        dirs.mnist(),
+        dirs.data(),
         {"model.width": sizes.width},
         ablation.cadence(sizes.steps, logs=30, evals=5),
     )
@@ -123,7 +123,7 @@ def parts(preset: str, dirs: ablation.DataDirs) -> list[ablation.Part]:
     return [
         _part(
             "mlp",
-            "Plain vs residual MLPs on MNIST/digits (the degradation problem)",
+            f"Plain vs residual MLPs on {dirs.title} (the degradation problem)",
             config,
             variants,
             f"Not the paper's CIFAR-10 ResNets (days on this CPU): MLPs of {sizes.width} units "

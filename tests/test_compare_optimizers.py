@@ -14,7 +14,7 @@ import pytest
 from test_data import write_idx_dataset
 
 from dlresearch import config as config_lib
-from dlresearch import train
+from dlresearch import data, train
 from dlresearch.ablation import stats
 from dlresearch.errors import ConfigError, Interrupted
 from dlresearch.metrics import read_jsonl
@@ -154,7 +154,8 @@ def test_an_arms_points_are_one_sweep_on_the_tuning_seeds() -> None:
     assert [(m["lr"], m["b1"]) for m in members] == [
         (p["lr"], p["b1"]) for p in points(arm.space, 4)
     ]
-    assert config.data.holdout == 300
+    train_size = data.FACTS["digits"].train_size
+    assert data.holdout_size(config.data.holdout, train_size, "digits") == 300
 
 
 @pytest.fixture(scope="module")

@@ -15,7 +15,7 @@ from dlresearch.errors import ConfigError
 
 # Per seed offsets: a spread between seeds, so that intervals are finite.
 NOISE = np.array([0.0, 1.0, -1.0, 2.0, -2.0])
-DIRS = spec.DataDirs("/mnist", "/cifar10")
+DIRS = spec.DataDirs(dir="/mnist", cifar_dir="/cifar10")
 TARGET = ablation.Target("train/accuracy", 0.9)
 
 
@@ -87,7 +87,7 @@ def test_the_tuning_score_is_the_measure_on_the_held_out_split() -> None:
     for member in range(len(grid)):
         accuracy = 0.9 if member == best else 0.5
         tuning.history[member] = [{"step": 10, "validation/accuracy": accuracy, "train/loss": 1}]
-    tuning.config.data.holdout = 10_000
+    tuning.config.data.holdout = 1 / 6
     score = _comparison().part("test", DIRS).tuning.score
     assert best_value(tuning, "lr", score) == grid[best]
     # A diverged member (no finite accuracy) counts as error 1, the worst.
@@ -279,6 +279,6 @@ def test_final_value_of_the_evaluation_split_is_the_held_out_one_when_tuning() -
     measure = ablation.final_value("{split}/loss")
     assert measure.name == "final test/loss"
     records = [[{"step": 10, "validation/loss": 0.3, "test/loss": 0.9}]]
-    for holdout, loss in ((0, 0.9), (100, 0.3)):
+    for holdout, loss in ((0, 0.9), (0.1, 0.3)):
         run = fake_run("a", records, config={"data.holdout": holdout})
         assert measure.values(ablation.groups({"a": run})["a"]).tolist() == [loss]

@@ -21,7 +21,7 @@ SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 def make_config(**fields: object) -> ml_collections.ConfigDict:
     """A `data` config section with the defaults of the run config."""
-    config = {"name": "digits", "dir": "", "tfds_name": "", "holdout": 0, "augment": "auto"}
+    config = {"name": "digits", "dir": "", "tfds_name": "", "holdout": 0.0, "augment": "auto"}
     config["scale"] = "standardize"
     return ml_collections.ConfigDict({**config, **fields})
 
@@ -199,15 +199,27 @@ def test_holdout_takes_the_last_train_examples(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     arrays = write_idx_dataset(tmp_path, monkeypatch)
-    ds = data.load(make_config(name="mnist", dir=str(tmp_path), holdout=3))
+    ds = data.load(make_config(name="mnist", dir=str(tmp_path), holdout=0.3))  # 3 of 10
     train = arrays["train-images-idx3-ubyte"]
     np.testing.assert_array_equal(ds.train_images[..., 0], train[:7])
     np.testing.assert_array_equal(ds.test_images[..., 0], train[7:])
     np.testing.assert_array_equal(ds.test_labels, arrays["train-labels-idx1-ubyte"][7:])
     assert ds.eval_split == "validation"
     np.testing.assert_allclose(ds.mean, [train[:7].mean() / 255], rtol=1e-6)
-    with pytest.raises(ConfigError, match=r"data.holdout=10 must be in \[0, 10\)"):
-        data.load(make_config(name="mnist", dir=str(tmp_path), holdout=10))
+    # A fraction that holds out none, or keeps none, of the 10 examples is one line naming both.
+    for fraction in (0.01, 0.99, 1.0, -0.1):
+        with pytest.raises(ConfigError, match=rf"^data.holdout={fraction} must be a fraction in"):
+            data.load(make_config(name="mnist", dir=str(tmp_path), holdout=fraction))
+
+
+def test_holdout_is_a_fraction_giving_10_000_of_mnist_and_a_share_of_digits() -> None:
+    """The tuning default, 1/6, holds out exactly the 10,000 examples MNIST's used to be, and
+    works on digits, whose 1,437 training examples a fixed 10,000 exceeded."""
+    assert data.holdout_size(1 / 6, data.FACTS["mnist"].train_size, "mnist") == 10_000
+    assert data.holdout_size(1 / 6, data.FACTS["cifar10"].train_size, "cifar10") == 8_333
+    digits = data.load(make_config(name="digits", holdout=1 / 6))
+    assert len(digits.test_labels) == 240 and len(digits.train_labels) == 1_437 - 240
+    assert data.holdout_size(0.0, 5, "mnist") == 0
 
 
 # -- CIFAR-10 -------------------------------------------------------------------------------------
@@ -358,7 +370,7 @@ def test_tfds_through_mock_data() -> None:
     tfds = pytest.importorskip("tensorflow_datasets")
     with tfds.testing.mock_data(num_examples=6):
         ds = data.load(make_config(name="tfds", tfds_name="mnist"))
-        held = data.load(make_config(name="tfds", tfds_name="mnist", holdout=2))
+        held = data.load(make_config(name="tfds", tfds_name="mnist", holdout=1 / 3))
     assert ds.train_images.shape == (6, 28, 28, 1) and ds.test_images.shape == (6, 28, 28, 1)
     assert ds.train_images.dtype == np.uint8 and ds.train_labels.dtype == np.int32
     assert ds.num_classes == 10 and ds.eval_split == "test" and not ds.augment
@@ -434,8 +446,9 @@ def test_facts_match_the_loaded_dataset(name: str) -> None:
     config = _loadable(name)
     assert data.facts(config) == data.Facts.of(data.load(config))
     # With a hold-out split the facts still describe the dataset as stored.
-    config.holdout = 100
-    assert data.facts(config).train_size == len(data.load(config).train_labels) + 100
+    config.holdout = 0.1
+    held = data.holdout_size(0.1, data.facts(config).train_size, name)
+    assert data.facts(config).train_size == len(data.load(config).train_labels) + held
 
 
 def test_every_registered_dataset_has_facts() -> None:
@@ -448,7 +461,7 @@ def test_every_registered_dataset_has_facts() -> None:
     assert data.facts(make_config(name="fashion_mnist")) == data.FACTS["mnist"]
     tfds = pytest.importorskip("tensorflow_datasets")
     with tfds.testing.mock_data(num_examples=6):
-        facts = data.facts(make_config(name="tfds", tfds_name="mnist", holdout=2))
+        facts = data.facts(make_config(name="tfds", tfds_name="mnist", holdout=0.5))
     assert facts == data.Facts(train_size=6, test_size=6, num_classes=10, input_shape=(28, 28, 1))
     with pytest.raises(ConfigError, match=re.escape("data.name='nope'")):
         data.facts(make_config(name="nope"))

@@ -141,7 +141,7 @@ def publish_idx(
 def data_config(name: str = "mnist") -> ml_collections.ConfigDict:
     """A `data` section with no data.dir: the cache."""
     return ml_collections.ConfigDict(
-        {"name": name, "dir": "", "tfds_name": "", "holdout": 0, "augment": "auto"}
+        {"name": name, "dir": "", "tfds_name": "", "holdout": 0.0, "augment": "auto"}
     )
 
 

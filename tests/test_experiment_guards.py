@@ -18,14 +18,14 @@ from dlresearch.metrics import METRICS_FILE
 from experiments import batchnorm
 
 ROOT = Path(__file__).resolve().parents[1]
-MNIST = spec.DataDirs(mnist_dir=str(ROOT.parent / "shared" / "data" / "mnist"))
+MNIST = spec.DataDirs(dir=str(ROOT.parent / "shared" / "data" / "mnist"))
 # batchnorm's cheapest part on one device: tuning and evaluation runs, a few seconds each.
 CLI = [
     sys.executable,
     "-m",
     "experiments.batchnorm",
     "--preset=test",
-    f"--data_dir={MNIST.mnist_dir}",
+    f"--data_dir={MNIST.dir}",
     "--parts=fig1",
     "--config.parallel.mode=single",
 ]
@@ -291,7 +291,7 @@ def test_sigterm_then_sigint_stop_experiments_all(tmp_path: Path) -> None:
             "-m",
             "experiments.all",
             "--preset=test",
-            f"--data_dir={MNIST.mnist_dir}",
+            f"--data_dir={MNIST.dir}",
             f"--workdir={tmp_path}",
             "--config.parallel.mode=single",
         ],

@@ -23,13 +23,13 @@ ROOT = Path(__file__).resolve().parents[1]
 # One device keeps the tiny runs at their fastest (conftest forces 8 CPU devices).
 SINGLE = {"parallel.mode": "single"}
 # MNIST as CI has it beside the checkout (missing data is a failure there, not a skip).
-MNIST = spec.DataDirs(mnist_dir=str(ROOT.parent / "shared" / "data" / "mnist"))
+MNIST = spec.DataDirs(dir=str(ROOT.parent / "shared" / "data" / "mnist"))
 
 
 @pytest.mark.parametrize("preset", spec.PRESETS)
 @pytest.mark.parametrize("name", sorted(EXPERIMENTS))
 def test_every_preset_is_a_valid_grid(name: str, preset: str) -> None:
-    parts = EXPERIMENTS[name].parts(preset, spec.DataDirs("/mnist", "/cifar10"))
+    parts = EXPERIMENTS[name].parts(preset, spec.DataDirs(dir="/mnist", cifar_dir="/cifar10"))
     assert len({p.name for p in parts}) == len(parts)
     for part in parts:
         assert len({v.name for v in part.variants}) == len(part.variants) > 1

@@ -49,6 +49,7 @@ from dlresearch.ablation.measures import (
     steps_phrase,
     target_score,
     tuning_edge_notes,
+    unreached_note,
 )
 from dlresearch.ablation.plots import plot_curves, plot_layers, plot_percentiles
 from dlresearch.ablation.runs import Run
@@ -117,4 +118,5 @@ __all__ = [
     "target_score",
     "test_error",
     "tuning_edge_notes",
+    "unreached_note",
 ]

@@ -12,9 +12,15 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 
 from dlresearch import config as config_lib
-from dlresearch import train
+from dlresearch import data, train
 from dlresearch.ablation.runner import Share, claim_workdir, run_experiment, stop_on_signal
-from dlresearch.ablation.spec import DEFAULT_SEEDS, PRESETS, DataDirs, Experiment
+from dlresearch.ablation.spec import (
+    DEFAULT_DATASET,
+    DEFAULT_SEEDS,
+    PRESETS,
+    DataDirs,
+    Experiment,
+)
 from dlresearch.ablation.writeup import write_index
 from dlresearch.cli import check_overrides, fail, parse_flags, reported
 
@@ -28,10 +34,18 @@ def _define_flags() -> Any:
         "workdir", None, "Experiment directory: runs/, results.csv, *.png, report.md."
     )
     flags.DEFINE_string(
-        "data_dir", "", "MNIST IDX files (default: the download cache, filled on first use)."
+        "dataset",
+        DEFAULT_DATASET,
+        f"The dataset of every part that is not tied to one: {', '.join(data.DATASETS.names())}.",
     )
     flags.DEFINE_string(
-        "cifar_dir", "", "CIFAR-10 binary files (default: the download cache, filled on first use)."
+        "data_dir", "", "--dataset's files (default: the download cache, filled on first use)."
+    )
+    flags.DEFINE_string(
+        "cifar_dir",
+        "",
+        "CIFAR-10 binary files for the parts that need CIFAR-10 whatever --dataset is (paper "
+        "presets; default: the download cache).",
     )
     defaults = "; ".join(
         f"{','.join(map(str, seeds))} for {preset}" for preset, seeds in DEFAULT_SEEDS.items()
@@ -102,9 +116,9 @@ def _run_from_flags(experiments: Sequence[Experiment], config_flag: Any) -> None
         fail(f"--seeds={','.join(fv.seeds)} must be integers")
     if fv.parts and len(experiments) > 1:
         fail("--parts selects parts of one experiment; run that experiment's script instead")
-    dirs = DataDirs(fv.data_dir, fv.cifar_dir)
     overrides = config_flags.get_override_values(fv[config_flag.name])
     with reported():
+        dirs = DataDirs(dataset=fv.dataset, dir=fv.data_dir, cifar_dir=fv.cifar_dir)
         share = _share()
         with stop_on_signal():
             if len(experiments) == 1:

@@ -45,6 +45,7 @@ from dlresearch.ablation.measures import (
 from dlresearch.ablation.plots import plot_curves
 from dlresearch.ablation.runs import Run
 from dlresearch.ablation.spec import (
+    DEFAULT_DATASET,
     PRESETS,
     DataDirs,
     Experiment,
@@ -254,17 +255,24 @@ class Comparison:
         return Experiment(self.name, self.title, lambda preset, dirs: [self.part(preset, dirs)])
 
     def config(self, preset: str, dirs: DataDirs) -> ml_collections.ConfigDict:
-        """The base config of `preset`: `base`, the preset's overrides, the data directory, the
-        budget (with the default cadence of logs, evaluations and checkpoints)."""
-        sized = make_config(self.base, self.per_preset.get(preset, {}))
-        directory = dirs.of(sized.data.name)
-        steps = self.budget.of(preset, sized)
-        return make_config(
-            self.base,
-            self.per_preset.get(preset, {}),
-            {"data.dir": directory} if directory else {},
-            cadence(steps, evals=10),
-        )
+        """The base config of `preset`: `base`, the preset's overrides, the dataset, the budget
+        (with the default cadence of logs, evaluations and checkpoints).
+
+        The dataset is the one `dirs` names (`--dataset`, MNIST by default), unless `base` or the
+        preset's overrides set `data.name`: that pins the comparison to it, and naming another
+        dataset on the command line is an error rather than ignored.
+        """
+        overrides = (self.base, self.per_preset.get(preset, {}))
+        pinned = {**overrides[0], **overrides[1]}.get("data.name", dirs.dataset)
+        if pinned != dirs.dataset and dirs.dataset != DEFAULT_DATASET:
+            raise ConfigError(
+                f"comparison {self.name!r} sets data.name={pinned!r}, so it cannot run on "
+                f"dataset={dirs.dataset!r}; leave data.name out of it to let --dataset choose"
+            )
+        directory = dirs.of(pinned)
+        dataset = {"data.name": pinned, **({"data.dir": directory} if directory else {})}
+        steps = self.budget.of(preset, make_config(*overrides, dataset))
+        return make_config(*overrides, dataset, cadence(steps, evals=10))
 
     def part(self, preset: str, dirs: DataDirs) -> Part:
         config = self.config(preset, dirs)

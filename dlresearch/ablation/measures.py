@@ -83,6 +83,21 @@ class Group:
         return [self.run.steps_to(target, m) for m in self.members]
 
 
+def unreached_note(compared: Sequence[Group], target: Target) -> list[str]:
+    """A note when no member of the `compared` groups reached `target` within its budget: the
+    target is out of reach of these nets at this budget on this dataset, so every effect measured
+    at it is unbounded (inconclusive), never a refutation. Empty when any member reached it."""
+    if any(s is not None for group in compared for s in group.steps_to(target)):
+        return []
+    names = " and ".join(group.label for group in compared)
+    return [
+        f"No run of {names} reached {target.describe()} within "
+        f"{compared[0].run.config.train.steps:,} steps: the target is out of reach of these nets "
+        "at this budget on this dataset, so the effects at it are unbounded and inconclusive "
+        "(not a refutation)."
+    ]
+
+
 def groups(runs: Mapping[str, Run]) -> dict[str, Group]:
     """Per variant name, one group with all the variant's members."""
     return {

@@ -13,7 +13,9 @@ import ml_collections
 import numpy as np
 
 from dlresearch import config as config_lib
+from dlresearch import data
 from dlresearch.ablation.stats import Verdict
+from dlresearch.errors import ConfigError
 
 if TYPE_CHECKING:  # runs.py imports this module: the judge's argument type only
     from dlresearch.ablation.runs import Run
@@ -73,7 +75,8 @@ class Tuning:
     """The one protocol by which every arm of a part gets its learning rate.
 
     Each variant trains the whole `grid` on the tuning `seeds` (disjoint from the evaluation
-    seeds) with the last `holdout` training examples held out; the rate with the lowest `score`
+    seeds) with the last `holdout` of the training set held out (a fraction, `data.holdout`: 1/6
+    is 10,000 of MNIST's 60,000 examples); the rate with the lowest `score`
     (the judging metric, measured on the held-out split or the training curve) is then trained
     on the evaluation seeds, on the full training set, and judged.
     """
@@ -81,10 +84,14 @@ class Tuning:
     grid: tuple[float, ...]
     score: Callable[["Run", tuple[int, ...]], float]  # lower is better
     metric: str  # what `score` measures, for the report
-    holdout: int = 10_000
+    holdout: float = 1 / 6
     seeds: tuple[int, ...] = TUNING_SEEDS
 
     def __post_init__(self) -> None:
+        if not 0 < self.holdout < 1:
+            raise ConfigError(
+                f"Tuning.holdout={self.holdout!r} must be a fraction of the training set in (0, 1)"
+            )
         grid = sorted(self.grid)
         if len(grid) < 5 or grid[-1] / grid[0] < 100:
             raise ValueError(f"a tuning grid needs >= 5 rates over >= 2 decades, got {self.grid}")
@@ -172,22 +179,57 @@ class Part:
         return self.kind in DECIDING_KINDS
 
 
-@dataclasses.dataclass(frozen=True)
-class DataDirs:
-    """Where the datasets are; empty: the download cache (`data.dataset_dir`), filled on first use."""
+# The dataset of every experiment whose command line names none: the experiments' quick and
+# standard presets state MNIST claims.
+DEFAULT_DATASET = "mnist"
 
-    mnist_dir: str = ""
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class DataDirs:
+    """The dataset an experiment runs on and where its files are (the `--dataset`, `--data_dir` and
+    `--cifar_dir` flags); an empty directory is the download cache (`data.dataset_dir`), filled on
+    first use.
+
+    A part that may run on any dataset takes `data()`: `dataset` (any registered `data.name`) from
+    `dir`. A part that needs CIFAR-10 itself (a paper preset's conv net) takes `cifar10()`: its
+    files are `cifar_dir`, or `dir` when `dataset` is CIFAR-10 (then `cifar_dir` stays empty).
+    """
+
+    dataset: str = DEFAULT_DATASET
+    dir: str = ""
     cifar_dir: str = ""
 
-    def mnist(self) -> dict[str, Any]:
-        return {"data.name": "mnist", "data.dir": self.mnist_dir}
+    def __post_init__(self) -> None:
+        if self.dataset not in data.DATASETS:
+            raise ConfigError(
+                f"dataset={self.dataset!r} is not known; allowed values: "
+                f"{', '.join(data.DATASETS.names())}"
+            )
+        if self.dataset == "cifar10" and self.cifar_dir:
+            raise ConfigError(
+                "cifar_dir names CIFAR-10's files for another dataset's experiment; with "
+                "dataset='cifar10' its files are dir (--data_dir)"
+            )
+
+    @property
+    def title(self) -> str:
+        """The dataset's name in prose, e.g. "Fashion-MNIST"."""
+        return data.title(self.dataset)
+
+    def data(self) -> dict[str, Any]:
+        """Config overrides for the dataset the user named: `data.name` and `data.dir`."""
+        return {"data.name": self.dataset, "data.dir": self.dir}
 
     def cifar10(self) -> dict[str, Any]:
-        return {"data.name": "cifar10", "data.dir": self.cifar_dir}
+        """Config overrides for CIFAR-10, for the parts that need it whatever `dataset` is."""
+        return {"data.name": "cifar10", "data.dir": self.of("cifar10")}
 
     def of(self, dataset: str) -> str:
-        """The directory given for `dataset` (a `data.name`); '' (the download cache) if none."""
-        return {"mnist": self.mnist_dir, "cifar10": self.cifar_dir}.get(dataset, "")
+        """The directory given for `dataset` (a `data.name`): `dir` for the named dataset,
+        `cifar_dir` for CIFAR-10, else '' (the download cache)."""
+        if dataset == self.dataset:
+            return self.dir
+        return self.cifar_dir if dataset == "cifar10" else ""
 
 
 @dataclasses.dataclass(frozen=True)

@@ -6,15 +6,17 @@ import math
 import os
 import shlex
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
+from fractions import Fraction
 from typing import Any
 
 import ml_collections
 
-from dlresearch import cli
+from dlresearch import cli, data
 from dlresearch import config as config_lib
 from dlresearch.ablation.measures import Group, mean_std, steps_summary
 from dlresearch.ablation.runs import Run
 from dlresearch.ablation.spec import (
+    DEFAULT_DATASET,
     DEFAULT_SEEDS,
     DataDirs,
     ExperimentResult,
@@ -193,9 +195,10 @@ def _shown(varied: Collection[str]) -> Callable[[str, str], str]:
 
 
 def _dataset_text(c: ml_collections.ConfigDict) -> str:
-    dataset = {"mnist": "MNIST", "cifar10": "CIFAR-10"}.get(c.data.name, c.data.name)
+    dataset = data.title(c.data.name)
     if c.data.holdout:
-        dataset += f" (the last {c.data.holdout:,} training examples held out for validation)"
+        held = data.holdout_size(c.data.holdout, data.facts(c.data).train_size, c.data.name)
+        dataset += f" (the last {held:,} training examples held out for validation)"
     return dataset
 
 
@@ -338,10 +341,10 @@ def tuning_section(tuning: Tuning, runs: Mapping[str, Run]) -> str:
     return (
         "**Tuning (the same protocol for every variant).** Each variant trained every rate of the "
         f"grid on tuning seed(s) {seeds} (not among the evaluation seeds) with the last "
-        f"{tuning.holdout:,} training examples held out; the rate with the lowest {tuning.metric} "
-        "was then trained on the evaluation seeds with the full training set. A rate at an edge "
-        "of the grid is marked: the best rate may lie beyond it.\n\n"
-        + markdown_table(headers, rows)
+        f"{Fraction(tuning.holdout).limit_denominator(100)} of the training examples held out; "
+        f"the rate with the lowest {tuning.metric} was then trained on the evaluation seeds with "
+        "the full training set. A rate at an edge of the grid is marked: the best rate may lie "
+        "beyond it.\n\n" + markdown_table(headers, rows)
     )
 
 
@@ -380,7 +383,10 @@ def reproduce_command(
         return f"--{name}={shlex.quote(_text(value))}"
 
     flags_used = [flag("preset", preset), flag("workdir", workdir)]
-    flags_used += [flag("data_dir", data_dirs.mnist_dir)] if data_dirs.mnist_dir else []
+    flags_used += (
+        [flag("dataset", data_dirs.dataset)] if data_dirs.dataset != DEFAULT_DATASET else []
+    )
+    flags_used += [flag("data_dir", data_dirs.dir)] if data_dirs.dir else []
     flags_used += [flag("cifar_dir", data_dirs.cifar_dir)] if data_dirs.cifar_dir else []
     flags_used += (
         [flag("seeds", ",".join(map(str, seeds)))] if seeds != DEFAULT_SEEDS[preset] else []
@@ -411,7 +417,8 @@ def report_text(
             # [a-z ]*"` reads exactly one of the three outcomes.
             f"Verdict: {verdict.outcome}. {verdict.reason}",
             "",
-            f"Preset `{preset}`, parts: {', '.join(p.name for p in parts)}. Produced by `{command}`"
+            f"Preset `{preset}` on {_datasets(parts)}, parts: {', '.join(p.name for p in parts)}. "
+            f"Produced by `{command}`"
             + f"; {seconds:.0f} s in the last invocation (finished runs are read back, not retrained). "
             "Per-run metrics, configs and checkpoints are under `runs/<part>/<variant>/`; "
             "`results.csv` has one row per variant and seed, and one per effect a verdict states.",
@@ -429,6 +436,12 @@ def report_text(
             *sections,
         ]
     )
+
+
+def _datasets(parts: Sequence[Part]) -> str:
+    """The datasets the parts train on, e.g. 'Fashion-MNIST' or 'MNIST and CIFAR-10'."""
+    names = dict.fromkeys(data.title(p.config.data.name) for p in parts)
+    return " and ".join(names)
 
 
 def write_index(outcomes: Sequence[ExperimentResult], workdir: str) -> None:

@@ -60,7 +60,8 @@ def tuning_config(setting: Setting, arm: Arm) -> ml_collections.ConfigDict:
             **sweep,
             "sweep.zipped": tuple(d.field for d in arm.space),
             "sweep.seed": TUNING_SEEDS,
-            "data.holdout": setting.problem.holdout,
+            # The problem's count of held-out examples as the fraction data.holdout takes.
+            "data.holdout": setting.problem.holdout / data_sizes(setting.config)[0],
             "eval.every_steps": 0,  # evaluated once, at the end: selection reads final values
         },
     )
