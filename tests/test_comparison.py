@@ -282,3 +282,44 @@ def test_final_value_of_the_evaluation_split_is_the_held_out_one_when_tuning() -
     for holdout, loss in ((0, 0.9), (0.1, 0.3)):
         run = fake_run("a", records, config={"data.holdout": holdout})
         assert measure.values(ablation.groups({"a": run})["a"]).tolist() == [loss]
+
+
+def test_the_dataset_is_the_command_lines_unless_the_base_pins_one() -> None:
+    """Without data.name in its base a comparison runs on `--dataset` (its files from --data_dir);
+    a base that sets data.name runs on it, and naming another dataset is refused, not ignored."""
+    free = _comparison(base={"model.width": 32, "train.batch_size": 100})
+    fashion = spec.DataDirs(dataset="fashion_mnist", dir="/fashion")
+    config = free.part("quick", fashion).config
+    assert (config.data.name, config.data.dir) == ("fashion_mnist", "/fashion")
+    assert free.part("quick", spec.DataDirs()).config.data.name == "mnist"  # the default
+    cifar = free.part("quick", spec.DataDirs(dataset="cifar10", dir="/c")).config
+    # Epochs to steps from the named dataset's size: 3 epochs of CIFAR-10's 50,000 at batch 100.
+    assert cifar.train.steps == 3 * data.FACTS["cifar10"].train_size // 100
+    with pytest.raises(ConfigError, match=r"sets data\.name=.mnist., so it cannot run on dataset="):
+        _comparison().part("quick", fashion)
+    pinned = _comparison(base={"data.name": "cifar10", "train.batch_size": 100})
+    assert pinned.part("test", DIRS).config.data.dir == "/cifar10"  # --cifar_dir
+
+
+def test_data_dirs_name_a_registered_dataset_and_cifar_s_files_once() -> None:
+    dirs = spec.DataDirs(dataset="digits", dir="/d", cifar_dir="/c")
+    assert dirs.data() == {"data.name": "digits", "data.dir": "/d"}
+    assert dirs.cifar10() == {"data.name": "cifar10", "data.dir": "/c"}
+    assert dirs.of("mnist") == "" and dirs.title == "digits"
+    on_cifar = spec.DataDirs(dataset="cifar10", dir="/c10")
+    assert on_cifar.cifar10() == on_cifar.data() == {"data.name": "cifar10", "data.dir": "/c10"}
+    assert spec.DataDirs(dataset="fashion_mnist").title == "Fashion-MNIST"
+    with pytest.raises(ConfigError, match="dataset='nope' is not known; allowed values: "):
+        spec.DataDirs(dataset="nope")
+    with pytest.raises(ConfigError, match="its files are dir"):
+        spec.DataDirs(dataset="cifar10", cifar_dir="/c")
+    with pytest.raises(TypeError):
+        spec.DataDirs("/mnist")  # keywords only: a path is no dataset name
+
+
+def test_a_tuning_holdout_is_a_fraction() -> None:
+    grid = ablation.log_grid(0.01, 1.0)
+    assert ablation.Tuning(grid=grid, score=len, metric="m").holdout == pytest.approx(1 / 6)
+    for bad in (0, 1, 10_000):
+        with pytest.raises(ConfigError, match=f"Tuning.holdout={bad} must be a fraction"):
+            ablation.Tuning(grid=grid, score=len, metric="m", holdout=bad)

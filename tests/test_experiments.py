@@ -39,6 +39,20 @@ def test_every_preset_is_a_valid_grid(name: str, preset: str) -> None:
             assert {c.data.name for c in configs} <= {"mnist", "cifar10"}
 
 
+@pytest.mark.parametrize("dataset", ["digits", "fashion_mnist", "cifar10"])
+@pytest.mark.parametrize("name", sorted(EXPERIMENTS))
+def test_every_experiment_runs_on_the_dataset_named(name: str, dataset: str) -> None:
+    """--dataset reaches every part of the quick and test presets (the paper presets' CIFAR-10
+    parts stay on CIFAR-10)."""
+    dirs = spec.DataDirs(dataset=dataset, dir="/files")
+    for preset in ("test", "quick"):
+        for part in EXPERIMENTS[name].parts(preset, dirs):
+            configs = runner.run_configs(part, spec.DEFAULT_SEEDS[preset], {})  # validates each
+            assert {(c.data.name, c.data.dir) for c in configs} == {(dataset, "/files")}
+    paper = EXPERIMENTS[name].parts("paper", spec.DataDirs(dataset=dataset, dir="/files"))
+    assert {p.config.data.name for p in paper} <= {dataset, "cifar10"}
+
+
 def _check_outputs(workdir: Path, parts: list[spec.Part], seeds: tuple[int, ...]) -> None:
     """results.csv has a row per member of every variant (and of its tuning run) and one per
     effect; report.md one verdict of the three, every part's result with a 95% interval, its plots."""
