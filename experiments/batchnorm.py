@@ -19,6 +19,8 @@ report, states the thresholds defined below:
   is censored at the budget). Rule: reproduced when the paired ratio of those steps lies above 1x
   (95% interval), and the baseline stalls at every rate of its tuning grid, which brackets the
   BatchNorm net's selected rate; not reproduced when it lies below 1x.
+No threshold is a level of one dataset: the stall band is relative to each net's own first loss,
+and fig1 compares the two nets with each other, so both parts run on any --dataset.
 """
 
 import dataclasses

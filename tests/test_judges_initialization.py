@@ -178,6 +178,20 @@ def test_he_outcomes(
     assert len(findings.verdict.effects) == 3
 
 
+def test_a_target_no_net_reaches_is_out_of_reach_not_a_stall(tmp_path: Path) -> None:
+    """Where no net of either depth reaches 90% training accuracy (a harder dataset than MNIST),
+    He init's trainability is untested: inconclusive, never a refutation, and said so."""
+    names = ("xavier_4", "he_4", "xavier_6", "he_6")
+    runs = {name: he_run(name, NEVER, int(name[-1]), 1_000) for name in names}
+    findings = initialization.judge_he(runs, str(tmp_path))
+    assert findings.verdict.outcome == Outcome.INCONCLUSIVE
+    notes = [n for n in findings.notes if "out of reach" in n]
+    assert [n.split(" reached")[0] for n in notes] == [
+        "No run of xavier_4 and he_4",
+        "No run of xavier_6 and he_6",
+    ]
+
+
 def test_below_six_seeds_a_stall_is_not_judged_by_a_t_interval_on_capped_steps(
     tmp_path: Path,
 ) -> None:
