@@ -88,6 +88,12 @@ def base_config() -> ml_collections.ConfigDict:
     # Steps per compiled call (lax.scan); small models are dispatch-bound without it.
     c.train.steps_per_call = 100
     c.train.log_every_steps = 100
+    # Targets whose first crossing is recorded at step resolution ("train/accuracy>=0.75",
+    # "train/loss<=0.3"): the first step, from train.reach_window on, at which the mean of the
+    # per-step metric over the trailing train.reach_window steps reaches it (metrics.jsonl key
+    # "first_reach/<target>", logged at that step).
+    c.train.reach_targets = ()
+    c.train.reach_window = 20
 
     c.eval = ml_collections.ConfigDict()
     c.eval.every_steps = 500
@@ -250,6 +256,8 @@ RULES: dict[str, Rule] = {
     "train.batch_size": _count(1),
     "train.steps_per_call": _count(1),
     "train.log_every_steps": _count(1),
+    "train.reach_targets": Rule("str", sequence=True),
+    "train.reach_window": _count(1),
     "eval.every_steps": _count(),
     "eval.batch_size": _count(1),
     "checkpoint.every_steps": _count(),

@@ -25,6 +25,31 @@ GRAD_NORM = "grad_norm"
 LR = "lr"
 EXAMPLES_PER_SEC = "examples_per_sec"
 DIVERGED = "diverged"
+# "first_reach/<target>" (`reach_key`): logged at the step a `train.reach_targets` target is reached.
+FIRST_REACH = "first_reach"
+# The training metrics a `train.reach_targets` target can name (those of every step).
+REACHABLE = (TRAIN_LOSS, TRAIN_ACCURACY)
+
+
+def parse_target(spec: str) -> tuple[str, float, bool]:
+    """A `train.reach_targets` entry, "METRIC>=LEVEL" or "METRIC<=LEVEL" with METRIC one of
+    `REACHABLE`, as (metric, level, below)."""
+    for sign, below in ((">=", False), ("<=", True)):
+        metric, found, level = spec.partition(sign)
+        if found and metric in REACHABLE:
+            try:
+                return metric, float(level), below
+            except ValueError:
+                break
+    raise ConfigError(
+        f"train.reach_targets entry {spec!r} is not METRIC>=LEVEL or METRIC<=LEVEL with METRIC "
+        f"one of {', '.join(REACHABLE)}"
+    )
+
+
+def reach_key(spec: str) -> str:
+    """The metrics.jsonl key logged at the step at which target `spec` was first reached."""
+    return f"{FIRST_REACH}/{spec}"
 
 
 def eval_key(split: str, name: str) -> str:

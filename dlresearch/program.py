@@ -30,6 +30,14 @@ from dlresearch.pipeline import DeviceArrays, Pipeline
 from dlresearch.rng import DROPOUT, Stream
 
 NOT_DIVERGED = -1
+NOT_REACHED = -1
+
+
+class Reach(struct.PyTreeNode):
+    """One member's progress toward the targets of `train.reach_targets`, in its state."""
+
+    window: jax.Array  # [targets, train.reach_window] its metric at the last steps, a ring by step
+    first: jax.Array  # [targets] first step (from 1, as logged) the window's mean reached it
 
 
 class TrainState(struct.PyTreeNode):
@@ -41,6 +49,41 @@ class TrainState(struct.PyTreeNode):
     opt_state: Any
     rng: jax.Array  # the member's key; all randomness is fold_in(rng, stream, step)
     diverged_at: jax.Array  # first step with a non-finite loss (from 1, as logged), or NOT_DIVERGED
+    reach: Reach | None = None  # None: no `train.reach_targets`
+
+
+@dataclasses.dataclass(frozen=True)
+class Targets:
+    """The levels of `train.reach_targets`, each reached at the first step (from `window` on) at
+    which the mean of its per-step training metric over the trailing `window` steps reaches it:
+    computed in the compiled step, so at step resolution, and checkpointed with the state."""
+
+    specs: tuple[
+        str, ...
+    ]  # e.g. "train/accuracy>=0.75", "train/loss<=0.3" (`metrics.parse_target`)
+    window: int
+
+    def __post_init__(self) -> None:
+        for spec in self.specs:
+            metrics.parse_target(spec)  # a malformed one fails before anything is compiled
+
+    def init(self) -> Reach:
+        return Reach(
+            window=jnp.zeros((len(self.specs), self.window), jnp.float32),
+            first=jnp.full((len(self.specs),), NOT_REACHED, jnp.int32),
+        )
+
+    def update(self, reach: Reach, step: jax.Array, values: dict[str, jax.Array]) -> Reach:
+        """`reach` after step `step` (counted from 0) whose training metrics are `values`."""
+        parsed = [metrics.parse_target(spec) for spec in self.specs]
+        current = jnp.stack([values[metric].astype(jnp.float32) for metric, _, _ in parsed])
+        window = reach.window.at[:, step % self.window].set(current)
+        mean = window.mean(axis=1)
+        level = jnp.asarray([threshold for _, threshold, _ in parsed], jnp.float32)
+        below = jnp.asarray([b for _, _, b in parsed])
+        hit = jnp.where(below, mean <= level, mean >= level) & (step + 1 >= self.window)
+        first = jnp.where((reach.first == NOT_REACHED) & hit, step + 1, reach.first)
+        return Reach(window=window, first=first)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -52,6 +95,7 @@ class Program:
     pipeline: Pipeline
     halt_on_nan: bool
     input_shape: tuple[int, ...]
+    targets: Targets | None = None
 
     # -- state ---------------------------------------------------------------------------------
     def init_state(self, rng: jax.Array, hparams: dict[str, jax.Array]) -> TrainState:
@@ -70,6 +114,7 @@ class Program:
             opt_state=opt_state,
             rng=rng,
             diverged_at=jnp.full((), NOT_DIVERGED, jnp.int32),
+            reach=self.targets.init() if self.targets else None,
         )
 
     # -- one step ------------------------------------------------------------------------------
@@ -144,6 +189,9 @@ class Program:
             metrics.GRAD_NORM: optax.tree.norm(grads),
             metrics.LR: optim.learning_rate(self.optimizer, state.opt_state, state.step),
         }
+        if self.targets:
+            reach = self.targets.update(state.reach, state.step, step_metrics)
+            new_state = new_state.replace(reach=reach)
         return new_state, step_metrics
 
     # -- K steps -------------------------------------------------------------------------------
@@ -239,6 +287,11 @@ def build_program(
         ),
         halt_on_nan=config.halt_on_nan,
         input_shape=dataset.train_images.shape[1:],
+        targets=(
+            Targets(tuple(config.train.reach_targets), config.train.reach_window)
+            if config.train.reach_targets
+            else None
+        ),
     )
 
 

@@ -35,7 +35,14 @@ from dlresearch.parallel import (
     gather_text,
     initialize_distributed,
 )
-from dlresearch.program import NOT_DIVERGED, TrainState, build_program, init_states, member_inputs
+from dlresearch.program import (
+    NOT_DIVERGED,
+    NOT_REACHED,
+    TrainState,
+    build_program,
+    init_states,
+    member_inputs,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -417,7 +424,7 @@ def _train(trainer: Trainer, workdir: str, stop: _Stop) -> RunResult:
                 ", dataset split over 'data'" if par.shard_dataset else "",
             )
             diverged = [None if d == NOT_DIVERGED else int(d) for d in par.fetch(state.diverged_at)]
-            log = _Log(trainer, writer, step, diverged, unlogged)
+            log = _Log(trainer, writer, step, diverged, unlogged, _first_reach(par, state))
             # A run whose members all diverged is finished; asking again does not step it further.
             halted = config.halt_on_nan and None not in diverged
             # A signal before the first chunk: the restored step already has its checkpoint.
@@ -458,6 +465,7 @@ class _Log:
         step: int,
         diverged: list[int | None],
         unlogged: dict[str, np.ndarray],
+        first_reach: np.ndarray | None,
     ) -> None:
         self.trainer, self.config, self.writer = trainer, trainer.config, writer
         self.tags = _member_tags(trainer.config, trainer.members)
@@ -466,6 +474,7 @@ class _Log:
         # Chunk metrics since the last log line (a resumed run starts with its checkpoint's).
         self.pending: list[dict[str, np.ndarray]] = [unlogged] if unlogged else []
         self.diverged = diverged  # per member, updated in place as members diverge
+        self.first_reach = first_reach  # [members, targets] as logged so far (None: no targets)
 
     @property
     def unlogged(self) -> dict[str, np.ndarray]:
@@ -478,6 +487,7 @@ class _Log:
         config, total = self.config, self.config.train.steps
         self.pending.append(chunk_metrics)
         newly = self._divergence(self.trainer.par.fetch(state.diverged_at))
+        self._reached(_first_reach(self.trainer.par, state))
         if _due(step, config.train.log_every_steps, total) or newly:
             logger.info(self._train(step))
             self.pending = []
@@ -499,6 +509,18 @@ class _Log:
                 self.writer.write(int(d), {metrics.DIVERGED: True}, self.tags[i])
                 logger.warning("member %d diverged (non-finite loss) at step %d", i, int(d))
         return newly
+
+    def _reached(self, first_reach: np.ndarray | None) -> None:
+        """Log each `train.reach_targets` target a member reached since the last boundary, at the
+        step it was reached (a resumed run recomputes those after its checkpoint)."""
+        if first_reach is None or self.first_reach is None:
+            return
+        newly = (first_reach != NOT_REACHED) & (self.first_reach == NOT_REACHED)
+        for member, target in zip(*np.nonzero(newly), strict=True):
+            spec = self.config.train.reach_targets[target]
+            step = int(first_reach[member, target])
+            self.writer.write(step, {metrics.reach_key(spec): step}, self.tags[member])
+        self.first_reach = first_reach
 
     def _train(self, step: int) -> str:
         """Write the mean train metrics since the last log line (lr: its latest value)."""
@@ -531,6 +553,12 @@ class _Log:
             metrics.eval_key(split, "accuracy"),
             metrics.across_members(accuracy, self.names, higher_is_better=True),
         )
+
+
+def _first_reach(par: Parallel, state: TrainState) -> np.ndarray | None:
+    """Per member and `train.reach_targets` target, the step it was first reached, or
+    NOT_REACHED; None without targets."""
+    return None if state.reach is None else par.fetch(state.reach.first)
 
 
 def final_metrics(path: str, num_members: int) -> list[dict[str, float]]:

@@ -65,6 +65,7 @@ from dlresearch.ablation.spec import (
     Tuning,
     Variant,
     cadence,
+    first_reach,
     log_grid,
     make_config,
 )
@@ -94,6 +95,7 @@ __all__ = [
     "cadence",
     "final_score",
     "final_value",
+    "first_reach",
     "grid_edge_note",
     "groups",
     "groups_by",

@@ -56,6 +56,7 @@ from dlresearch.ablation.spec import (
     Tuning,
     Variant,
     cadence,
+    first_reach,
     make_config,
 )
 from dlresearch.ablation.writeup import summary_table
@@ -272,7 +273,9 @@ class Comparison:
         directory = dirs.of(pinned)
         dataset = {"data.name": pinned, **({"data.dir": directory} if directory else {})}
         steps = self.budget.of(preset, make_config(*overrides, dataset))
-        return make_config(*overrides, dataset, cadence(steps, evals=10))
+        # Steps to a target are recorded at step resolution (`first_reach`).
+        target = first_reach(self.measure.target) if self.measure.target else {}
+        return make_config(*overrides, dataset, target, cadence(steps, evals=10))
 
     def part(self, preset: str, dirs: DataDirs) -> Part:
         config = self.config(preset, dirs)

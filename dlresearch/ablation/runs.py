@@ -12,6 +12,7 @@ from dlresearch import config as config_lib
 from dlresearch import data
 from dlresearch.ablation.spec import Target, Variant
 from dlresearch.diagnostics import forward_order
+from dlresearch.metrics import reach_key
 
 
 @dataclasses.dataclass
@@ -71,6 +72,12 @@ class Run:
         )
 
     def steps_to(self, target: Target, member: int) -> int | None:
+        """The step at which `member` first reached `target` (None: not within the budget): at
+        step resolution where the run recorded it (`train.reach_targets`, see `Target.spec`),
+        else at the resolution of its train log lines (`steps_to_target`)."""
+        if target.spec in self.config.train.get("reach_targets", ()):
+            key = reach_key(target.spec)
+            return next((int(r[key]) for r in self.history[member] if key in r), None)
         steps, values = self.series(target.metric, member)
         return steps_to_target(steps, values, target.threshold, below=target.below)
 
@@ -117,7 +124,8 @@ def _last(values: np.ndarray) -> float:
 def steps_to_target(
     steps: Sequence[int], values: Sequence[float], threshold: float, *, below: bool = False
 ) -> int | None:
-    """The first logged step whose value reaches `threshold` (None if none does).
+    """The first logged step whose value reaches `threshold` (None if none does): for a run that
+    did not record the target at step resolution (`train.reach_targets`).
 
     The resolution is the logging interval: train metrics are means over the steps since the last
     log line, so the step reported is the end of the first interval whose mean reaches the target.

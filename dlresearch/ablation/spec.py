@@ -60,6 +60,18 @@ class Target:
     def describe(self) -> str:
         return f"{self.metric} {'<=' if self.below else '>='} {self.threshold:g}"
 
+    @property
+    def spec(self) -> str:
+        """This target as a `train.reach_targets` entry, e.g. "train/accuracy>=0.75"."""
+        return f"{self.metric}{'<=' if self.below else '>='}{self.threshold!r}"
+
+
+def first_reach(*targets: Target) -> dict[str, Any]:
+    """Config overrides that record each of `targets` at step resolution: the first step at which
+    the mean of its training metric over the trailing `train.reach_window` steps (20 by default)
+    reaches it, computed in the compiled step (`Run.steps_to` reads it)."""
+    return {"train.reach_targets": tuple(t.spec for t in targets)}
+
 
 # Seeds of the tuning runs: disjoint from every preset's evaluation seeds.
 TUNING_SEEDS = (1000,)
