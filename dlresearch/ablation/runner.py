@@ -94,7 +94,11 @@ def _check_data(part: str, config: ml_collections.ConfigDict) -> tuple[int, int]
     try:
         return _sizes(json.dumps(config.data.to_dict(), sort_keys=True))
     except ConfigError as error:
-        flag = "--cifar_dir" if config.data.name == "cifar10" else "--data_dir"
+        flag = (
+            "--cifar_dir (--data_dir with --dataset=cifar10)"
+            if config.data.name == "cifar10"
+            else "--data_dir"
+        )
         raise ConfigError(f"part {part!r}: {error} (set {flag}, or leave the part out)") from None
 
 
