@@ -336,6 +336,7 @@ def test_fashion_mnist_from_gzipped_idx_files_runs_an_experiment(
     assert "Preset `test` on Fashion-MNIST," in report
     assert "**Setup used.** Fashion-MNIST;" in report
     assert f"--dataset=fashion_mnist --data_dir={files}" in report
+    assert "with the last 1/6 of the training examples (50) held out" in report
     for config in workdir.glob("**/config.json"):
         assert json.loads(config.read_text())["data"]["name"] == "fashion_mnist", config
     tuned = json.loads(next(workdir.glob("**/tuning/**/config.json")).read_text())

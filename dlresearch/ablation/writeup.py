@@ -338,10 +338,13 @@ def tuning_section(tuning: Tuning, runs: Mapping[str, Run]) -> str:
         edge = " (grid edge)" if selected in (grid[0], grid[-1]) else ""
         rows.append([run.variant.title, *(f"{x:.4g}" for x in scores), f"{selected:g}{edge}"])
     seeds = ", ".join(str(s) for s in tuning.seeds)
+    first = next(iter(runs.values()))  # an evaluation run: trained on the whole training set
+    held = data.holdout_size(tuning.holdout, first.num_train, first.config.data.name)
     return (
         "**Tuning (the same protocol for every variant).** Each variant trained every rate of the "
         f"grid on tuning seed(s) {seeds} (not among the evaluation seeds) with the last "
-        f"{Fraction(tuning.holdout).limit_denominator(100)} of the training examples held out; "
+        f"{Fraction(tuning.holdout).limit_denominator(100)} of the training examples ({held:,}) "
+        "held out; "
         f"the rate with the lowest {tuning.metric} was then trained on the evaluation seeds with "
         "the full training set. A rate at an edge of the grid is marked: the best rate may lie "
         "beyond it.\n\n" + markdown_table(headers, rows)
