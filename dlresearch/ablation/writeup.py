@@ -366,11 +366,14 @@ def _final_grid(tuning: Run) -> str:
     """A tuning run's final grid in words: its range, rates and extensions."""
     rates = sorted({m["lr"] for m in tuning.members})
     text = f"{rates[0]:g} to {rates[-1]:g} ({len(rates)} rates)"
-    added = {r for rates in tuning.extensions for r in rates}
-    if added:
-        base = max(set(rates) - added)
-        sides = ["above" if min(e) > base else "below" for e in tuning.extensions]
-        text += ", extended by a decade " + " then ".join(sides)
+    if tuning.extensions:
+        # Extensions continue one edge: the selection over the union moves only into new rates.
+        added = {r for extension in tuning.extensions for r in extension}
+        side = "above" if min(tuning.extensions[0]) > max(set(rates) - added) else "below"
+        count = {1: "once", 2: "twice"}.get(
+            len(tuning.extensions), f"{len(tuning.extensions)} times"
+        )
+        text += f", extended by a decade {side} {count}"
     return text
 
 
