@@ -4,6 +4,10 @@ trained as runs of their own, resumable, split over tasks, and reported with eac
 import csv
 import math
 import shutil
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -62,6 +66,13 @@ def test_the_runner_applies_the_preset_rule_to_every_part() -> None:
         (part,) = plan.parts
         assert part.tuning == TUNING.for_preset(preset)
         assert plan.seeds == spec.DEFAULT_SEEDS[preset]
+
+
+def test_evaluation_seeds_that_are_tuning_seeds_are_refused() -> None:
+    for preset, seeds in (("quick", (1, 1000)), ("standard", (100, 1001))):
+        with pytest.raises(ConfigError, match="include the tuning seed"):
+            runner._plan(EXPERIMENT, preset, spec.DataDirs(), seeds, SINGLE, ())
+    runner._plan(EXPERIMENT, "quick", spec.DataDirs(), (1, 1001), SINGLE, ())
 
 
 # -- the extension on fabricated tuning runs -------------------------------------------------------
@@ -236,5 +247,33 @@ def test_an_interrupted_extension_run_resumes(finished: Path, tmp_path: Path) ->
     (workdir / "results.csv").unlink()
     with pytest.raises(ConfigError, match="1 of 3 variants have not finished \\(p/down\\)"):
         _run(workdir, report_only=True)
+    assert _run(workdir) is not None
+    assert (workdir / "results.csv").read_bytes() == (finished / "results.csv").read_bytes()
+
+
+def test_sigint_inside_an_extension_run_then_resume(finished: Path, tmp_path: Path) -> None:
+    """SIGINT once the first extension of "up" has started (its workdir holds its config): exit
+    130, no report; the rerun gives the uninterrupted experiment's results."""
+    tests = Path(__file__).resolve().parent
+    script = tmp_path / "tuning_script.py"
+    script.write_text(
+        f"import sys\nsys.path[:0] = [{str(tests.parent)!r}, {str(tests)!r}]\n"
+        "from dlresearch import ablation\nimport test_tuning\n"
+        "ablation.main(test_tuning.EXPERIMENT)\n"
+    )
+    workdir = tmp_path / "w"
+    flags = ["--preset=test", f"--workdir={workdir}", "--config.parallel.mode=single"]
+    process = subprocess.Popen(
+        [sys.executable, str(script), *flags],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    extension = workdir / "tuning" / "p" / "up" / "extend-1"
+    while not (extension / "config.json").exists() and process.poll() is None:
+        time.sleep(0.01)
+    process.send_signal(signal.SIGINT)
+    assert process.wait(timeout=300) == 128 + signal.SIGINT
+    assert not (workdir / "report.md").exists()
+    assert not (extension / runner.FINISHED_FILE).exists()
     assert _run(workdir) is not None
     assert (workdir / "results.csv").read_bytes() == (finished / "results.csv").read_bytes()

@@ -355,13 +355,20 @@ def _selected_parts(experiment: Experiment, parts: list[Part], only: Sequence[st
 
 
 def _check_replication(parts: Sequence[Part], seeds: Sequence[int], overrides: Mapping) -> None:
-    """Refuse what would count one run as several: a repeated seed, or an override of an axis the
-    runner sweeps itself (`sweep.*`: the seeds, a tuning grid) or of a rate a part tunes."""
+    """Refuse what would count one run as several: a repeated seed, an evaluation seed that is a
+    tuning seed, or an override of an axis the runner sweeps itself (`sweep.*`: the seeds, a
+    tuning grid) or of a rate a part tunes."""
     repeated = sorted({s for s in seeds if list(seeds).count(s) > 1})
     if repeated:
         raise ConfigError(
             f"seeds={','.join(map(str, seeds))} repeats seed(s) {', '.join(map(str, repeated))}: "
             "each seed must be distinct (a repeated seed is one run counted twice)"
+        )
+    tuning = sorted({s for p in parts if p.tuning for s in p.tuning.seeds} & set(seeds))
+    if tuning:
+        raise ConfigError(
+            f"seeds={','.join(map(str, seeds))} include the tuning seed(s) "
+            f"{', '.join(map(str, tuning))}: evaluation seeds must differ from the tuning seeds"
         )
     swept = sorted(k for k in overrides if k.startswith("sweep."))
     if swept:
