@@ -295,7 +295,8 @@ def _tuning_run(
     for k in range(MAX_EXTENSIONS + 1):
         run_dir = os.path.join(tuning_dir, f"extend-{k}") if k else tuning_dir
         grid_config = tuning_config(config, part.tuning, added)
-        what = f"{name} tuning" + (f" extension {k} (lr {_rates(added)})" if k else "")
+        rates = ", ".join(f"{r:g}" for r in added)
+        what = f"{name} tuning" + (f" extension {k} (lr {rates})" if k else "")
         seconds = _train(grid_config, run_dir, what, log, measure_at_init=False) if name else 0.0
         piece = _read_run(part, variant, grid_config, run_dir, seconds)
         if piece is None:
@@ -308,10 +309,6 @@ def _tuning_run(
             break
         added = part.tuning.extension(grid, side)
     return merged
-
-
-def _rates(rates: Sequence[float]) -> str:
-    return ", ".join(f"{r:g}" for r in rates)
 
 
 def _merged(pieces: Sequence[Run]) -> Run:
