@@ -1,5 +1,6 @@
-"""The tuning rule (issue 20): the grid and seeds per preset, and per arm the grid-edge extension,
-trained as runs of their own, resumable, split over tasks, and reported with each arm's final grid."""
+"""The tuning rule (issue 20): the grid and seeds per preset, and per arm the grid-edge
+extension, trained as runs of their own, resumable, split over tasks, and reported with each
+arm's final grid."""
 
 import csv
 import math
