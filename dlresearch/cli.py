@@ -245,7 +245,7 @@ def _experiments_help(known: dict[str, str]) -> str:
     listed = "\n".join(f"  {name:<{width}}  {_summary(module)}" for name, module in known.items())
     return (
         "Run an ablation experiment: a shipped one by NAME, or any experiment script by its path.\n\n"
-        "  dlresearch-experiment NAME|FILE --preset=quick|paper|test --workdir=DIR [flags]\n"
+        "  dlresearch-experiment NAME|FILE --preset=quick|standard|paper|test --workdir=DIR [flags]\n"
         "  dlresearch-experiment NAME|FILE --help    (that experiment's flags)\n\n"
         f"Experiments:\n{listed}"
     )

@@ -54,7 +54,7 @@ COMPARISON = ablation.Comparison(
             "dropout", {"model.dropout": 0.5, "model.input_dropout": 0.2}, "with dropout"
         ),
     ),
-    budget=ablation.Budget(steps={"test": 40}, epochs={"quick": 2, "paper": 50}),
+    budget=ablation.Budget(steps={"test": 40}, epochs={"quick": 2, "standard": 10, "paper": 50}),
     tuning=GRID,
     measure=ablation.test_error(),
     direction="lower",

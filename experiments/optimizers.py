@@ -60,6 +60,8 @@ class Sizes:
 SIZES = {
     "test": Sizes(mlp_width=16, mlp_epochs=2),
     "quick": Sizes(mlp_width=100, mlp_epochs=5),
+    # standard: sized by the lead from measured effects
+    "standard": Sizes(mlp_width=100, mlp_epochs=5),
     "paper": Sizes(mlp_width=1_000, mlp_epochs=100, cnn_epochs=45),
 }
 # Training examples of each dataset (the tuning runs hold out the last `TUNING.holdout`).

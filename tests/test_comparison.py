@@ -30,7 +30,7 @@ def _comparison(**changes: object) -> ablation.Comparison:
             ablation.Variant("narrow", {}, "narrow"),
             ablation.Variant("wide", {"model.width": 256}, "wide"),
         ),
-        budget=ablation.Budget(steps={"test": 40}, epochs={"quick": 3, "paper": 20}),
+        budget=ablation.Budget(steps={"test": 40}, epochs={"quick": 3, "standard": 5, "paper": 20}),
         measure=ablation.test_error(),
         direction="lower",
         smallest_effect=0.002,
@@ -116,9 +116,11 @@ def test_a_budget_names_every_preset_once() -> None:
     with pytest.raises(ConfigError, match="every preset once"):
         ablation.Budget(steps={"test": 10, "quick": 10})
     with pytest.raises(ConfigError, match="every preset once"):
-        ablation.Budget(steps={"test": 10, "quick": 10, "paper": 10}, epochs={"paper": 1})
+        ablation.Budget(
+            steps={"test": 10, "quick": 10, "standard": 10, "paper": 10}, epochs={"paper": 1}
+        )
     with pytest.raises(ConfigError, match="positive"):
-        ablation.Budget(steps={"test": 0, "quick": 10, "paper": 10})
+        ablation.Budget(steps={"test": 0, "quick": 10, "standard": 10, "paper": 10})
 
 
 # -- the derived judge: three outcomes on fabricated runs ----------------------------------------

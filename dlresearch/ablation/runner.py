@@ -24,10 +24,11 @@ import numpy as np
 from dlresearch import config as config_lib
 from dlresearch import data, train
 from dlresearch.ablation import provenance, writeup
-from dlresearch.ablation.measures import best_value, mean_std
+from dlresearch.ablation.measures import best_value, edge_side, mean_std
 from dlresearch.ablation.runs import Run
 from dlresearch.ablation.spec import (
     DEFAULT_SEEDS,
+    MAX_EXTENSIONS,
     PRESETS,
     DataDirs,
     Experiment,
@@ -103,8 +104,11 @@ def _read_json(path: str) -> Any:
         return json.load(f)
 
 
-def tuning_config(config: ml_collections.ConfigDict, tuning: Tuning) -> ml_collections.ConfigDict:
-    """The tuning run of a variant: the whole grid on the tuning seeds, with a held-out split.
+def tuning_config(
+    config: ml_collections.ConfigDict, tuning: Tuning, grid: Sequence[float] = ()
+) -> ml_collections.ConfigDict:
+    """The tuning run of a variant: the whole grid (or the rates `grid` of an extension) on the
+    tuning seeds, with a held-out split.
 
     Selection reads final values and the training curve only, so the run evaluates once, at its
     end, and measures no diagnostics (neither changes what it trains).
@@ -112,7 +116,7 @@ def tuning_config(config: ml_collections.ConfigDict, tuning: Tuning) -> ml_colle
     return config_lib.apply_overrides(
         config,
         {
-            "sweep.lr": tuning.grid,
+            "sweep.lr": tuple(grid) or tuning.grid,
             "sweep.seed": tuning.seeds,
             "data.holdout": tuning.holdout,
             "eval.every_steps": 0,
@@ -251,14 +255,7 @@ def _variant_run(
     variant's label in the log); None if it has not finished (and was not trained here)."""
     tuning_run = None
     if part.tuning:
-        tuning = tuning_config(config, part.tuning)
-        tuning_dir = os.path.join(workdir, "tuning", part.name, variant.name)
-        seconds = (
-            _train(tuning, tuning_dir, f"{name} tuning", log, measure_at_init=False)
-            if name
-            else 0.0
-        )
-        tuning_run = _read_run(part, variant, tuning, tuning_dir, seconds)
+        tuning_run = _tuning_run(part, variant, config, workdir, name=name, log=log)
         if tuning_run is None:
             return None
         lr = best_value(tuning_run, "lr", part.tuning.score)
@@ -275,6 +272,61 @@ def _variant_run(
         if name:
             log(f"{name}: {_brief(run)}")
     return run
+
+
+def _tuning_run(
+    part: Part,
+    variant: Variant,
+    config: ml_collections.ConfigDict,
+    workdir: str,
+    *,
+    name: str,
+    log: Callable[[str], None],
+) -> Run | None:
+    """A variant's tuning run, its grid extended where the selected rate lies at an edge: one
+    decade beyond that edge (`Tuning.extension`), trained as a run of its own in `extend-<k>`
+    inside the tuning run's directory, the selection then made over the union; at most
+    `MAX_EXTENSIONS` times. Trained (or resumed) when `name` is given, else read back; the runs
+    merged as one, or None while one of them is not finished."""
+    assert part.tuning is not None
+    tuning_dir = os.path.join(workdir, "tuning", part.name, variant.name)
+    pieces: list[Run] = []
+    added: tuple[float, ...] = ()
+    for k in range(MAX_EXTENSIONS + 1):
+        run_dir = os.path.join(tuning_dir, f"extend-{k}") if k else tuning_dir
+        grid_config = tuning_config(config, part.tuning, added)
+        rates = ", ".join(f"{r:g}" for r in added)
+        what = f"{name} tuning" + (f" extension {k} (lr {rates})" if k else "")
+        seconds = _train(grid_config, run_dir, what, log, measure_at_init=False) if name else 0.0
+        piece = _read_run(part, variant, grid_config, run_dir, seconds)
+        if piece is None:
+            return None
+        pieces.append(piece)
+        merged = _merged(pieces)
+        grid = [m["lr"] for m in merged.members]
+        side = edge_side(grid, best_value(merged, "lr", part.tuning.score))
+        if side is None:
+            break
+        added = part.tuning.extension(grid, side)
+    return merged
+
+
+def _merged(pieces: Sequence[Run]) -> Run:
+    """A tuning run and its extensions as one run over the union of their grids."""
+    first, extensions = pieces[0], pieces[1:]
+    if not extensions:
+        return first
+    grid = sorted({m["lr"] for p in pieces for m in p.members})
+    return dataclasses.replace(
+        first,
+        config=config_lib.apply_overrides(first.config, {"sweep.lr": tuple(grid)}),
+        members=[m for p in pieces for m in p.members],
+        history=[h for p in pieces for h in p.history],
+        diverged_at=[d for p in pieces for d in p.diverged_at],
+        init_diagnostics=[d for p in pieces for d in p.init_diagnostics],
+        seconds=sum(p.seconds for p in pieces),
+        extensions=tuple(tuple(p.config.sweep.lr) for p in extensions),
+    )
 
 
 def _brief(run: Run) -> str:
@@ -300,13 +352,20 @@ def _selected_parts(experiment: Experiment, parts: list[Part], only: Sequence[st
 
 
 def _check_replication(parts: Sequence[Part], seeds: Sequence[int], overrides: Mapping) -> None:
-    """Refuse what would count one run as several: a repeated seed, or an override of an axis the
-    runner sweeps itself (`sweep.*`: the seeds, a tuning grid) or of a rate a part tunes."""
+    """Refuse what would count one run as several: a repeated seed, an evaluation seed that is a
+    tuning seed, or an override of an axis the runner sweeps itself (`sweep.*`: the seeds, a
+    tuning grid) or of a rate a part tunes."""
     repeated = sorted({s for s in seeds if list(seeds).count(s) > 1})
     if repeated:
         raise ConfigError(
             f"seeds={','.join(map(str, seeds))} repeats seed(s) {', '.join(map(str, repeated))}: "
             "each seed must be distinct (a repeated seed is one run counted twice)"
+        )
+    tuning = sorted({s for p in parts if p.tuning for s in p.tuning.seeds} & set(seeds))
+    if tuning:
+        raise ConfigError(
+            f"seeds={','.join(map(str, seeds))} include the tuning seed(s) "
+            f"{', '.join(map(str, tuning))}: evaluation seeds must differ from the tuning seeds"
         )
     swept = sorted(k for k in overrides if k.startswith("sweep."))
     if swept:
@@ -451,7 +510,10 @@ def _plan(
     seeds = tuple(DEFAULT_SEEDS[preset] if seeds is None else seeds)
     if not seeds:
         raise ConfigError("seeds must name at least one seed")
-    preset_parts = experiment.parts(preset, data_dirs)
+    preset_parts = [
+        dataclasses.replace(p, tuning=p.tuning.for_preset(preset)) if p.tuning else p
+        for p in experiment.parts(preset, data_dirs)
+    ]
     parts = _selected_parts(experiment, preset_parts, only)
     _check_replication(parts, seeds, overrides)
     configs = {p.name: run_configs(p, seeds, overrides) for p in parts}
