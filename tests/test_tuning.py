@@ -40,8 +40,10 @@ def test_standard_and_paper_densify_the_grid_to_three_rates_per_decade_on_two_se
 
 def test_quick_and_test_tune_as_declared() -> None:
     declared = spec.Tuning(QUICK_GRID, SCORE, "training loss")
-    for preset in ("quick", "test"):
-        assert declared.for_preset(preset) is declared
+    assert declared.for_preset("test") is declared
+    quick = declared.for_preset("quick")
+    assert (quick.grid, quick.seeds, quick.extensions) == (declared.grid, declared.seeds, 0)
+    assert declared.extensions == spec.MAX_EXTENSIONS
     assert declared.seeds == spec.TUNING_SEEDS == (1000,)
 
 

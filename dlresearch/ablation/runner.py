@@ -28,7 +28,6 @@ from dlresearch.ablation.measures import best_value, edge_side, mean_std
 from dlresearch.ablation.runs import Run
 from dlresearch.ablation.spec import (
     DEFAULT_SEEDS,
-    MAX_EXTENSIONS,
     PRESETS,
     DataDirs,
     Experiment,
@@ -286,13 +285,13 @@ def _tuning_run(
     """A variant's tuning run, its grid extended where the selected rate lies at an edge: one
     decade beyond that edge (`Tuning.extension`), trained as a run of its own in `extend-<k>`
     inside the tuning run's directory, the selection then made over the union; at most
-    `MAX_EXTENSIONS` times. Trained (or resumed) when `name` is given, else read back; the runs
+    `tuning.extensions` times. Trained (or resumed) when `name` is given, else read back; the runs
     merged as one, or None while one of them is not finished."""
     assert part.tuning is not None
     tuning_dir = os.path.join(workdir, "tuning", part.name, variant.name)
     pieces: list[Run] = []
     added: tuple[float, ...] = ()
-    for k in range(MAX_EXTENSIONS + 1):
+    for k in range(part.tuning.extensions + 1):
         run_dir = os.path.join(tuning_dir, f"extend-{k}") if k else tuning_dir
         grid_config = tuning_config(config, part.tuning, added)
         rates = ", ".join(f"{r:g}" for r in added)

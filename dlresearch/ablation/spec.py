@@ -82,7 +82,8 @@ THOROUGH_PRESETS = ("standard", "paper")
 RATES_PER_DECADE = 3
 THOROUGH_TUNING_SEEDS = (1000, 1001)
 # A rate selected at an edge of an arm's grid extends that arm's grid by one decade on that side
-# (`Tuning.extension`), at most this many times.
+# (`Tuning.extension`), at most this many times; not at quick, the 15-minute smoke run, whose
+# edges are noted only.
 MAX_EXTENSIONS = 2
 
 
@@ -112,6 +113,7 @@ class Tuning:
     metric: str  # what `score` measures, for the report
     holdout: int = 10_000
     seeds: tuple[int, ...] = TUNING_SEEDS
+    extensions: int = MAX_EXTENSIONS  # at most this many grid extensions per arm
 
     def __post_init__(self) -> None:
         grid = sorted(self.grid)
@@ -122,7 +124,10 @@ class Tuning:
         """The tuning a preset runs. `THOROUGH_PRESETS`: the grid densified log-uniformly to at
         least `RATES_PER_DECADE` rates per decade between its end points (kept as they are; a
         grid already that dense is kept whole), on the declared seeds if there are two or more,
-        else on `THOROUGH_TUNING_SEEDS`. Other presets: this tuning as declared."""
+        else on `THOROUGH_TUNING_SEEDS`. Quick: as declared, without grid extensions (the smoke
+        run's time). Test: as declared."""
+        if preset == "quick":
+            return dataclasses.replace(self, extensions=0)
         if preset not in THOROUGH_PRESETS:
             return self
         low, high = min(self.grid), max(self.grid)

@@ -16,7 +16,6 @@ from dlresearch.ablation.measures import Group, edge_side, mean_std, steps_summa
 from dlresearch.ablation.runs import Run
 from dlresearch.ablation.spec import (
     DEFAULT_SEEDS,
-    MAX_EXTENSIONS,
     DataDirs,
     ExperimentResult,
     Findings,
@@ -346,11 +345,9 @@ def tuning_section(tuning: Tuning, runs: Mapping[str, Run]) -> str:
         f"grid on tuning seed(s) {seeds} (not among the evaluation seeds) with the last "
         f"{tuning.holdout:,} training examples held out; the rate with the lowest {tuning.metric} "
         "was then trained on the evaluation seeds with the full training set. The grid: "
-        f"{_rates_text(tuning.grid)} ({tuning.per_decade} per decade). Where a variant's selected "
-        f"rate lay at an edge of its grid, its grid was extended by a decade beyond that edge "
-        f"({tuning.per_decade} more rates) and the rate selected over the union, at most "
-        f"{MAX_EXTENSIONS} times; a blank cell is a rate that variant did not train. A rate still "
-        "at an edge of its final grid is marked: the best rate may lie beyond it.\n\n"
+        f"{_rates_text(tuning.grid)} ({tuning.per_decade} per decade). "
+        + _extension_text(tuning)
+        + "A rate at an edge of its final grid is marked: the best rate may lie beyond it.\n\n"
         + markdown_table(headers, rows)
         + "\n\nFinal grid per variant: "
         + "; ".join(f"{run.variant.title}: {_final_grid(run.tuning)}" for run in runs.values())
@@ -477,3 +474,14 @@ def write_index(outcomes: Sequence[ExperimentResult], workdir: str) -> None:
             f"| [{o.experiment.title}]({link}) | {o.verdict.outcome} | {o.seconds:.0f} s | {o.verdict.reason} |"
         )
     atomic_write_text(os.path.join(workdir, "report.md"), "\n".join(lines) + "\n")
+
+
+def _extension_text(tuning: Tuning) -> str:
+    if not tuning.extensions:
+        return "No grid is extended at this preset (a smoke run). "
+    return (
+        "Where a variant's selected rate lay at an edge of its grid, its grid was extended by a "
+        f"decade beyond that edge ({tuning.per_decade} more rates) and the rate selected over the "
+        f"union, at most {tuning.extensions} times; a blank cell is a rate that variant did not "
+        "train. "
+    )
