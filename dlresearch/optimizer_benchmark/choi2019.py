@@ -22,12 +22,14 @@ import sys
 from absl import app, flags, logging
 
 from dlresearch.ablation import stats
+from dlresearch.ablation.spec import DEFAULT_SEEDS, PRESETS
 from dlresearch.cli import fail, parse_flags, reported
-from dlresearch.metrics import eval_key
 from dlresearch.optimizer_benchmark import benchmark, problems, protocol
+from dlresearch.optimizer_benchmark.problems import TEST_ACCURACY
 from dlresearch.optimizer_benchmark.search_space import DEFAULT_LR, Arm, Dimension
 
 MARGIN = 0.005  # 0.5 percentage points of test accuracy
+KIND = "value"  # a value at the problem's budget (README, "Claim kinds")
 GENERAL = Arm(
     "adam_lr_b1_eps",
     "adam",
@@ -67,7 +69,7 @@ def judge(results: dict[str, list[protocol.Tuned]]) -> list[str]:
     """The report's claim, rule, verdict and the search-space comparison, per problem."""
     lines = [RULE, ""]
     for name, tuned in results.items():
-        final = {t.arm.label: t.evaluation.final(eval_key("test", "accuracy")) for t in tuned}
+        final = {t.arm.label: t.evaluation.final(TEST_ACCURACY) for t in tuned}
         effect = stats.paired_difference(
             final[GENERAL.label],
             final[SPECIAL.label],
@@ -84,7 +86,7 @@ def judge(results: dict[str, list[protocol.Tuned]]) -> list[str]:
         lines += [
             f"Verdict: {verdict.outcome}. {verdict.reason}",
             "",
-            verdict.result_line(),
+            verdict.result_line(KIND),
             "",
             f"Search space (not judged): {flip.describe()}.",
             "",
@@ -95,7 +97,7 @@ def judge(results: dict[str, list[protocol.Tuned]]) -> list[str]:
 def _define_flags() -> dict[str, flags.FlagHolder]:
     """The command line's flags, defined when the module runs (not on import)."""
     holders = {
-        "preset": flags.DEFINE_enum("preset", "quick", list(problems.PRESETS), "Budgets."),
+        "preset": flags.DEFINE_enum("preset", "quick", list(PRESETS), "Budgets."),
         "workdir": flags.DEFINE_string("workdir", None, "Where the runs and report.md go."),
         "tuning_budget": flags.DEFINE_integer("tuning_budget", 16, "K: points per optimizer."),
         "problem": flags.DEFINE_string("problem", "mnist_mlp", "The test problem."),
@@ -116,13 +118,14 @@ def main(argv: list[str], fv: dict[str, flags.FlagHolder]) -> None:
             fv["problem"].value,
             problem,
             problem.config(preset, fv["data_dir"].value),
-            protocol.EVAL_SEEDS[preset],
+            DEFAULT_SEEDS[preset],
             fv["tuning_budget"].value,
         )
         benchmark.run(
             [setting],
             ARMS,
             fv["workdir"].value,
+            name="choi2019",
             title="Choi et al. (2019): the more general optimizer is never worse, once tuned",
             command=" ".join(["python -m dlresearch.optimizer_benchmark.choi2019", *sys.argv[1:]]),
             judge=judge,
