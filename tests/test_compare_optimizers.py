@@ -21,7 +21,14 @@ from dlresearch import data, train
 from dlresearch.ablation import Group, runner, spec, stats
 from dlresearch.errors import ConfigError, Interrupted
 from dlresearch.metrics import METRICS_FILE, read_jsonl
-from dlresearch.optimizer_benchmark import analysis, benchmark, choi2019, problems, protocol
+from dlresearch.optimizer_benchmark import (
+    analysis,
+    benchmark,
+    choi2019,
+    problems,
+    protocol,
+    report,
+)
 from dlresearch.optimizer_benchmark.search_space import (
     DEFAULT_LR,
     Arm,
@@ -178,6 +185,25 @@ def test_choi_judge_states_the_rule_and_a_result_line_per_problem() -> None:
     assert any(line.startswith("Verdict: reproduced.") for line in lines)
     result = [line for line in lines if line.startswith("**Result (value): reproduced**")]
     assert len(result) == 1 and "adam_lr_b1_eps minus momentum" in result[0]
+
+
+def test_a_point_at_an_edge_of_the_drawn_values_and_diverged_members_are_noted() -> None:
+    space = (DEFAULT_LR, Dimension("b1", 0.5, 0.999, "log1m"))
+    lrs, b1s = (0.1, 0.001, 0.01, 0.003), (0.85, 0.9, 0.87, 0.8)
+    drawn = [{"lr": lr, "b1": b1} for lr, b1 in zip(lrs, b1s, strict=True)]
+    tuning = fake_run("adam", [[{"step": 10, "train/loss": 1.0}]] * 4)
+    tuning.members = [{"seed": 1000, **point} for point in drawn]
+    evaluation = fake_run("adam", [[{"step": 10, "test/accuracy": 0.9}]] * 2)
+    evaluation.diverged_at = [None, 5]
+    scores = np.array([0.9, 0.5, 0.6, 0.4])
+    notes = report.notes(
+        [protocol.Tuned(Arm("adam", "adam", space), drawn, scores, 0, tuning, evaluation)]
+    )
+    assert len(notes) == 2
+    assert "selected lr 0.1 is the highest of the grid (0.001, 0.003, 0.01, 0.1)" in notes[0]
+    assert notes[1].startswith("`adam`: 1 of 2 evaluation members diverged (test error 1;")
+    inner = protocol.Tuned(Arm("adam", "adam", space), drawn, scores, 2, tuning, tuning)
+    assert report.notes([inner]) == []
 
 
 # -- the protocol, end to end ----------------------------------------------------------------------

@@ -55,7 +55,10 @@ RULE = (
 
 
 def non_inferiority(effect: stats.Effect, margin: float) -> stats.Verdict:
-    """The verdict of "a is not worse than b by more than `margin`" on the effect a - b."""
+    """The verdict of "a is not worse than b by more than `margin`" on the effect a - b.
+
+    Not `stats.verdict`: that judges a claimed effect (its margin on the claimed side of no
+    effect); non-inferiority claims the absence of one, its margin on the other side."""
     if effect.low > -margin:
         outcome, why = stats.Outcome.REPRODUCED, f"the lower limit is above -{margin:g}"
     elif effect.high < -margin:

@@ -7,7 +7,7 @@ import numpy as np
 
 from dlresearch.ablation import plots, writeup
 from dlresearch.ablation.comparison import test_error
-from dlresearch.ablation.measures import Group, mean_std, steps_summary
+from dlresearch.ablation.measures import Group, grid_edge_note, mean_std, steps_summary
 from dlresearch.metrics import TRAIN_LOSS, atomic_write_text
 from dlresearch.optimizer_benchmark import analysis
 from dlresearch.optimizer_benchmark.problems import TEST_ACCURACY
@@ -150,6 +150,22 @@ def profile_costs(settings: Sequence[Setting], results: Mapping[str, Sequence[Tu
     return {"steps to target": np.asarray(steps), "test error": np.asarray(error)}
 
 
+def notes(tuned: Sequence[Tuned]) -> list[str]:
+    """The experiments' guards: a selected value at an edge of the K points along a searched
+    dimension (`ablation.grid_edge_note`: the best may lie beyond it), and diverged members."""
+    out = []
+    for t in tuned:
+        selected = Group(f"`{t.arm.label}`", t.tuning, t.tuning.where(**t.point))
+        out += [grid_edge_note(selected, d.field) for d in t.arm.space]
+        diverged = sum(d is not None for d in t.evaluation.diverged_at)
+        if diverged:
+            out.append(
+                f"`{t.arm.label}`: {diverged} of {len(t.evaluation.members)} evaluation members "
+                "diverged (test error 1; their other measures are undefined)."
+            )
+    return [note for note in out if note]
+
+
 def problem_section(
     setting: Setting, tuned: Sequence[Tuned], effects: Sequence[tuple], pngs: Sequence[str]
 ) -> str:
@@ -211,6 +227,7 @@ def problem_section(
         "",
         table,
         "",
+        *[line for note in notes(tuned) for line in (f"Note: {note}", "")],
         "Each optimizer against the baseline, paired over the evaluation seeds (95% interval; "
         "Holm over this problem's comparisons of each measure; a diverged member counts as "
         "test error 1; a run that never reaches the target is censored at the budget):",
