@@ -90,7 +90,9 @@ def _sizes(data_json: str) -> tuple[int, int]:
     return len(dataset.train_labels), len(dataset.test_labels)
 
 
-def _check_data(part: str, config: ml_collections.ConfigDict) -> tuple[int, int]:
+def check_data(part: str, config: ml_collections.ConfigDict) -> tuple[int, int]:
+    """Training and evaluation examples of `config`'s data, loading it (once per data config) to
+    check its files; `ConfigError` naming the flag that gives its directory if it cannot."""
     try:
         return _sizes(json.dumps(config.data.to_dict(), sort_keys=True))
     except ConfigError as error:
@@ -147,18 +149,20 @@ def stop_on_signal() -> Iterator[None]:
             signal.signal(s, h)
 
 
-def _train(
+def train_run(
     config: ml_collections.ConfigDict,
     run_dir: str,
     name: str,
     log: Callable[[str], None],
     *,
-    measure_at_init: bool,
+    measure_at_init: bool = False,
 ) -> float:
-    """Train (or resume, or read back) one sweep in `run_dir`, then mark it finished; its seconds.
+    """Train (or resume, or read back) one sweep in `run_dir`, then mark it finished
+    (`FINISHED_FILE`); its seconds. `name` labels its lines in `log`. `read_run` reads it back.
 
     The mark is removed first: a run resumed from an earlier checkpoint (its newest deleted) is
-    unfinished until `train.run` returns again.
+    unfinished until `train.run` returns again. A stop raises `errors.Interrupted` (after the run
+    committed its checkpoint) with the run left unmarked.
     """
     members = config_lib.sweep_members(config)
     log(f"{name}: {len(members)} member(s) x {config.train.steps} steps ...")
@@ -173,11 +177,18 @@ def _train(
     return seconds
 
 
-def _read_run(
-    part: Part, variant: Variant, config: ml_collections.ConfigDict, run_dir: str, seconds: float
+_train = train_run  # the name the tuning flow calls it by
+
+
+def read_run(
+    name: str, variant: Variant, config: ml_collections.ConfigDict, run_dir: str, seconds: float
 ) -> Run | None:
-    """The finished run of `config` in `run_dir` read back from its files (no lock needed: a
-    finished run is no longer written); None while it is not finished."""
+    """The finished run of `config` in `run_dir` read back from its files, as a `Run` of part
+    `name` (no lock needed: a finished run is no longer written); None while it is not finished.
+
+    `ConfigError` if `run_dir` holds another config, or a finished run whose metrics.jsonl lacks a
+    line its config logs (a damaged run: the message says to delete it and run again).
+    """
     path = os.path.join(run_dir, FINISHED_FILE)
     if not os.path.exists(path):
         return None
@@ -191,9 +202,9 @@ def _read_run(
         raise ConfigError(f"{run_dir} holds a run with a different config: {'; '.join(changed)}")
     finished = _read_json(path)
     members = config_lib.sweep_members(config)
-    num_train, num_eval = _check_data(part.name, config)
+    num_train, num_eval = check_data(name, config)
     run = Run(
-        part=part.name,
+        part=name,
         variant=variant,
         config=config,
         workdir=run_dir,
@@ -211,6 +222,13 @@ def _read_run(
     )
     _check_history(run, finished["step"])
     return run
+
+
+def _read_run(
+    part: Part, variant: Variant, config: ml_collections.ConfigDict, run_dir: str, seconds: float
+) -> Run | None:
+    """`read_run` of a variant of `part` (the tuning flow's call)."""
+    return read_run(part.name, variant, config, run_dir, seconds)
 
 
 def _check_history(run: Run, last: int) -> None:
@@ -518,7 +536,7 @@ def _plan(
     configs = {p.name: run_configs(p, seeds, overrides) for p in parts}
     for part in parts:
         for config in configs[part.name]:
-            _check_data(part.name, config)
+            check_data(part.name, config)
     partial = len(parts) < len(preset_parts)
     return _Plan(experiment, preset, data_dirs, seeds, overrides, only, parts, partial, configs)
 
