@@ -177,9 +177,6 @@ def train_run(
     return seconds
 
 
-_train = train_run  # the name the tuning flow calls it by
-
-
 def read_run(
     name: str, variant: Variant, config: ml_collections.ConfigDict, run_dir: str, seconds: float
 ) -> Run | None:
@@ -222,13 +219,6 @@ def read_run(
     )
     _check_history(run, finished["step"])
     return run
-
-
-def _read_run(
-    part: Part, variant: Variant, config: ml_collections.ConfigDict, run_dir: str, seconds: float
-) -> Run | None:
-    """`read_run` of a variant of `part` (the tuning flow's call)."""
-    return read_run(part.name, variant, config, run_dir, seconds)
 
 
 def _check_history(run: Run, last: int) -> None:
@@ -281,9 +271,11 @@ def _variant_run(
         config = config_lib.apply_overrides(config, {"optim.lr": lr})
     run_dir = os.path.join(workdir, "runs", part.name, variant.name)
     seconds = (
-        _train(config, run_dir, name, log, measure_at_init=part.init_diagnostics) if name else 0.0
+        train_run(config, run_dir, name, log, measure_at_init=part.init_diagnostics)
+        if name
+        else 0.0
     )
-    run = _read_run(part, variant, config, run_dir, seconds)
+    run = read_run(part.name, variant, config, run_dir, seconds)
     if run is not None:
         run.tuning = tuning_run
         if name:
@@ -314,8 +306,8 @@ def _tuning_run(
         grid_config = tuning_config(config, part.tuning, added)
         rates = ", ".join(f"{r:g}" for r in added)
         what = f"{name} tuning" + (f" extension {k} (lr {rates})" if k else "")
-        seconds = _train(grid_config, run_dir, what, log, measure_at_init=False) if name else 0.0
-        piece = _read_run(part, variant, grid_config, run_dir, seconds)
+        seconds = train_run(grid_config, run_dir, what, log) if name else 0.0
+        piece = read_run(part.name, variant, grid_config, run_dir, seconds)
         if piece is None:
             return None
         pieces.append(piece)
