@@ -126,7 +126,7 @@ def measure(
             rngs=rngs,
             mutable=["batch_stats"],
         )
-        return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
+        return program.loss(logits, labels).mean()
 
     grads, signal = jax.grad(loss_fn, argnums=(0, 1))(params, sown["perturbations"])
     if axis_name is not None:

@@ -3,6 +3,21 @@
 The pure functions it compiles are in `program`; `Trainer.chunks` steps a state from one chunk
 boundary to the next, and `run` adds what a run in a workdir needs around it: resuming, logging,
 evaluation, diagnostics, checkpoints and a graceful stop.
+
+Your own model and loss run on the same loop (sweeps, parallel modes, checkpoints, exact resume,
+metrics): `run(config, workdir, model=..., loss=...)`. The config's own are the defaults, passed
+the same way (`models.build`, `program.cross_entropy`).
+- `model(model_config, num_classes, *, axis_name, dtype) -> flax.linen.Module`, called with the
+  config's `model` section: a builder like `models.build`. The module's
+  `__call__(images, *, train: bool)` maps normalised float32 images [B, H, W, C] to float32
+  logits [B, num_classes]; with `train=True` it may draw from the "dropout" rng and update a
+  "batch_stats" collection (BatchNorm), which evaluation then uses with `train=False`. In a
+  parallel mode each device sees its part of the batch; `axis_name` names the device axis for a
+  BatchNorm that syncs its statistics (None on one device). Parameters named "kernel" are scaled
+  by `sweep.init_scale`; diagnostics need the layers it sows (see `diagnostics`).
+- `loss(logits, labels) -> per-example losses [B]`, labels int32 [B]: a step minimises its mean
+  over the batch, and `train/loss` and the evaluations' loss report it.
+The workdir records the config, not the code: resume a run with the model and loss it started with.
 """
 
 import dataclasses
@@ -22,7 +37,7 @@ import ml_collections
 import numpy as np
 from jax.sharding import PartitionSpec as P
 
-from dlresearch import checkpoint, compilation, data, diagnostics, metrics
+from dlresearch import checkpoint, compilation, data, diagnostics, metrics, models
 from dlresearch import config as config_lib
 from dlresearch import workdir as workdir_lib
 from dlresearch.errors import ConfigError, Interrupted
@@ -35,7 +50,16 @@ from dlresearch.parallel import (
     gather_text,
     initialize_distributed,
 )
-from dlresearch.program import NOT_DIVERGED, TrainState, build_program, init_states, member_inputs
+from dlresearch.program import (
+    NOT_DIVERGED,
+    Loss,
+    ModelBuilder,
+    TrainState,
+    build_program,
+    cross_entropy,
+    init_states,
+    member_inputs,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -159,7 +183,14 @@ class Trainer:
     to this Trainer's methods, and `par.fetch` reads them on the host.
     """
 
-    def __init__(self, config: ml_collections.ConfigDict) -> None:
+    def __init__(
+        self,
+        config: ml_collections.ConfigDict,
+        *,
+        model: ModelBuilder = models.build,
+        loss: Loss = cross_entropy,
+    ) -> None:
+        """`model` and `loss` as `run` takes them."""
         config_lib.validate(config)
         compilation.enable_persistent_cache()
         self.config = config
@@ -172,7 +203,7 @@ class Trainer:
         self.members = config_lib.sweep_members(config)
         self.par.check_members(len(self.members))
         self.dataset = data.load_on_every_process(config)
-        self.program = build_program(config, self.dataset, self.par)
+        self.program = build_program(config, self.dataset, self.par, model=model, loss=loss)
         host_arrays = self.program.pipeline.host_arrays(self.dataset)
         self._array_specs = self.par.data_specs(host_arrays)
         self.arrays = self.par.to_run(self.par.put(host_arrays, self._array_specs))
@@ -326,10 +357,13 @@ def run(
     config: ml_collections.ConfigDict,
     workdir: str,
     *,
+    model: ModelBuilder = models.build,
+    loss: Loss = cross_entropy,
     overwrite: bool = False,
     measure_at_init: bool = False,
 ) -> RunResult:
-    """Train (or resume) the run of `config` in `workdir`.
+    """Train (or resume) the run of `config` in `workdir`, with the module `model` builds and
+    `loss` (see the module docstring; the defaults are the config's model and cross-entropy).
 
     Nothing is written before the config is validated (and found the same on every process), the
     data loaded and the workdir locked: a bad config or a workdir in use raises `ConfigError` with
@@ -351,7 +385,7 @@ def run(
             # signal is read at the first chunk boundary, by every process together.
             stop.defer()
         _check_processes_agree(config)
-        trainer = Trainer(config)
+        trainer = Trainer(config, model=model, loss=loss)
         stop.defer()
         with workdir_lib.claim(workdir, config, overwrite):
             if measure_at_init:
