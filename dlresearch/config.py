@@ -91,6 +91,9 @@ def base_config() -> ml_collections.ConfigDict:
     c.eval = ml_collections.ConfigDict()
     c.eval.every_steps = 500
     c.eval.batch_size = 500
+    # Also evaluate (eval mode) on this many training examples, a fixed subset (all when the
+    # training split is smaller): "train_eval/loss", "train_eval/accuracy". 0 = off.
+    c.eval.train_examples = 10_000
 
     c.checkpoint = ml_collections.ConfigDict()
     c.checkpoint.every_steps = 1000
@@ -251,6 +254,7 @@ RULES: dict[str, Rule] = {
     "train.log_every_steps": _count(1),
     "eval.every_steps": _count(),
     "eval.batch_size": _count(1),
+    "eval.train_examples": _count(),
     "checkpoint.every_steps": _count(),
     "checkpoint.keep": _count(1),
     "diagnostics.every_steps": _count(),

@@ -27,7 +27,7 @@ from jax import lax
 from dlresearch import config as config_lib
 from dlresearch import data, metrics, optim
 from dlresearch.parallel import Parallel
-from dlresearch.pipeline import DeviceArrays, Pipeline
+from dlresearch.pipeline import DeviceArrays, EvalSplit, Pipeline
 from dlresearch.rng import DROPOUT, Stream
 
 NOT_DIVERGED = -1
@@ -204,9 +204,10 @@ class Program:
 
     # -- evaluation ----------------------------------------------------------------------------
     def evaluate(
-        self, state: TrainState, arrays: DeviceArrays, *, axis_name: str | None
+        self, state: TrainState, split: EvalSplit, *, axis_name: str | None
     ) -> dict[str, jax.Array]:
-        """Loss and accuracy of one member on the whole evaluation split (running BN averages)."""
+        """Loss and accuracy of one member on all of `split` (the evaluation split or the training
+        subset of `DeviceArrays`), in eval mode: no dropout, BatchNorm's running averages."""
 
         def body(totals: jax.Array, batch: tuple[jax.Array, ...]) -> tuple[jax.Array, None]:
             images, labels, mask = batch
@@ -221,7 +222,7 @@ class Program:
                 [(loss * mask).sum(), (correct * mask).sum(), mask.sum()]
             ), None
 
-        batches = self.pipeline.eval_batches(arrays, axis_name)
+        batches = self.pipeline.eval_batches(split, axis_name)
         # Zeros typed like the member's state: on a mesh, varying over its rows of members.
         totals = jnp.zeros(3) + jnp.zeros_like(state.step, jnp.float32)
         if axis_name is None:
@@ -254,6 +255,7 @@ def build_program(
             eval_batch_size=min(
                 config.eval.batch_size, max(1, len(dataset.test_labels) // par.data_shards)
             ),
+            train_eval_examples=config.eval.train_examples,
             augment=dataset.augment,
             mean=dataset.mean,
             std=dataset.std,

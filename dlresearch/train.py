@@ -220,7 +220,10 @@ class Trainer:
             self.program.pipeline.epoch_permutation, P(), donate_state=False
         )
         self._perm_cache: dict[tuple[bytes, int], jax.Array] = {}
-        self._evaluate = self._compile(self.program.evaluate, self._array_specs, donate_state=False)
+        # One function for either split of `DeviceArrays` (placed alike; compiled per shape).
+        self._evaluate = self._compile(
+            self.program.evaluate, self._array_specs.eval, donate_state=False
+        )
         self._measure = self._compile(
             functools.partial(diagnostics.measure, self.program, config),
             self._array_specs,
@@ -346,8 +349,11 @@ class Trainer:
                 )
         return tuple(self._perm_cache[seeds, e] for e in epochs)
 
-    def evaluate(self, state: TrainState) -> dict[str, np.ndarray]:
-        return self.par.fetch(self._groups(self._evaluate, (state, self.arrays), (True, False)))
+    def evaluate(self, state: TrainState, split: str = "eval") -> dict[str, np.ndarray]:
+        """Loss and accuracy per member on the evaluation split ("eval") or on the fixed training
+        subset ("train_eval", when `eval.train_examples` > 0)."""
+        examples = getattr(self.arrays, split)
+        return self.par.fetch(self._groups(self._evaluate, (state, examples), (True, False)))
 
     def measure(self, state: TrainState) -> dict[str, np.ndarray]:
         return self.par.fetch(self._groups(self._measure, (state, self.arrays), (True, False)))
@@ -555,16 +561,21 @@ class _Log:
         )
 
     def _eval(self, step: int, state: TrainState) -> None:
-        results = self.trainer.evaluate(state)
-        split = self.trainer.dataset.eval_split
-        self._write(step, {metrics.eval_key(split, k): results[k] for k in ("loss", "accuracy")})
-        accuracy = [float(a) for a in results["accuracy"]]
-        logger.info(
-            "step %d: %s %s",
-            step,
-            metrics.eval_key(split, "accuracy"),
-            metrics.across_members(accuracy, self.names, higher_is_better=True),
-        )
+        """The evaluation split's loss and accuracy, and the training subset's (eval mode)."""
+        splits = {self.trainer.dataset.eval_split: "eval"}
+        if self.trainer.arrays.train_eval is not None:
+            splits[metrics.TRAIN_EVAL] = "train_eval"
+        values, line = {}, []
+        for name, split in splits.items():
+            results = self.trainer.evaluate(state, split)
+            values.update({metrics.eval_key(name, k): results[k] for k in ("loss", "accuracy")})
+            accuracy = [float(a) for a in results["accuracy"]]
+            line.append(
+                f"{metrics.eval_key(name, 'accuracy')} "
+                + metrics.across_members(accuracy, self.names, higher_is_better=True)
+            )
+        self._write(step, values)
+        logger.info("step %d: %s", step, ", ".join(line))
 
 
 def final_metrics(path: str, num_members: int) -> list[dict[str, float]]:
