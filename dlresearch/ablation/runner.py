@@ -252,7 +252,7 @@ def _variant_run(
     tuning_run = None
     if part.tuning:
         tuning = tuning_config(config, part.tuning)
-        tuning_dir = os.path.join(workdir, "tuning", part.name, variant.name)
+        tuning_dir = os.path.join(workdir, "tuning", part.stored, variant.name)
         seconds = (
             _train(tuning, tuning_dir, f"{name} tuning", log, measure_at_init=False)
             if name
@@ -265,7 +265,7 @@ def _variant_run(
         if name:
             log(f"{name} tuning: selected lr {lr:g} (by {part.tuning.metric})")
         config = config_lib.apply_overrides(config, {"optim.lr": lr})
-    run_dir = os.path.join(workdir, "runs", part.name, variant.name)
+    run_dir = os.path.join(workdir, "runs", part.stored, variant.name)
     seconds = (
         _train(config, run_dir, name, log, measure_at_init=part.init_diagnostics) if name else 0.0
     )
@@ -472,10 +472,14 @@ def _collect(
         for part in plan.parts
         for variant, config in zip(part.variants, plan.configs[part.name], strict=True)
     ]
+    # Parts that share their runs (`Part.runs`) train each once: k counts distinct runs.
+    stored = {(p.stored, v.name): None for p, v, _ in variants}
+    index = {where: k for k, where in enumerate(stored)}
     runs: dict[str, Run | None] = {}
-    for k, (part, variant, config) in enumerate(variants):
-        if train and share.trains(k):
-            name = f"{part.name}/{variant.name} ({k + 1}/{len(variants)})"
+    for part, variant, config in variants:
+        k = index.pop((part.stored, variant.name), None)
+        if train and k is not None and share.trains(k):
+            name = f"{part.name}/{variant.name} ({k + 1}/{len(stored)})"
             runs[f"{part.name}/{variant.name}"] = _variant_run(
                 part, variant, config, workdir, name=name, log=log
             )
