@@ -191,7 +191,7 @@ class Trainer:
         loss: Loss = cross_entropy,
     ) -> None:
         """`model` and `loss` as `run` takes them."""
-        config_lib.validate(config)
+        check(config, model=model)
         compilation.enable_persistent_cache()
         self.config = config
         self.par = Parallel(
@@ -383,7 +383,7 @@ def run(
     """
     workdir = os.path.abspath(workdir)  # Orbax needs an absolute path
     with _graceful_stop() as stop:
-        config_lib.validate(config)
+        check(config, model=model)
         workdir_lib.check_name(workdir)
         initialize_distributed(config.parallel)
         if jax.process_count() > 1:
@@ -397,6 +397,16 @@ def run(
             if measure_at_init:
                 _measure_at_init(trainer, workdir)
             return _train(trainer, workdir, stop)
+
+
+def check(config: ml_collections.ConfigDict, *, model: ModelBuilder = models.build) -> None:
+    """Raise `ConfigError` (one line) on what `run` refuses before any work: a bad field
+    (`config.validate`), then what the module `model` builds from the config's `model` section
+    says of it (`models.build`: unknown names, a ResNet depth that is not 6n+2, ...), and the
+    diagnostics' layer and unit against that module's hidden layers. No device or data is touched;
+    the module is built for 10 classes (its names and shapes do not depend on the count)."""
+    config_lib.validate(config)
+    diagnostics.check(config, model(config.model, 10, axis_name=None, dtype=jnp.float32))
 
 
 # Fields that may differ between the processes of a multi-host run: each has its own id, and each

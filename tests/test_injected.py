@@ -11,9 +11,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+import pytest
 from conftest import small_config
 
 from dlresearch import checkpoint, data, program, train
+from dlresearch.errors import ConfigError
 from dlresearch.metrics import member_records, read_jsonl
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -108,3 +110,27 @@ def test_the_readme_example_of_an_own_model_and_loss_runs(tmp_path: Path) -> Non
     records = read_jsonl(tmp_path / "runs" / "my_model" / "metrics.jsonl")
     assert {r["member"] for r in records if "member" in r} == {0, 1}
     assert any("test/accuracy" in r for r in records)
+
+
+def test_config_validates_without_the_models_module() -> None:
+    """The model's names are checked where the model is built (`train.check`), not by config."""
+    code = (
+        "import sys; from dlresearch import config; config.validate(config.base_config()); "
+        "assert 'dlresearch.models' not in sys.modules, 'models imported'"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    with pytest.raises(ConfigError, match=r"^model\.activation='relu6' is not known; allowed"):
+        train.check(small_config(**{"model.activation": "relu6"}))
+
+
+def test_the_checks_of_a_run_are_those_of_its_own_model() -> None:
+    """Diagnostics read the layers a model sows: an own model that sows none is refused with one
+    line, before any data is loaded; a bad name of the config's model does not concern it."""
+    config = small_config(**{"diagnostics.every_steps": 10})
+    with pytest.raises(ConfigError, match=r"^diagnostics\.layer=-1 is out of range: .* 0 hidden"):
+        train.check(config, model=tiny)
+    train.check(small_config(**{"diagnostics.every_steps": 10}))  # the config's MLP sows its layers
+    train.check(small_config(**{"model.name": "transformer"}), model=tiny)

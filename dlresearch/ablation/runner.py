@@ -63,10 +63,10 @@ def run_configs(
         config = config_lib.apply_overrides(part.config, variant.overrides)
         config.sweep.seed = tuple(int(s) for s in seeds)
         config = config_lib.apply_overrides(config, overrides)
-        config_lib.validate(config)
+        train.check(config)
         _check_curves(part, config)
         if part.tuning:
-            config_lib.validate(tuning_config(config, part.tuning))
+            train.check(tuning_config(config, part.tuning))
         configs.append(config)
     return configs
 
