@@ -165,5 +165,5 @@ def check(settings: Sequence[Setting], arms: Sequence[Arm]) -> list[ml_collectio
                 evaluation_config(setting, arm, points(arm.space, 1)[0]),
             ]
     for config in configs:
-        config_lib.validate(config)
+        train.check(config)  # the fields, then the model each builds
     return configs
