@@ -63,10 +63,10 @@ def run_configs(
         config = config_lib.apply_overrides(part.config, variant.overrides)
         config.sweep.seed = tuple(int(s) for s in seeds)
         config = config_lib.apply_overrides(config, overrides)
-        config_lib.validate(config)
+        train.check(config)
         _check_curves(part, config)
         if part.tuning:
-            config_lib.validate(tuning_config(config, part.tuning))
+            train.check(tuning_config(config, part.tuning))
         configs.append(config)
     return configs
 
@@ -269,7 +269,7 @@ def _variant_run(
         if name:
             log(f"{name} tuning: selected lr {lr:g} (by {part.tuning.metric})")
         config = config_lib.apply_overrides(config, {"optim.lr": lr})
-    run_dir = os.path.join(workdir, "runs", part.name, variant.name)
+    run_dir = os.path.join(workdir, "runs", part.stored, variant.name)
     seconds = (
         train_run(config, run_dir, name, log, measure_at_init=part.init_diagnostics)
         if name
@@ -298,7 +298,7 @@ def _tuning_run(
     `tuning.extensions` times. Trained (or resumed) when `name` is given, else read back; the runs
     merged as one, or None while one of them is not finished."""
     assert part.tuning is not None
-    tuning_dir = os.path.join(workdir, "tuning", part.name, variant.name)
+    tuning_dir = os.path.join(workdir, "tuning", part.stored, variant.name)
     pieces: list[Run] = []
     added: tuple[float, ...] = ()
     for k in range(part.tuning.extensions + 1):
@@ -543,10 +543,14 @@ def _collect(
         for part in plan.parts
         for variant, config in zip(part.variants, plan.configs[part.name], strict=True)
     ]
+    # Parts that share their runs (`Part.runs`) train each once: k counts distinct runs.
+    stored = {(p.stored, v.name): None for p, v, _ in variants}
+    index = {where: k for k, where in enumerate(stored)}
     runs: dict[str, Run | None] = {}
-    for k, (part, variant, config) in enumerate(variants):
-        if train and share.trains(k):
-            name = f"{part.name}/{variant.name} ({k + 1}/{len(variants)})"
+    for part, variant, config in variants:
+        k = index.pop((part.stored, variant.name), None)
+        if train and k is not None and share.trains(k):
+            name = f"{part.name}/{variant.name} ({k + 1}/{len(stored)})"
             runs[f"{part.name}/{variant.name}"] = _variant_run(
                 part, variant, config, workdir, name=name, log=log
             )

@@ -217,6 +217,8 @@ class Part:
     # Also measure the diagnostics of the freshly initialised state (train.run starts them after
     # the first chunk of steps).
     init_diagnostics: bool = False
+    # The name its runs are stored under (default: `name`): parts of one grid share its runs.
+    runs: str = ""
     kind: Kind = dataclasses.field(kw_only=True)
     quote: str = dataclasses.field(kw_only=True)
 
@@ -225,6 +227,11 @@ class Part:
             raise ValueError(f"kind={self.kind!r} is not known; allowed values: {', '.join(KINDS)}")
         if not self.quote:
             raise ValueError(f"part {self.name!r}: a kind rests on a quoted sentence of the paper")
+
+    @property
+    def stored(self) -> str:
+        """The directory name of its runs under the workdir's `runs/` and `tuning/`."""
+        return self.runs or self.name
 
     @property
     def decides(self) -> bool:

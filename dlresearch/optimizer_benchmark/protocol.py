@@ -21,6 +21,7 @@ import ml_collections
 import numpy as np
 
 from dlresearch import config as config_lib
+from dlresearch import train
 from dlresearch.ablation import runner
 from dlresearch.ablation.runs import Run
 from dlresearch.ablation.spec import TUNING_SEEDS
@@ -147,5 +148,5 @@ def check(settings: Sequence[Setting], arms: Sequence[Arm]) -> list[ml_collectio
                 evaluation_config(setting, arm, points(arm.space, 1)[0]),
             ]
     for config in configs:
-        config_lib.validate(config)
+        train.check(config)  # the fields, then the model each builds
     return configs
