@@ -61,7 +61,8 @@ def _train_field(original: Callable[..., Any]) -> Callable[..., Any]:
 def run(split_json: str, argv: list[str]) -> None:
     _timed(train.Trainer, "__init__", "setup_s")
     _timed(train.Trainer, "restore", "init_s")  # a fresh state, or the newest checkpoint
-    _timed(train.Trainer, "evaluate", "eval_s")
+    # An evaluation boundary: the evaluation split and the train-set evaluation (eval.train_examples).
+    _timed(train._Log, "_eval", "eval_s")
     _timed(checkpoint.Checkpointer, "save", "checkpoint_s")
     _timed(checkpoint.Checkpointer, "close", "checkpoint_s")
     train.Trainer.train_chunk = _train_field(train.Trainer.train_chunk)

@@ -245,7 +245,7 @@ def _experiments_help(known: dict[str, str]) -> str:
     listed = "\n".join(f"  {name:<{width}}  {_summary(module)}" for name, module in known.items())
     return (
         "Run an ablation experiment: a shipped one by NAME, or any experiment script by its path.\n\n"
-        "  dlresearch-experiment NAME|FILE --preset=quick|paper|test --workdir=DIR [flags]\n"
+        "  dlresearch-experiment NAME|FILE --preset=quick|standard|paper|test --workdir=DIR [flags]\n"
         "  dlresearch-experiment NAME|FILE --help    (that experiment's flags)\n\n"
         f"Experiments:\n{listed}"
     )
@@ -258,12 +258,16 @@ def experiment() -> None:
     if target in HELP_FLAGS:
         print(_experiments_help(known))
         sys.exit(0)
+    # A script whose declaration is refused (a `ConfigError` as it is imported) ends as any bad
+    # input does: one line, exit 2, nothing written.
     if target.endswith(".py") or os.sep in target:
-        _run_file(target)
+        with reported():
+            _run_file(target)
     elif target in known:
         _checkout_importable()
         sys.argv = [f"{sys.argv[0]} {target}", *sys.argv[2:]]
-        runpy.run_module(known[target], run_name="__main__", alter_sys=True)
+        with reported():
+            runpy.run_module(known[target], run_name="__main__", alter_sys=True)
     else:
         fail(
             f"dlresearch-experiment NAME|FILE [flags]: NAME={target!r} is not known and not a "

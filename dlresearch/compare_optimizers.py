@@ -17,6 +17,7 @@ import sys
 
 from absl import app, flags, logging
 
+from dlresearch.ablation.spec import DEFAULT_SEEDS, PRESETS
 from dlresearch.cli import fail, parse_flags, reported
 from dlresearch.errors import ConfigError
 from dlresearch.optimizer_benchmark import benchmark, problems, protocol, search_space
@@ -29,7 +30,7 @@ _PROBLEMS = flags.DEFINE_list(
 )
 _BUDGET = flags.DEFINE_integer("tuning_budget", 16, "K: tuning points per optimizer and problem.")
 _PRESET = flags.DEFINE_enum(
-    "preset", "quick", list(problems.PRESETS), "Budgets: test, quick, standard (CPU), paper."
+    "preset", "quick", list(PRESETS), "Budgets (each problem's `ablation.Budget`)."
 )
 _WORKDIR = flags.DEFINE_string("workdir", None, "Where runs, results.csv, plots and report.md go.")
 _BASELINE = flags.DEFINE_string(
@@ -69,9 +70,7 @@ def _settings() -> list[protocol.Setting]:
         raise ConfigError(f"--tuning_budget={_BUDGET.value} is not valid; allowed: an integer >= 2")
     try:
         seeds = (
-            tuple(int(s) for s in _SEEDS.value)
-            if _SEEDS.value
-            else protocol.EVAL_SEEDS[_PRESET.value]
+            tuple(int(s) for s in _SEEDS.value) if _SEEDS.value else DEFAULT_SEEDS[_PRESET.value]
         )
     except ValueError:
         raise ConfigError(f"--seeds={','.join(_SEEDS.value)} must be integers") from None
@@ -102,6 +101,7 @@ def main(argv: list[str]) -> None:
             _settings(),
             _arms(),
             _WORKDIR.value,
+            name="compare_optimizers",
             title="Optimizers compared under one tuning protocol",
             command=command,
         )

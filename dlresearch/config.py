@@ -1,22 +1,22 @@
-"""The run config: defaults, validation against the registries, and its JSON form.
+"""The run config: defaults, validation of its fields, and its JSON form.
 
 Every config file in `configs/` starts from `base_config()` and overrides what it needs, so the
-resolved config written to `WORKDIR/config.json` always has every field.
+resolved config written to `WORKDIR/config.json` always has every field. `validate` checks every
+field's type and range and the rules across fields; the `model` section's names, and the
+diagnostics' layer and unit, are checked against the module a run builds, where it is built
+(`train.check`, which `train.run` calls before any work).
 """
 
 import dataclasses
-import functools
 import itertools
 import json
 import math
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-import jax
-import jax.numpy as jnp
 import ml_collections
 
-from dlresearch import data, diagnostics, models, optim
+from dlresearch import data, optim
 from dlresearch.errors import ConfigError
 
 PARALLEL_MODES = ("single", "shard_map", "pmap")
@@ -98,6 +98,9 @@ def base_config() -> ml_collections.ConfigDict:
     c.eval = ml_collections.ConfigDict()
     c.eval.every_steps = 500
     c.eval.batch_size = 500
+    # Also evaluate (eval mode) on this many training examples, a fixed subset (all when the
+    # training split is smaller): "train_eval/loss", "train_eval/accuracy". 0 = off.
+    c.eval.train_examples = 10_000
 
     c.checkpoint = ml_collections.ConfigDict()
     c.checkpoint.every_steps = 1000
@@ -206,8 +209,8 @@ def _positive(sequence: bool = False) -> Rule:
     return Rule("float", low=0, low_open=True, sequence=sequence)
 
 
-def _names(registry: Any, *extra: str) -> Rule:
-    return Rule("choice", choices=lambda: [*extra, *registry.names()])
+def _names(registry: Any) -> Rule:
+    return Rule("choice", choices=registry.names)
 
 
 def _text() -> Rule:
@@ -225,19 +228,20 @@ RULES: dict[str, Rule] = {
     "data.holdout": _rate(),
     "data.augment": _text(),  # a name data.load checks before it reads anything
     "data.scale": _text(),  # likewise
-    "model.name": _names(models.MODELS),
+    # The model's names: models.build checks them (a run's own model may read none of them).
+    "model.name": _text(),
     "model.depth": _count(1),
     "model.width": _count(1),
-    "model.activation": _names(models.ACTIVATIONS),
-    "model.kernel_init": _names(models.INITIALIZERS),
+    "model.activation": _text(),
+    "model.kernel_init": _text(),
     "model.init_std": _positive(),
-    "model.normalization": _names(models.NORMALIZATIONS),
+    "model.normalization": _text(),
     "model.residual": Rule("bool"),
     "model.dropout": _rate(),
     "model.input_dropout": _rate(),
     "model.bn_sync": Rule("bool"),
     "model.bn_momentum": _rate(),
-    "model.cnn_preset": _names(models.CNN_PRESETS, ""),
+    "model.cnn_preset": _text(),
     "model.channels": Rule("int", low=1, sequence=True),
     "model.dense": Rule("int", low=1, sequence=True),
     "optim.name": _text(),  # a registered name or a plug-in, which optim.build checks
@@ -260,12 +264,11 @@ RULES: dict[str, Rule] = {
     "train.reach_window": _count(1),
     "eval.every_steps": _count(),
     "eval.batch_size": _count(1),
+    "eval.train_examples": _count(),
     "checkpoint.every_steps": _count(),
     "checkpoint.keep": _count(1),
     "diagnostics.every_steps": _count(),
-    "diagnostics.layer": Rule(
-        "int"
-    ),  # and within the model's hidden layers, see _check_diagnostics
+    "diagnostics.layer": Rule("int"),  # and within the model's hidden layers: diagnostics.check
     "diagnostics.unit": _count(),  # and below that layer's width
     "diagnostics.all_units": Rule("bool"),
     "parallel.mode": Rule("choice", choices=lambda: PARALLEL_MODES),
@@ -295,8 +298,8 @@ def _get(config: ml_collections.ConfigDict, field: str) -> Any:
 def validate(config: ml_collections.ConfigDict) -> None:
     """Raise `ConfigError` naming the first bad field, its value and what is allowed.
 
-    Pure Python and abstract shapes only (no device is touched): callable before
-    `jax.distributed.initialize` and before anything is written.
+    Pure Python (no device is touched): callable before `jax.distributed.initialize` and before
+    anything is written. The fields a model reads are checked where it is built: `train.check`.
     """
     _check_keys(config, base_config(), "")
     for field, rule in RULES.items():
@@ -307,9 +310,8 @@ def validate(config: ml_collections.ConfigDict) -> None:
         check(config)
 
 
-def _check_builds(config: ml_collections.ConfigDict) -> None:
-    """The rules the builders own (ResNet depth 6n+2, piecewise needs boundaries, ...)."""
-    models.build(config.model, num_classes=10)
+def _check_optimizer(config: ml_collections.ConfigDict) -> None:
+    """The rules the optimizer's builder owns (a known name, piecewise needs boundaries, ...)."""
     optim.build(config.optim, total_steps=config.train.steps)
 
 
@@ -359,45 +361,12 @@ def _check_sweep_zipped(config: ml_collections.ConfigDict) -> None:
         )
 
 
-def hidden_layers(model_config: ml_collections.ConfigDict) -> list[tuple[str, int]]:
-    """(name, width) of the model's hidden layers in forward order (what diagnostics measure)."""
-    model = models.build(model_config, num_classes=10)
-    # Abstract shapes only; the layer count and widths do not depend on the image size.
-    variables = jax.eval_shape(
-        functools.partial(model.init, train=False, mutable=True),
-        jax.ShapeDtypeStruct((2,), jnp.uint32),
-        jax.ShapeDtypeStruct((1, 8, 8, 1), jnp.float32),
-    )
-    layers = diagnostics.ordered_leaves(variables.get("intermediates", {}))
-    layers.sort(key=lambda layer: diagnostics.forward_order(layer[0]))
-    return [(name.removesuffix("_preact"), sown[0].shape[-1]) for name, sown in layers]
-
-
-def _check_diagnostics(config: ml_collections.ConfigDict) -> None:
-    d = config.diagnostics
-    if not d.every_steps:
-        return
-    layers = hidden_layers(config.model)
-    if not -len(layers) <= d.layer < len(layers):
-        raise ConfigError(
-            f"diagnostics.layer={d.layer} is out of range: the model has {len(layers)} hidden "
-            f"layers; allowed: {-len(layers)} to {len(layers) - 1}"
-        )
-    name, width = layers[d.layer]
-    if d.unit >= width:
-        raise ConfigError(
-            f"diagnostics.unit={d.unit} is out of range: layer {d.layer} ({name}) has {width} "
-            f"units; allowed: 0 to {width - 1}"
-        )
-
-
 _CROSS_FIELD_RULES: tuple[Callable[[ml_collections.ConfigDict], None], ...] = (
     _check_processes,
     _check_mesh,
     _check_sweep_used,
     _check_sweep_zipped,
-    _check_builds,
-    _check_diagnostics,
+    _check_optimizer,
 )
 
 

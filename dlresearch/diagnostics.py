@@ -13,9 +13,11 @@ The models `sow` every hidden layer's pre-activation (the input of its nonlinear
 is the signal); layers are reported in the order the forward pass meets them.
 """
 
+import functools
 import re
 from typing import Any
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -23,6 +25,7 @@ import optax
 from jax import lax
 
 from dlresearch import models
+from dlresearch.errors import ConfigError
 from dlresearch.rng import Stream
 
 # Bounded activations: (lower, upper) of their range, for the saturation fraction.
@@ -56,6 +59,39 @@ def forward_order(layer: str) -> tuple[int, tuple[int, ...], bool]:
     else:
         group = 1 if layer.startswith("conv") else 2
     return group, tuple(int(n) for n in re.findall(r"\d+", layer)), "norm" in layer
+
+
+def hidden_layers(model: nn.Module) -> list[tuple[str, int]]:
+    """(name, width) of the hidden layers `model` sows, in forward order (what diagnostics measure)."""
+    # Abstract shapes only; the layer count and widths do not depend on the image size.
+    variables = jax.eval_shape(
+        functools.partial(model.init, train=False, mutable=True),
+        jax.ShapeDtypeStruct((2,), jnp.uint32),
+        jax.ShapeDtypeStruct((1, 8, 8, 1), jnp.float32),
+    )
+    layers = ordered_leaves(variables.get("intermediates", {}))
+    layers.sort(key=lambda layer: forward_order(layer[0]))
+    return [(name.removesuffix("_preact"), sown[0].shape[-1]) for name, sown in layers]
+
+
+def check(config: ml_collections.ConfigDict, model: nn.Module) -> None:
+    """Raise `ConfigError` unless the `diagnostics` section's layer and unit are in `model`
+    (when diagnostics are on)."""
+    d = config.diagnostics
+    if not d.every_steps:
+        return
+    layers = hidden_layers(model)
+    if not -len(layers) <= d.layer < len(layers):
+        raise ConfigError(
+            f"diagnostics.layer={d.layer} is out of range: the model has {len(layers)} hidden "
+            f"layers; allowed: {-len(layers)} to {len(layers) - 1}"
+        )
+    name, width = layers[d.layer]
+    if d.unit >= width:
+        raise ConfigError(
+            f"diagnostics.unit={d.unit} is out of range: layer {d.layer} ({name}) has {width} "
+            f"units; allowed: 0 to {width - 1}"
+        )
 
 
 def _stats(
@@ -126,7 +162,7 @@ def measure(
             rngs=rngs,
             mutable=["batch_stats"],
         )
-        return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
+        return program.loss(logits, labels).mean()
 
     grads, signal = jax.grad(loss_fn, argnums=(0, 1))(params, sown["perturbations"])
     if axis_name is not None:

@@ -18,7 +18,7 @@ METRICS_FILE = "metrics.jsonl"
 INIT_DIAGNOSTICS_FILE = "init_diagnostics.json"  # per member, the diagnostics of its initial state
 
 # Keys of metrics.jsonl besides "step" (and "member", "sweep/<axis>" in a sweep; "diag/..." from
-# `diagnostics`; the evaluation split's from `eval_key`).
+# `diagnostics`; the evaluations' from `eval_key`).
 TRAIN_LOSS = "train/loss"
 TRAIN_ACCURACY = "train/accuracy"
 GRAD_NORM = "grad_norm"
@@ -52,8 +52,14 @@ def reach_key(spec: str) -> str:
     return f"{FIRST_REACH}/{spec}"
 
 
+# The split name of the train-set evaluation: the model in eval mode on a fixed subset of the
+# training split (`eval.train_examples`), logged as "train_eval/loss", "train_eval/accuracy".
+TRAIN_EVAL = "train_eval"
+
+
 def eval_key(split: str, name: str) -> str:
-    """The key of an evaluation metric ("loss", "accuracy") on `split` ("test" or "validation")."""
+    """The key of an evaluation metric ("loss", "accuracy") on `split` ("test", "validation" or
+    `TRAIN_EVAL`)."""
     return f"{split}/{name}"
 
 

@@ -371,6 +371,7 @@ def build(
     `config.bn_sync` is set (None in single-device mode); `dtype` is the compute dtype.
     """
     model_builder = MODELS.get(config.name)
+    CNN_PRESETS.get(config.cnn_preset or "custom")  # checked whichever model reads it
     return model_builder(
         config,
         num_classes,

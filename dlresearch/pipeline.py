@@ -23,6 +23,15 @@ from dlresearch.rng import Stream
 Batch = tuple[jax.Array, jax.Array]  # normalised (augmented) images, int32 labels
 
 
+class EvalSplit(struct.PyTreeNode):
+    """Examples an evaluation reads in full, uint8, padded to a multiple of (eval batch x data
+    shards); the mask marks the real ones."""
+
+    images: jax.Array
+    labels: jax.Array
+    mask: jax.Array  # 1 for real examples, 0 for padding
+
+
 class DeviceArrays(struct.PyTreeNode):
     """The dataset on the devices, uint8; normalised and augmented inside the step.
 
@@ -32,9 +41,8 @@ class DeviceArrays(struct.PyTreeNode):
 
     train_images: jax.Array
     train_labels: jax.Array
-    eval_images: jax.Array  # the evaluation split, padded to a multiple of (eval batch x devices)
-    eval_labels: jax.Array
-    eval_mask: jax.Array  # 1 for real examples, 0 for padding
+    eval: EvalSplit  # the evaluation split (test or validation)
+    train_eval: EvalSplit | None  # the fixed training subset (`train_eval_subset`); None: off
 
 
 @dataclasses.dataclass(frozen=True)
@@ -49,6 +57,7 @@ class Pipeline:
     data_shards: int  # devices along the 'data' axis; each trains on batch_size / data_shards
     num_train: int
     eval_batch_size: int
+    train_eval_examples: int  # the size of the training subset evaluated (0: none)
     augment: bool
     mean: np.ndarray
     std: np.ndarray
@@ -59,17 +68,27 @@ class Pipeline:
         return self.num_train // self.batch_size
 
     def host_arrays(self, dataset: data.Dataset) -> DeviceArrays:
-        """Host arrays of `DeviceArrays`: the evaluation split padded for an even split over the
-        data shards (and an eval batch), the training split, when sharded, to a multiple of them."""
-        n = len(dataset.test_labels)
-        pad = -n % (self.eval_batch_size * self.data_shards)
+        """Host arrays of `DeviceArrays`: the evaluation split and the training subset padded for
+        an even split over the data shards (and an eval batch), the training split, when sharded,
+        to a multiple of them."""
         train_pad = -self.num_train % self.data_shards if self.sharded else 0
+        subset = train_eval_subset(self.num_train, self.train_eval_examples)
         return DeviceArrays(
             train_images=_pad(dataset.train_images, train_pad),
             train_labels=_pad(dataset.train_labels.astype(np.int32), train_pad),
-            eval_images=_pad(dataset.test_images, pad),
-            eval_labels=_pad(dataset.test_labels.astype(np.int32), pad),
-            eval_mask=np.concatenate([np.ones(n, np.float32), np.zeros(pad, np.float32)]),
+            eval=self._eval_split(dataset.test_images, dataset.test_labels),
+            train_eval=self._eval_split(dataset.train_images[subset], dataset.train_labels[subset])
+            if len(subset)
+            else None,
+        )
+
+    def _eval_split(self, images: np.ndarray, labels: np.ndarray) -> EvalSplit:
+        n = len(labels)
+        pad = -n % (self.eval_batch_size * self.data_shards)
+        return EvalSplit(
+            images=_pad(images, pad),
+            labels=_pad(labels.astype(np.int32), pad),
+            mask=np.concatenate([np.ones(n, np.float32), np.zeros(pad, np.float32)]),
         )
 
     def epoch_permutation(
@@ -119,11 +138,11 @@ class Pipeline:
         return self.local_batch(perm[None], epoch, state, arrays, axis_name)
 
     def eval_batches(
-        self, arrays: DeviceArrays, axis_name: str | None
+        self, split: EvalSplit, axis_name: str | None
     ) -> tuple[jax.Array, jax.Array, jax.Array]:
-        """This device's block of the evaluation split as (images, labels, mask), each shaped
+        """This device's block of `split` as (images, labels, mask), each shaped
         [batches, eval batch, ...]; images as stored (`normalize` them per batch)."""
-        per_device = arrays.eval_labels.shape[0] // self.data_shards
+        per_device = split.labels.shape[0] // self.data_shards
         offset = 0 if axis_name is None else lax.axis_index(axis_name) * per_device
 
         def block(x: jax.Array) -> jax.Array:
@@ -131,14 +150,22 @@ class Pipeline:
                 x = lax.dynamic_slice_in_dim(x, offset, per_device)
             return x.reshape(-1, self.eval_batch_size, *x.shape[1:])
 
-        return block(arrays.eval_images), block(arrays.eval_labels), block(arrays.eval_mask)
+        return block(split.images), block(split.labels), block(split.mask)
 
     def normalize(self, images: jax.Array) -> jax.Array:
         return data.normalize(images, self.mean, self.std)
 
 
+def train_eval_subset(num_train: int, examples: int) -> np.ndarray:
+    """The indices of the training examples a train-set evaluation reads: `examples` of them
+    (all when fewer), evenly spaced over the training split. Fixed by the two sizes alone, so the
+    same for every seed, member, resume and device count."""
+    count = min(examples, num_train)
+    return np.arange(count) * num_train // max(count, 1)
+
+
 def _pad(x: np.ndarray, rows: int) -> np.ndarray:
-    return np.concatenate([x, np.zeros_like(x[:rows])]) if rows else x
+    return np.concatenate([x, np.zeros((rows, *x.shape[1:]), x.dtype)]) if rows else x
 
 
 def _gather(arrays: DeviceArrays, global_index: jax.Array, axis_name: str) -> Batch:

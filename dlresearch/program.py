@@ -13,6 +13,7 @@ From the inside out, each layer a plain JAX transformation of the one below:
 """
 
 import dataclasses
+from collections.abc import Callable
 from typing import Any
 
 import flax.linen as nn
@@ -24,9 +25,9 @@ from flax import struct
 from jax import lax
 
 from dlresearch import config as config_lib
-from dlresearch import data, metrics, models, optim
+from dlresearch import data, metrics, optim
 from dlresearch.parallel import Parallel
-from dlresearch.pipeline import DeviceArrays, Pipeline
+from dlresearch.pipeline import DeviceArrays, EvalSplit, Pipeline
 from dlresearch.rng import DROPOUT, Stream
 
 NOT_DIVERGED = -1
@@ -38,6 +39,20 @@ class Reach(struct.PyTreeNode):
 
     window: jax.Array  # [targets, train.reach_window] its metric at the last steps, a ring by step
     first: jax.Array  # [targets] first step (from 1, as logged) the window's mean reached it
+
+
+# A loss: per-example losses [B] of float32 logits [B, classes] and int32 labels [B]. A step
+# minimises their mean over its batch; evaluation and diagnostics report the same function.
+Loss = Callable[[jax.Array, jax.Array], jax.Array]
+# A model: called as `models.build` is, `model(config.model, num_classes, axis_name=...,
+# dtype=...)`, it returns a Flax module whose `__call__(images, *, train)` maps normalised float32
+# images [B, H, W, C] to float32 logits [B, num_classes] (see `train` for the whole contract).
+ModelBuilder = Callable[..., nn.Module]
+
+
+def cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
+    """The default loss: softmax cross-entropy against integer labels, per example."""
+    return optax.softmax_cross_entropy_with_integer_labels(logits, labels)
 
 
 class TrainState(struct.PyTreeNode):
@@ -88,9 +103,10 @@ class Targets:
 
 @dataclasses.dataclass(frozen=True)
 class Program:
-    """The pure functions of one run: model, optimizer and input pipeline, closed over."""
+    """The pure functions of one run: model, loss, optimizer and input pipeline, closed over."""
 
     model: nn.Module
+    loss: Loss
     optimizer: optim.Optimizer
     pipeline: Pipeline
     halt_on_nan: bool
@@ -128,8 +144,7 @@ class Program:
             rngs={"dropout": rng},
             mutable=["batch_stats"],
         )
-        loss = optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
-        return loss, (logits, updates.get("batch_stats", {}))
+        return self.loss(logits, labels).mean(), (logits, updates.get("batch_stats", {}))
 
     def train_step(
         self,
@@ -238,9 +253,10 @@ class Program:
 
     # -- evaluation ----------------------------------------------------------------------------
     def evaluate(
-        self, state: TrainState, arrays: DeviceArrays, *, axis_name: str | None
+        self, state: TrainState, split: EvalSplit, *, axis_name: str | None
     ) -> dict[str, jax.Array]:
-        """Loss and accuracy of one member on the whole evaluation split (running BN averages)."""
+        """Loss and accuracy of one member on all of `split` (the evaluation split or the training
+        subset of `DeviceArrays`), in eval mode: no dropout, BatchNorm's running averages."""
 
         def body(totals: jax.Array, batch: tuple[jax.Array, ...]) -> tuple[jax.Array, None]:
             images, labels, mask = batch
@@ -249,13 +265,13 @@ class Program:
                 self.pipeline.normalize(images),
                 train=False,
             )
-            loss = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
+            loss = self.loss(logits, labels)
             correct = jnp.argmax(logits, -1) == labels
             return totals + jnp.stack(
                 [(loss * mask).sum(), (correct * mask).sum(), mask.sum()]
             ), None
 
-        batches = self.pipeline.eval_batches(arrays, axis_name)
+        batches = self.pipeline.eval_batches(split, axis_name)
         # Zeros typed like the member's state: on a mesh, varying over its rows of members.
         totals = jnp.zeros(3) + jnp.zeros_like(state.step, jnp.float32)
         if axis_name is None:
@@ -267,11 +283,19 @@ class Program:
 
 
 def build_program(
-    config: ml_collections.ConfigDict, dataset: data.Dataset, par: Parallel
+    config: ml_collections.ConfigDict,
+    dataset: data.Dataset,
+    par: Parallel,
+    *,
+    model: ModelBuilder,
+    loss: Loss,
 ) -> Program:
+    """The program of `config` on `dataset` in the parallel mode `par`, with the module `model`
+    builds (the config's own: `models.build`) and `loss` (the default: `cross_entropy`)."""
     dtype = jnp.bfloat16 if config.dtype == "bfloat16" else jnp.float32
     return Program(
-        model=models.build(config.model, dataset.num_classes, axis_name=par.axis_name, dtype=dtype),
+        model=model(config.model, dataset.num_classes, axis_name=par.axis_name, dtype=dtype),
+        loss=loss,
         optimizer=optim.build(config.optim, config.train.steps),
         pipeline=Pipeline(
             batch_size=config.train.batch_size,
@@ -280,6 +304,7 @@ def build_program(
             eval_batch_size=min(
                 config.eval.batch_size, max(1, len(dataset.test_labels) // par.data_shards)
             ),
+            train_eval_examples=config.eval.train_examples,
             augment=dataset.augment,
             mean=dataset.mean,
             std=dataset.std,

@@ -3,6 +3,21 @@
 The pure functions it compiles are in `program`; `Trainer.chunks` steps a state from one chunk
 boundary to the next, and `run` adds what a run in a workdir needs around it: resuming, logging,
 evaluation, diagnostics, checkpoints and a graceful stop.
+
+Your own model and loss run on the same loop (sweeps, parallel modes, checkpoints, exact resume,
+metrics): `run(config, workdir, model=..., loss=...)`. The config's own are the defaults, passed
+the same way (`models.build`, `program.cross_entropy`).
+- `model(model_config, num_classes, *, axis_name, dtype) -> flax.linen.Module`, called with the
+  config's `model` section: a builder like `models.build`. The module's
+  `__call__(images, *, train: bool)` maps normalised float32 images [B, H, W, C] to float32
+  logits [B, num_classes]; with `train=True` it may draw from the "dropout" rng and update a
+  "batch_stats" collection (BatchNorm), which evaluation then uses with `train=False`. In a
+  parallel mode each device sees its part of the batch; `axis_name` names the device axis for a
+  BatchNorm that syncs its statistics (None on one device). Parameters named "kernel" are scaled
+  by `sweep.init_scale`; diagnostics need the layers it sows (see `diagnostics`).
+- `loss(logits, labels) -> per-example losses [B]`, labels int32 [B]: a step minimises its mean
+  over the batch, and `train/loss` and the evaluations' loss report it.
+The workdir records the config, not the code: resume a run with the model and loss it started with.
 """
 
 import dataclasses
@@ -22,7 +37,7 @@ import ml_collections
 import numpy as np
 from jax.sharding import PartitionSpec as P
 
-from dlresearch import checkpoint, compilation, data, diagnostics, metrics
+from dlresearch import checkpoint, compilation, data, diagnostics, metrics, models
 from dlresearch import config as config_lib
 from dlresearch import workdir as workdir_lib
 from dlresearch.errors import ConfigError, Interrupted
@@ -38,8 +53,11 @@ from dlresearch.parallel import (
 from dlresearch.program import (
     NOT_DIVERGED,
     NOT_REACHED,
+    Loss,
+    ModelBuilder,
     TrainState,
     build_program,
+    cross_entropy,
     init_states,
     member_inputs,
 )
@@ -166,8 +184,15 @@ class Trainer:
     to this Trainer's methods, and `par.fetch` reads them on the host.
     """
 
-    def __init__(self, config: ml_collections.ConfigDict) -> None:
-        config_lib.validate(config)
+    def __init__(
+        self,
+        config: ml_collections.ConfigDict,
+        *,
+        model: ModelBuilder = models.build,
+        loss: Loss = cross_entropy,
+    ) -> None:
+        """`model` and `loss` as `run` takes them."""
+        check(config, model=model)
         compilation.enable_persistent_cache()
         self.config = config
         self.par = Parallel(
@@ -179,7 +204,7 @@ class Trainer:
         self.members = config_lib.sweep_members(config)
         self.par.check_members(len(self.members))
         self.dataset = data.load_on_every_process(config)
-        self.program = build_program(config, self.dataset, self.par)
+        self.program = build_program(config, self.dataset, self.par, model=model, loss=loss)
         host_arrays = self.program.pipeline.host_arrays(self.dataset)
         self._array_specs = self.par.data_specs(host_arrays)
         self.arrays = self.par.to_run(self.par.put(host_arrays, self._array_specs))
@@ -196,7 +221,10 @@ class Trainer:
             self.program.pipeline.epoch_permutation, P(), donate_state=False
         )
         self._perm_cache: dict[tuple[bytes, int], jax.Array] = {}
-        self._evaluate = self._compile(self.program.evaluate, self._array_specs, donate_state=False)
+        # One function for either split of `DeviceArrays` (placed alike; compiled per shape).
+        self._evaluate = self._compile(
+            self.program.evaluate, self._array_specs.eval, donate_state=False
+        )
         self._measure = self._compile(
             functools.partial(diagnostics.measure, self.program, config),
             self._array_specs,
@@ -322,8 +350,11 @@ class Trainer:
                 )
         return tuple(self._perm_cache[seeds, e] for e in epochs)
 
-    def evaluate(self, state: TrainState) -> dict[str, np.ndarray]:
-        return self.par.fetch(self._groups(self._evaluate, (state, self.arrays), (True, False)))
+    def evaluate(self, state: TrainState, split: str = "eval") -> dict[str, np.ndarray]:
+        """Loss and accuracy per member on the evaluation split ("eval") or on the fixed training
+        subset ("train_eval", when `eval.train_examples` > 0)."""
+        examples = getattr(self.arrays, split)
+        return self.par.fetch(self._groups(self._evaluate, (state, examples), (True, False)))
 
     def measure(self, state: TrainState) -> dict[str, np.ndarray]:
         return self.par.fetch(self._groups(self._measure, (state, self.arrays), (True, False)))
@@ -333,10 +364,13 @@ def run(
     config: ml_collections.ConfigDict,
     workdir: str,
     *,
+    model: ModelBuilder = models.build,
+    loss: Loss = cross_entropy,
     overwrite: bool = False,
     measure_at_init: bool = False,
 ) -> RunResult:
-    """Train (or resume) the run of `config` in `workdir`.
+    """Train (or resume) the run of `config` in `workdir`, with the module `model` builds and
+    `loss` (see the module docstring; the defaults are the config's model and cross-entropy).
 
     Nothing is written before the config is validated (and found the same on every process), the
     data loaded and the workdir locked: a bad config or a workdir in use raises `ConfigError` with
@@ -350,7 +384,7 @@ def run(
     """
     workdir = os.path.abspath(workdir)  # Orbax needs an absolute path
     with _graceful_stop() as stop:
-        config_lib.validate(config)
+        check(config, model=model)
         workdir_lib.check_name(workdir)
         initialize_distributed(config.parallel)
         if jax.process_count() > 1:
@@ -358,12 +392,22 @@ def run(
             # signal is read at the first chunk boundary, by every process together.
             stop.defer()
         _check_processes_agree(config)
-        trainer = Trainer(config)
+        trainer = Trainer(config, model=model, loss=loss)
         stop.defer()
         with workdir_lib.claim(workdir, config, overwrite):
             if measure_at_init:
                 _measure_at_init(trainer, workdir)
             return _train(trainer, workdir, stop)
+
+
+def check(config: ml_collections.ConfigDict, *, model: ModelBuilder = models.build) -> None:
+    """Raise `ConfigError` (one line) on what `run` refuses before any work: a bad field
+    (`config.validate`), then what the module `model` builds from the config's `model` section
+    says of it (`models.build`: unknown names, a ResNet depth that is not 6n+2, ...), and the
+    diagnostics' layer and unit against that module's hidden layers. No device or data is touched;
+    the module is built for 10 classes (its names and shapes do not depend on the count)."""
+    config_lib.validate(config)
+    diagnostics.check(config, model(config.model, 10, axis_name=None, dtype=jnp.float32))
 
 
 # Fields that may differ between the processes of a multi-host run: each has its own id, and each
@@ -543,16 +587,21 @@ class _Log:
         )
 
     def _eval(self, step: int, state: TrainState) -> None:
-        results = self.trainer.evaluate(state)
-        split = self.trainer.dataset.eval_split
-        self._write(step, {metrics.eval_key(split, k): results[k] for k in ("loss", "accuracy")})
-        accuracy = [float(a) for a in results["accuracy"]]
-        logger.info(
-            "step %d: %s %s",
-            step,
-            metrics.eval_key(split, "accuracy"),
-            metrics.across_members(accuracy, self.names, higher_is_better=True),
-        )
+        """The evaluation split's loss and accuracy, and the training subset's (eval mode)."""
+        splits = {self.trainer.dataset.eval_split: "eval"}
+        if self.trainer.arrays.train_eval is not None:
+            splits[metrics.TRAIN_EVAL] = "train_eval"
+        values, line = {}, []
+        for name, split in splits.items():
+            results = self.trainer.evaluate(state, split)
+            values.update({metrics.eval_key(name, k): results[k] for k in ("loss", "accuracy")})
+            accuracy = [float(a) for a in results["accuracy"]]
+            line.append(
+                f"{metrics.eval_key(name, 'accuracy')} "
+                + metrics.across_members(accuracy, self.names, higher_is_better=True)
+            )
+        self._write(step, values)
+        logger.info("step %d: %s", step, ", ".join(line))
 
 
 def _first_reach(par: Parallel, state: TrainState) -> np.ndarray | None:

@@ -1,1 +1,1 @@
-"""One script per classic ablation: python -m experiments.<name> --preset=quick|paper --workdir=W."""
+"""One script per classic ablation: python -m experiments.<name> --preset=standard --workdir=W."""

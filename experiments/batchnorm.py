@@ -44,6 +44,8 @@ class Sizes:
 SIZES = {
     "test": Sizes(fig1_steps=60, deep_steps=40, deep_depth=6, width=16, batch=32),
     "quick": Sizes(fig1_steps=2_500, deep_steps=750, deep_depth=20, width=100, batch=60),
+    # standard: sized by the lead from measured effects
+    "standard": Sizes(fig1_steps=2_500, deep_steps=750, deep_depth=20, width=100, batch=60),
     "paper": Sizes(fig1_steps=50_000, deep_steps=5_000, deep_depth=20, width=100, batch=60),
 }
 # The learning-rate grids every net of a part is tuned on (the paper gives no rate).

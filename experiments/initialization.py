@@ -104,6 +104,14 @@ SIZES = {
         he_width=64,
         he_steps=1_000,
     ),
+    # standard: sized by the lead from measured effects
+    "standard": Sizes(
+        glorot_width=128,
+        glorot_steps=1_500,
+        he_depths=PAPER_HE_DEPTHS,
+        he_width=64,
+        he_steps=1_000,
+    ),
     "paper": Sizes(
         glorot_width=1_000,
         glorot_steps=250_000,

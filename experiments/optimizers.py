@@ -4,8 +4,11 @@
 
 Every optimizer gets the same tuning: each rate of one shared log-spaced grid (`GRID`, wide enough
 for every method's usual rates) on a tuning seed with a held-out validation split; the rate with the
-lowest final training cost (the judging metric) is then trained on the evaluation seeds. Parts, both
-speed claims (the paper's training-cost curves, Figs. 2-3):
+lowest final training cost (the judging metric) is then trained on the evaluation seeds. This is
+the experiments' tuning rule (`ablation.Tuning`), not the optimizer benchmark's protocol
+(`dlresearch.compare_optimizers`: K quasi-random points of each optimizer's own search space);
+the optimizers are the benchmark's arms by name (`optimizer_benchmark.search_space.parse_arm`).
+Parts, both speed claims (the paper's training-cost curves, Figs. 2-3):
 - `mlp` (Fig. 2): MLP with 2 hidden layers of ReLUs and dropout, batch 128, on MNIST: SGD with
   Nesterov momentum, AdaGrad, RMSProp, AdaDelta and Adam.
 - `cnn` (Fig. 3, paper preset, needs --cifar_dir): the c64-c64-c128-1000 CIFAR-10 net
@@ -23,6 +26,7 @@ import numpy as np
 
 from dlresearch import ablation, data
 from dlresearch.ablation import stats
+from dlresearch.optimizer_benchmark.search_space import parse_arm
 
 # One grid for every optimizer, a decade apart: from below RMSProp's and Adam's usual 1e-3 to above
 # AdaDelta's usual 1.0.
@@ -60,12 +64,16 @@ class Sizes:
 SIZES = {
     "test": Sizes(mlp_width=16, mlp_epochs=2),
     "quick": Sizes(mlp_width=100, mlp_epochs=5),
+    # standard: sized by the lead from measured effects
+    "standard": Sizes(mlp_width=100, mlp_epochs=5),
     "paper": Sizes(mlp_width=1_000, mlp_epochs=100, cnn_epochs=45),
 }
 
 
 def _variants(names: tuple[str, ...]) -> tuple[ablation.Variant, ...]:
-    return tuple(ablation.Variant(n, {"optim.name": n}, NAMES[n]) for n in names)
+    """Each optimizer as the benchmark's arm of that name (`parse_arm`: a name of the optimizer
+    registry, its config overrides), labelled as the paper names it."""
+    return tuple(dataclasses.replace(parse_arm(n).variant, label=NAMES[n]) for n in names)
 
 
 def _epochs_config(dataset: dict, epochs: int, *overrides: dict) -> ml_collections.ConfigDict:

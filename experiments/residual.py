@@ -43,6 +43,8 @@ class MLPSizes:
 MLP_SIZES = {
     "test": MLPSizes(depths=(2, 4), width=16, steps=40),
     "quick": MLPSizes(depths=(4, 32), width=64, steps=1_000),
+    # standard: sized by the lead from measured effects
+    "standard": MLPSizes(depths=(4, 32), width=64, steps=1_000),
 }
 CIFAR_DEPTHS = {"plain": (20, 32, 44, 56), "residual": (20, 32, 44, 56, 110)}
 RULE = (

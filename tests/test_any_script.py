@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from dlresearch.ablation import provenance, writeup
 from dlresearch.ablation.spec import DataDirs
 
@@ -127,3 +129,62 @@ def test_code_state_sees_an_uncommitted_script(tmp_path: Path) -> None:
     script.write_text("print(2)\n")
     assert provenance.code_state(script).endswith("+ uncommitted changes")
     assert provenance.code_state(Path("/")) == "not in a git checkout"
+
+
+GOOD = {
+    "arms": '(ablation.Variant("narrow", {}, "narrow"), ablation.Variant("wide", {"model.width": 64}))',
+    "budget": 'ablation.Budget(steps={"test": 20, "quick": 40, "paper": 80})',
+    "direction": '"lower"',
+}
+# Per field, a value `ablation.Comparison` refuses and what its one line says.
+BAD = {
+    "direction": ('"down"', "direction='down'"),
+    "budget": ('ablation.Budget(steps={"test": 20, "quick": 40})', "budget: every preset"),
+    "arms": ('(ablation.Variant("only", {}, "alone"),)', "arms: at least two"),
+}
+DECLARED = """from dlresearch import ablation
+
+COMPARISON = ablation.Comparison(
+    name="mine", title="Mine", claim="wider is better", source="folklore",
+    base={{"model.width": 16}}, arms={arms}, budget={budget},
+    measure=ablation.test_error(), direction={direction},
+)
+
+if __name__ == "__main__":
+    ablation.main(COMPARISON.experiment())
+"""
+ENTRY = (
+    f"import sys; sys.path.insert(0, {str(ROOT)!r}); from dlresearch import cli; cli.experiment()"
+)
+COMMANDS = {
+    "dlresearch-experiment": [sys.executable, "-c", ENTRY],
+    "python -m dlresearch.ablation": [sys.executable, "-m", "dlresearch.ablation"],
+}
+
+
+@pytest.mark.parametrize(
+    "field, command",
+    [
+        ("direction", "dlresearch-experiment"),
+        ("budget", "python -m dlresearch.ablation"),
+        ("arms", "dlresearch-experiment"),
+    ],
+)
+def test_a_refused_declaration_is_one_error_line_exit_2_nothing_written(
+    tmp_path: Path, field: str, command: str
+) -> None:
+    value, message = BAD[field]
+    script = tmp_path / "my_ablation.py"
+    script.write_text(DECLARED.format(**{**GOOD, field: value}))
+    workdir = tmp_path / "out"
+    result = subprocess.run(
+        [*COMMANDS[command], str(script), "--preset=test", f"--workdir={workdir}"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 2, result.stderr[-2000:]
+    output = [line for line in (result.stdout + result.stderr).splitlines() if line.strip()]
+    assert len(output) == 1 and output[0].startswith("error: ") and message in output[0], output
+    assert not workdir.exists()

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from dlresearch import cli
-from dlresearch.ablation.spec import DEFAULT_SEEDS
+from dlresearch.ablation.spec import DEFAULT_SEEDS, PRESETS
 from dlresearch.config import base_config
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -55,6 +55,9 @@ def test_experiment_help_shows_its_own_flags_first(tmp_path: Path) -> None:
     seeds = next(line for line in head if line.strip().startswith("--seeds"))
     for preset, values in DEFAULT_SEEDS.items():
         assert f"{','.join(map(str, values))} for {preset}" in seeds
+    presets = next(line for line in head if line.strip().startswith("--preset"))
+    assert f"<{'|'.join(PRESETS)}>" in presets and "standard" in PRESETS
+    assert all(f"{preset}: {what}" in presets for preset, what in PRESETS.items())
 
 
 def test_experiment_runs_the_named_script() -> None:

@@ -5,20 +5,30 @@ import itertools
 import json
 import math
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
 import pytest
+from fake_runs import fake_run
 from test_data import write_idx_dataset
 
 from dlresearch import config as config_lib
 from dlresearch import data, train
-from dlresearch.ablation import stats
+from dlresearch.ablation import Group, runner, spec, stats
 from dlresearch.errors import ConfigError, Interrupted
-from dlresearch.metrics import read_jsonl
-from dlresearch.optimizer_benchmark import analysis, benchmark, choi2019, problems, protocol
+from dlresearch.metrics import METRICS_FILE, read_jsonl
+from dlresearch.optimizer_benchmark import (
+    analysis,
+    benchmark,
+    choi2019,
+    problems,
+    protocol,
+    report,
+)
 from dlresearch.optimizer_benchmark.search_space import (
     DEFAULT_LR,
     Arm,
@@ -122,6 +132,30 @@ def test_performance_profile_counts_problems_within_tau_of_the_best() -> None:
     np.testing.assert_allclose(profile, [[0.5, 0.5, 1.0], [0.5, 0.5, 1.0], [0, 0, 0]])
 
 
+def test_each_arm_is_compared_with_the_baseline_as_a_comparison_would() -> None:
+    """Test error: the paired difference of error fractions on the fixed test set, a diverged
+    member counting as error 1; Holm over the arms of a measure; one arm: no comparison."""
+    accuracy = {"adam": [0.90, 0.92, 0.91], "sgd": [0.85, 0.80, 0.88], "lion": [0.93, 0.9, 0.95]}
+    groups = []
+    for name, values in accuracy.items():
+        history = [[{"step": 10, "test/accuracy": a, "train/loss": 1 - a}] for a in values]
+        run = fake_run(name, history, num_eval=360)
+        groups.append(Group(name, run, (0, 1, 2)))
+    groups[1].run.diverged_at[1] = 5
+    groups[1].run.history[1][0]["test/accuracy"] = float("nan")
+    problem = problems.PROBLEMS.get("digits_mlp")
+    rows = analysis.against_baseline(problem, groups, analysis.measures(problem)[0])
+    errors = {name: 1 - np.nan_to_num(values, nan=0.0) for name, values in accuracy.items()}
+    errors["sgd"][1] = 1.0
+    expected = [
+        stats.error_difference(errors[n], errors["adam"], 360, name=f"test error, {n} minus adam")
+        for n in ("sgd", "lion")
+    ]
+    assert [effect.describe() for effect, _ in rows] == [e.describe() for e in expected]
+    assert [p for _, p in rows] == stats.holm([e.p for e in expected])
+    assert analysis.against_baseline(problem, groups[:1], analysis.measures(problem)[0]) == []
+
+
 def _effect(low: float, high: float) -> stats.Effect:
     return stats.Effect("d", (low + high) / 2, low, high, 0.5, 5, "paired t", unit="pp")
 
@@ -138,12 +172,56 @@ def test_choi_non_inferiority_rule(low: float, high: float, outcome: stats.Outco
     assert choi2019.non_inferiority(_effect(low, high), 0.005).outcome == outcome
 
 
+def test_choi_judge_states_the_rule_and_a_result_line_per_problem() -> None:
+    accuracy = {"momentum": 0.90, "adam_lr_b1_eps": 0.95, "adam_lr_only": 0.85}
+    tuned = []
+    for i, arm in enumerate(choi2019.ARMS):
+        noise = np.roll([0.0, 0.01, 0.004], i)  # differing per arm: a finite interval
+        history = [[{"step": 10, "test/accuracy": accuracy[arm.label] + d}] for d in noise]
+        run = fake_run(arm.label, history)
+        tuned.append(protocol.Tuned(arm, [{}], np.zeros(1), 0, run, run))
+    lines = choi2019.judge({"mnist_mlp": tuned})
+    assert lines[0] == choi2019.RULE
+    assert any(line.startswith("Verdict: reproduced.") for line in lines)
+    result = [line for line in lines if line.startswith("**Result (value): reproduced**")]
+    assert len(result) == 1 and "adam_lr_b1_eps minus momentum" in result[0]
+
+
+def test_a_point_at_an_edge_of_the_drawn_values_and_diverged_members_are_noted() -> None:
+    space = (DEFAULT_LR, Dimension("b1", 0.5, 0.999, "log1m"))
+    lrs, b1s = (0.1, 0.001, 0.01, 0.003), (0.85, 0.9, 0.87, 0.8)
+    drawn = [{"lr": lr, "b1": b1} for lr, b1 in zip(lrs, b1s, strict=True)]
+    tuning = fake_run("adam", [[{"step": 10, "train/loss": 1.0}]] * 4)
+    tuning.members = [{"seed": 1000, **point} for point in drawn]
+    evaluation = fake_run("adam", [[{"step": 10, "test/accuracy": 0.9}]] * 2)
+    evaluation.diverged_at = [None, 5]
+    scores = np.array([0.9, 0.5, 0.6, 0.4])
+    notes = report.notes(
+        [protocol.Tuned(Arm("adam", "adam", space), drawn, scores, 0, tuning, evaluation)]
+    )
+    assert len(notes) == 2
+    assert "selected lr 0.1 is the highest of the grid (0.001, 0.003, 0.01, 0.1)" in notes[0]
+    assert notes[1].startswith("`adam`: 1 of 2 evaluation members diverged (test error 1;")
+    inner = protocol.Tuned(Arm("adam", "adam", space), drawn, scores, 2, tuning, tuning)
+    assert report.notes([inner]) == []
+
+
 # -- the protocol, end to end ----------------------------------------------------------------------
 def _setting(
     name: str = "digits_mlp", preset: str = "test", k: int = 4, **changes
 ) -> protocol.Setting:
     problem = dataclasses.replace(problems.PROBLEMS.get(name), **changes)
     return protocol.Setting(name, problem, problem.config(preset, ""), (0, 1), k)
+
+
+def test_a_problem_declares_an_ablation_budget_and_target() -> None:
+    problem = problems.PROBLEMS.get("mnist_mlp")
+    # The paper budget is 100 epochs of MNIST's training set at the problem's batch size.
+    assert problem.budget.epochs == {"paper": 100}
+    paper = problem.config("paper", "")
+    assert paper.train.steps == math.ceil(100 * data.facts(paper.data).train_size / 128)
+    assert problem.target == spec.Target("test/accuracy", 0.95)
+    assert set(problem.budget.steps) | set(problem.budget.epochs) == set(spec.PRESETS)
 
 
 def test_an_arms_points_are_one_sweep_on_the_tuning_seeds() -> None:
@@ -163,7 +241,7 @@ def benchmark_run(tmp_path_factory) -> tuple[Path, dict]:
     workdir = tmp_path_factory.mktemp("bench")
     arms = [parse_arm("adam"), parse_arm("momentum"), parse_arm("optax.lion")]
     results = benchmark.run(
-        [_setting()], arms, str(workdir), title="t", command="c", log=lambda s: None
+        [_setting()], arms, str(workdir), name="b", title="t", command="c", log=lambda s: None
     )
     return workdir, results
 
@@ -178,6 +256,21 @@ def test_the_report_states_each_comparison_with_its_interval(benchmark_run) -> N
     assert (workdir / "digits_mlp_tuning_budget.png").exists()
     kinds = [row.split(",")[2] for row in (workdir / "results.csv").read_text().splitlines()[1:]]
     assert kinds.count("tuning point") == 3 * 4 and kinds.count("evaluation") == 3 * 2
+    # Each of the 2 other arms on each of the 3 measures (test error, loss, steps to target).
+    assert kinds.count("effect") == 2 * 3
+    assert json.loads((workdir / runner.EXPERIMENT_FILE).read_text()) == {"experiment": "b"}
+
+
+def test_the_arms_are_ablation_variants_and_their_runs_are_marked_finished(
+    benchmark_run,
+) -> None:
+    workdir, results = benchmark_run
+    for tuned in results["digits_mlp"]:
+        assert tuned.evaluation.variant == tuned.arm.variant
+        assert tuned.arm.variant.overrides["optim.name"] == tuned.arm.optimizer
+        for kind in ("tuning", "runs"):
+            marker = workdir / kind / "digits_mlp" / tuned.arm.label / runner.FINISHED_FILE
+            assert json.loads(marker.read_text())["step"] == 20
 
 
 def test_the_selected_point_is_the_best_on_validation_and_trains_on_the_seeds(
@@ -204,16 +297,15 @@ def test_a_stopped_benchmark_writes_no_report_and_resumes(tmp_path, monkeypatch)
     arms = [parse_arm("adam"), parse_arm("sgd")]
     real = protocol.train_run
 
-    def stop_at_sgd(name, arm, config, run_dir):
+    def stop_at_sgd(setting, arm, *args):
         if arm.label == "sgd":
             raise Interrupted(15, 0)
-        return real(name, arm, config, run_dir)
+        return real(setting, arm, *args)
 
     monkeypatch.setattr(protocol, "train_run", stop_at_sgd)
+    run = dict(name="b", title="t", command="c", log=lambda s: None)
     with pytest.raises(Interrupted):
-        benchmark.run(
-            [_setting(k=2)], arms, str(tmp_path), title="t", command="c", log=lambda s: None
-        )
+        benchmark.run([_setting(k=2)], arms, str(tmp_path), **run)
     assert not (tmp_path / "report.md").exists()
     monkeypatch.setattr(protocol, "train_run", real)
     trained = []
@@ -224,9 +316,23 @@ def test_a_stopped_benchmark_writes_no_report_and_resumes(tmp_path, monkeypatch)
         return chunk(self, *args, **kwargs)
 
     monkeypatch.setattr(train.Trainer, "train_chunk", counted)
-    benchmark.run([_setting(k=2)], arms, str(tmp_path), title="t", command="c", log=lambda s: None)
+    benchmark.run([_setting(k=2)], arms, str(tmp_path), **run)
     assert (tmp_path / "report.md").exists()
     assert set(trained) == {"sgd"}  # adam's finished runs were read back, not retrained
+    # A finished run damaged since (its metrics cut short) is refused, as an experiment's is.
+    metrics = tmp_path / "runs" / "digits_mlp" / "adam" / METRICS_FILE
+    metrics.write_bytes(metrics.read_bytes()[:-40])
+    with pytest.raises(ConfigError, match=f"delete {tmp_path}/runs/digits_mlp/adam and run"):
+        benchmark.run([_setting(k=2)], arms, str(tmp_path), **run)
+
+
+def test_another_experiments_workdir_is_refused(tmp_path) -> None:
+    runner.claim_workdir(str(tmp_path), "activations")
+    with pytest.raises(ConfigError, match="holds experiment 'activations'"):
+        benchmark.run(
+            [_setting(k=2)], [parse_arm("adam")], str(tmp_path), name="b", title="t", command="c"
+        )
+    assert not (tmp_path / "tuning").exists()
 
 
 def test_fashion_mnist_2c2d_runs_on_synthetic_idx_files(tmp_path, monkeypatch) -> None:
@@ -240,6 +346,7 @@ def test_fashion_mnist_2c2d_runs_on_synthetic_idx_files(tmp_path, monkeypatch) -
         [setting],
         [parse_arm("adam"), parse_arm("momentum")],
         str(tmp_path / "w"),
+        name="b",
         title="t",
         command="c",
         log=lambda s: None,
@@ -251,7 +358,7 @@ def test_fashion_mnist_2c2d_runs_on_synthetic_idx_files(tmp_path, monkeypatch) -
 def test_every_registered_problem_has_every_preset_and_a_valid_config() -> None:
     for name in problems.PROBLEMS.names():
         problem = problems.PROBLEMS.get(name)
-        for preset in problems.PRESETS:
+        for preset in spec.PRESETS:
             config_lib.validate(problem.config(preset, ""))
 
 
@@ -275,6 +382,44 @@ def test_the_command_line_rejects_a_misspelled_optimizer_in_one_line(tmp_path) -
     assert proc.stdout == "" and proc.stderr.startswith("error: --optimizers: optim.name='adamm'")
     assert len(proc.stderr.strip().splitlines()) == 1
     assert not workdir.exists()
+
+
+CLI = [
+    sys.executable,
+    "-m",
+    "dlresearch.compare_optimizers",
+    "--optimizers=adam,sgd",
+    "--problems=digits_mlp",
+    "--tuning_budget=2",
+    "--preset=test",
+]
+
+
+def _interrupt(workdir: Path, pattern: str) -> tuple[int, bool]:
+    """Start the command, SIGINT it once `pattern` exists in `workdir`: exit code, report?"""
+    process = subprocess.Popen(
+        [*CLI, f"--workdir={workdir}"],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    while not list(workdir.glob(pattern)) and process.poll() is None:
+        time.sleep(0.05)
+    process.send_signal(signal.SIGINT)
+    return process.wait(timeout=300), (workdir / "report.md").exists()
+
+
+def test_sigint_in_tuning_and_in_an_evaluation_run_then_resume(tmp_path) -> None:
+    """Each SIGINT: exit 130, no report; the rerun gives an uninterrupted run's results.csv."""
+    finished = tmp_path / "finished"
+    result = subprocess.run([*CLI, f"--workdir={finished}"], cwd=ROOT, capture_output=True)
+    assert result.returncode == 0, result.stderr[-2000:]
+    workdir = tmp_path / "w"
+    assert _interrupt(workdir, "tuning/*/*/" + METRICS_FILE) == (130, False)
+    assert _interrupt(workdir, "runs/*/*/" + METRICS_FILE) == (130, False)
+    result = subprocess.run([*CLI, f"--workdir={workdir}"], cwd=ROOT, capture_output=True)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert (workdir / "results.csv").read_bytes() == (finished / "results.csv").read_bytes()
 
 
 def test_tuning_speed_times_one_program_and_k_processes(tmp_path) -> None:

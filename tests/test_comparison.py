@@ -30,7 +30,7 @@ def _comparison(**changes: object) -> ablation.Comparison:
             ablation.Variant("narrow", {}, "narrow"),
             ablation.Variant("wide", {"model.width": 256}, "wide"),
         ),
-        budget=ablation.Budget(steps={"test": 40}, epochs={"quick": 3, "paper": 20}),
+        budget=ablation.Budget(steps={"test": 40}, epochs={"quick": 3, "standard": 5, "paper": 20}),
         measure=ablation.test_error(),
         direction="lower",
         smallest_effect=0.002,
@@ -116,9 +116,11 @@ def test_a_budget_names_every_preset_once() -> None:
     with pytest.raises(ConfigError, match="every preset once"):
         ablation.Budget(steps={"test": 10, "quick": 10})
     with pytest.raises(ConfigError, match="every preset once"):
-        ablation.Budget(steps={"test": 10, "quick": 10, "paper": 10}, epochs={"paper": 1})
+        ablation.Budget(
+            steps={"test": 10, "quick": 10, "standard": 10, "paper": 10}, epochs={"paper": 1}
+        )
     with pytest.raises(ConfigError, match="positive"):
-        ablation.Budget(steps={"test": 0, "quick": 10, "paper": 10})
+        ablation.Budget(steps={"test": 0, "quick": 10, "standard": 10, "paper": 10})
 
 
 # -- the derived judge: three outcomes on fabricated runs ----------------------------------------
@@ -323,3 +325,99 @@ def test_a_tuning_holdout_is_a_fraction() -> None:
     for bad in (0, 1, 10_000):
         with pytest.raises(ConfigError, match=f"Tuning.holdout={bad} must be a fraction"):
             ablation.Tuning(grid=grid, score=len, metric="m", holdout=bad)
+
+
+# -- the generalisation gap and two comparisons of the same runs -----------------------------------
+def _gap_runs(gap: dict[str, float]) -> dict[str, Run]:
+    """Runs whose members end at test accuracy 0.95 (+ noise) and a train-set accuracy `gap`
+    above it (+ other noise): a test error minus training error of `gap` per arm."""
+    return {
+        name: fake_run(
+            name,
+            [
+                [
+                    {
+                        "step": 40,
+                        "train/loss": 0.1,
+                        "test/accuracy": 0.95 + 0.002 * n,
+                        "train_eval/accuracy": 0.95 + 0.002 * n + gap[name] + 0.001 * m,
+                    }
+                ]
+                for n, m in zip(NOISE, np.roll(NOISE, i + 1), strict=True)
+            ],
+        )
+        for i, name in enumerate(("narrow", "wide"))
+    }
+
+
+@pytest.mark.parametrize(
+    "gap, outcome",
+    [
+        ({"narrow": 0.03, "wide": 0.01}, stats.Outcome.REPRODUCED),
+        ({"narrow": 0.01, "wide": 0.03}, stats.Outcome.NOT_REPRODUCED),
+    ],
+)
+def test_the_generalization_gap_is_test_error_minus_train_eval_error(
+    tmp_path: Path, gap: dict, outcome: stats.Outcome
+) -> None:
+    comparison = _comparison(measure=ablation.generalization_gap(), smallest_effect=None)
+    runs = _gap_runs(gap)
+    per_seed = comparison.measure.values(ablation.groups(runs)["narrow"])
+    test_error = 1 - runs["narrow"].final("test/accuracy")
+    np.testing.assert_allclose(
+        per_seed, test_error - (1 - runs["narrow"].final("train_eval/accuracy"))
+    )
+    findings = comparison.derived_judge(runs, str(tmp_path))
+    assert findings.verdict.outcome == outcome, findings.verdict.reason
+    (effect,) = findings.verdict.effects
+    assert effect.name == "generalization gap, narrow minus wide"
+    assert effect.estimate == pytest.approx(gap["narrow"] - gap["wide"], abs=1e-9)
+    assert "generalization gap (%)" in findings.tables[0]
+    part = comparison.part("test", DIRS)
+    assert (
+        "generalization gap, narrow minus wide" in part.rule
+        and "paired over seeds (t-interval)" in part.rule
+    )
+
+
+def test_a_gap_without_the_train_set_evaluation_is_refused() -> None:
+    base = {"data.name": "mnist", "eval.train_examples": 0}
+    comparison = _comparison(measure=ablation.generalization_gap(), base=base)
+    with pytest.raises(ConfigError, match=r"^wide: eval\.train_examples=0, .*generalization gap"):
+        comparison.part("test", DIRS)
+
+
+def test_two_comparisons_of_the_same_runs_make_one_experiment_that_trains_them_once(
+    tmp_path: Path,
+) -> None:
+    error = _comparison(
+        base={"data.name": "digits", "model.width": 16, "train.batch_size": 32},
+        per_preset={},
+        budget=ablation.Budget(steps={"test": 20, "quick": 20, "paper": 20}),
+        tuning=None,
+        smallest_effect=None,
+    )
+    gap = dataclasses.replace(
+        error, name="wide_gap", measure=ablation.generalization_gap(), runs=error.name
+    )
+    experiment = error.experiment(gap)
+    assert experiment.name == "wide"
+    parts = experiment.parts("test", DIRS)
+    assert [p.name for p in parts] == ["wide", "wide_gap"] and parts[1].stored == "wide"
+    lines: list[str] = []
+    result = runner.run_experiment(
+        experiment,
+        preset="test",
+        workdir=str(tmp_path),
+        seeds=(0, 1),
+        overrides={"parallel.mode": "single"},
+        log=lines.append,
+    )
+    assert sorted(p.name for p in (tmp_path / "runs").iterdir()) == ["wide"]
+    assert len([line for line in lines if "): train/loss" in line]) == 2  # each arm trained once
+    assert len(result.verdict.effects) == 2
+    report = (tmp_path / "report.md").read_text()
+    assert (
+        "generalization gap, narrow minus wide" in report
+        and "test error, narrow minus wide" in report
+    )

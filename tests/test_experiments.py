@@ -2,6 +2,7 @@
 
 import csv
 import functools
+import json
 import os
 import re
 import shutil
@@ -61,8 +62,16 @@ def _check_outputs(workdir: Path, parts: list[spec.Part], seeds: tuple[int, ...]
     assert len(by_kind["run"]) + len(by_kind["tuning"]) + len(by_kind["effect"]) == len(rows)
     configs = [c for p in parts for c in runner.run_configs(p, seeds, SINGLE)]
     assert len(by_kind["run"]) == sum(len(config_lib.sweep_members(c)) for c in configs)
+    # A tuning row per member of each variant's tuning run and of its grid-edge extensions.
     tuned = [(p, v) for p in parts if p.tuning for v in p.variants]
-    assert len(by_kind["tuning"]) == sum(len(p.tuning.grid) * len(p.tuning.seeds) for p, _ in tuned)
+    members = 0
+    for part, variant in tuned:
+        tuning_dir = workdir / "tuning" / part.name / variant.name
+        for path in [tuning_dir, *tuning_dir.glob("extend-*")]:
+            sweep = json.loads((path / "config.json").read_text())["sweep"]
+            assert path != tuning_dir or tuple(sweep["lr"]) == part.tuning.grid
+            members += len(sweep["lr"]) * len(sweep["seed"])
+    assert len(by_kind["tuning"]) == members
     for column in (
         "part",
         "variant",

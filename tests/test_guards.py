@@ -23,7 +23,7 @@ from conftest import small_config
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from dlresearch import checkpoint, main, optim, train
+from dlresearch import checkpoint, main, models, optim, train
 from dlresearch import config as config_lib
 from dlresearch import workdir as workdir_lib
 from dlresearch.errors import ConfigError, Interrupted
@@ -172,6 +172,14 @@ def _single_field_case(field: str) -> st.SearchStrategy:
     return _bad_value(field).map(lambda value: {field: value})
 
 
+MODEL_NAMES = {
+    "model.name": models.MODELS,
+    "model.activation": models.ACTIVATIONS,
+    "model.kernel_init": models.INITIALIZERS,
+    "model.normalization": models.NORMALIZATIONS,
+    "model.cnn_preset": models.CNN_PRESETS,
+}
+
 _CROSS_FIELD_CASES = st.one_of(
     st.integers(2, 50).map(
         lambda layer: {"diagnostics.every_steps": 10, "diagnostics.layer": layer}
@@ -190,6 +198,14 @@ _CROSS_FIELD_CASES = st.one_of(
     .filter(lambda s: s not in optim.OPTIMIZERS and not s.startswith("optax.") and ":" not in s)
     .map(lambda name: {"optim.name": name}),
     st.integers(1, 4).map(lambda n: {"parallel.num_processes": n, "parallel.process_id": n}),
+    # The model's names are free text in the config that models.build checks.
+    st.sampled_from(sorted(MODEL_NAMES)).flatmap(
+        lambda field: (
+            st.text(min_size=1, max_size=12)
+            .filter(lambda s, field=field: s not in MODEL_NAMES[field])
+            .map(lambda s, field=field: {field: s})
+        )
+    ),
     st.sampled_from([{"model.name": "resnet_cifar", "model.depth": 21}]),
 )
 BAD_CASES = st.one_of(

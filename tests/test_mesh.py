@@ -9,7 +9,7 @@ import jax
 import numpy as np
 import pytest
 from conftest import small_config
-from test_parallel import ROOT, _free_port, _main
+from processes import ROOT, finish, main_command, start_processes
 
 from dlresearch import checkpoint, config, train
 from dlresearch.errors import ConfigError
@@ -123,7 +123,7 @@ def test_pmap_keeps_its_one_dimensional_form(field: str, value: object) -> None:
 
 
 def test_main_refuses_member_shards_with_pmap_in_one_line(tmp_path: Path) -> None:
-    cmd, env = _main(
+    cmd, env = main_command(
         tmp_path / "run",
         "--config.parallel.mode=pmap",
         "--config.parallel.member_shards=2",
@@ -186,31 +186,11 @@ def test_members_spread_over_two_hosts_match_one_process(tmp_path: Path) -> None
     dataset split over 'data') log what one process with 4 devices logs."""
     sweep = ("--config.sweep.seed=0,1,2,3", "--config.parallel.member_shards=2")
     split = "--config.parallel.shard_dataset=True"
-    cmd, env = _main(tmp_path / "one", *sweep, devices=4)
+    cmd, env = main_command(tmp_path / "one", *sweep, devices=4)
     subprocess.run(cmd, env=env, cwd=ROOT, check=True, timeout=300, capture_output=True)
-    port = _free_port()
-    procs = []
-    try:
-        for i in range(2):
-            cmd, env = _main(
-                tmp_path / "two",
-                *sweep,
-                split,
-                f"--config.parallel.coordinator=127.0.0.1:{port}",
-                "--config.parallel.num_processes=2",
-                f"--config.parallel.process_id={i}",
-                devices=2,
-            )
-            procs.append(
-                subprocess.Popen(
-                    cmd, env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
-                )
-            )
-        outputs = [p.communicate(timeout=300)[0].decode() for p in procs]
-        assert [p.returncode for p in procs] == [0, 0], outputs
-    finally:
-        for p in procs:
-            p.kill()
+    procs = start_processes(tmp_path / "two", lambda i: (*sweep, split))
+    outputs = finish(procs)
+    assert [p.returncode for p in procs] == [0, 0], outputs
     assert "members x data = 2 x 2" in outputs[0]
     one = read_jsonl(tmp_path / "one" / "metrics.jsonl")
     two = read_jsonl(tmp_path / "two" / "metrics.jsonl")

@@ -4,62 +4,21 @@ same step, and processes that do not run the same config are refused before any 
 import os
 import re
 import signal
-import socket
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
+from processes import finish, start_processes
 
 from dlresearch.metrics import read_jsonl
-
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _start(workdir: Path, *process_1_flags: str, steps: int = 30) -> list[subprocess.Popen]:
     """Both processes of a run of configs/default.py (`process_1_flags` on process 1 only)."""
-    port = _free_port()
-    procs = []
-    for i in range(2):
-        cmd = [
-            sys.executable,
-            "-m",
-            "dlresearch.main",
-            "--config=configs/default.py",
-            f"--workdir={workdir}",
-            f"--config.train.steps={steps}",
-            "--config.train.batch_size=32",
-            "--config.train.log_every_steps=10",
-            "--config.eval.every_steps=100",
-            "--config.checkpoint.every_steps=100",
-            f"--config.parallel.coordinator=127.0.0.1:{port}",
-            "--config.parallel.num_processes=2",
-            f"--config.parallel.process_id={i}",
-            *(process_1_flags if i == 1 else ()),
-        ]
-        env = {**os.environ, "XLA_FLAGS": "", "JAX_NUM_CPU_DEVICES": "2", "JAX_PLATFORMS": "cpu"}
-        procs.append(
-            subprocess.Popen(
-                cmd, env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
-            )
-        )
-    return procs
-
-
-def _finish(procs: list[subprocess.Popen], timeout: float = 300) -> list[str]:
-    """Each process's stderr, once both ended (killed if they outlast `timeout`)."""
-    try:
-        return [p.communicate(timeout=timeout)[1] for p in procs]
-    finally:
-        for p in procs:
-            p.kill()
+    return start_processes(
+        workdir, lambda i: process_1_flags if i == 1 else (), steps=steps, every=100
+    )
 
 
 def _test_loss(workdir: Path) -> float:
@@ -73,7 +32,7 @@ STEPS = 1000  # long enough to signal mid-run
 def uninterrupted(tmp_path_factory: pytest.TempPathFactory) -> Path:
     workdir = tmp_path_factory.mktemp("uninterrupted") / "run"
     procs = _start(workdir, steps=STEPS)
-    errors = _finish(procs)
+    errors = finish(procs)
     assert [p.returncode for p in procs] == [0, 0], errors
     return workdir
 
@@ -88,7 +47,7 @@ def test_a_signal_to_one_process_stops_both_at_one_step_and_the_resumed_run_is_t
     while not (metrics.exists() and read_jsonl(metrics)) and procs[1].poll() is None:
         time.sleep(0.05)
     procs[1].send_signal(sig)
-    errors = _finish(procs)
+    errors = finish(procs)
     assert [p.returncode for p in procs] == [128 + sig] * 2, errors
     stops = [re.findall(rf"stopped by signal {sig} at step (\d+)", e) for e in errors]
     assert stops[0] == stops[1] and len(stops[0]) == 1, errors
@@ -96,7 +55,7 @@ def test_a_signal_to_one_process_stops_both_at_one_step_and_the_resumed_run_is_t
     assert step < steps and str(step) in os.listdir(tmp_path / "run" / "checkpoints")
 
     procs = _start(tmp_path / "run", steps=steps)
-    resumed = _finish(procs)
+    resumed = finish(procs)
     assert [p.returncode for p in procs] == [0, 0], resumed
     assert _test_loss(tmp_path / "run") == _test_loss(uninterrupted)
 
@@ -117,7 +76,7 @@ def test_processes_with_different_configs_exit_2_on_both_naming_the_fields(
     tmp_path: Path, flags: tuple[str, ...], fields: list[str]
 ) -> None:
     procs = _start(tmp_path / "run", *flags)
-    errors = _finish(procs, timeout=180)
+    errors = finish(procs, timeout=180)
     assert [p.returncode for p in procs] == [2, 2], errors
     for error in errors:
         lines = [line for line in error.splitlines() if line.startswith("error: ")]

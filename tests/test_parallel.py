@@ -3,21 +3,19 @@
 import json
 import os
 import shutil
-import socket
 import subprocess
-import sys
 from pathlib import Path
 
 import jax
 import numpy as np
 import pytest
 from conftest import small_config
+from processes import ROOT, finish, main_command, start_processes
 
 from dlresearch import checkpoint, train, workdir
 from dlresearch.errors import ConfigError
 from dlresearch.metrics import read_jsonl
 
-ROOT = Path(__file__).resolve().parents[1]
 MNIST = ROOT.parent / "shared" / "data" / "mnist"
 MODES = ("single", "shard_map", "pmap")
 
@@ -107,52 +105,12 @@ def test_checkpoint_restores_onto_another_device_count(
     assert _max_abs_diff(resumed, _train(config, 40)) <= 1e-5
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _main(workdir: Path, *flags: str, devices: int) -> list[str]:
-    return [
-        sys.executable,
-        "-m",
-        "dlresearch.main",
-        "--config=configs/default.py",
-        f"--workdir={workdir}",
-        "--config.train.steps=30",
-        "--config.train.batch_size=32",
-        "--config.train.log_every_steps=10",
-        "--config.eval.every_steps=30",
-        "--config.checkpoint.every_steps=30",
-        *flags,
-    ], {**os.environ, "XLA_FLAGS": "", "JAX_NUM_CPU_DEVICES": str(devices), "JAX_PLATFORMS": "cpu"}
-
-
 def test_two_processes_match_one_process_with_as_many_devices(tmp_path: Path) -> None:
-    cmd, env = _main(tmp_path / "one", devices=4)
+    cmd, env = main_command(tmp_path / "one", devices=4)
     subprocess.run(cmd, env=env, cwd=ROOT, check=True, timeout=300, capture_output=True)
-    port = _free_port()
-    procs = []
-    try:
-        for i in range(2):
-            cmd, env = _main(
-                tmp_path / "two",
-                f"--config.parallel.coordinator=127.0.0.1:{port}",
-                "--config.parallel.num_processes=2",
-                f"--config.parallel.process_id={i}",
-                devices=2,
-            )
-            procs.append(
-                subprocess.Popen(
-                    cmd, env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
-                )
-            )
-        outputs = [p.communicate(timeout=300)[0].decode() for p in procs]
-        assert [p.returncode for p in procs] == [0, 0], outputs
-    finally:
-        for p in procs:
-            p.kill()
+    procs = start_processes(tmp_path / "two")
+    outputs = finish(procs)
+    assert [p.returncode for p in procs] == [0, 0], outputs
     one = read_jsonl(tmp_path / "one" / "metrics.jsonl")
     two = read_jsonl(tmp_path / "two" / "metrics.jsonl")
     assert [r["step"] for r in one] == [r["step"] for r in two]
@@ -167,27 +125,9 @@ def test_two_processes_match_one_process_with_as_many_devices(tmp_path: Path) ->
 
 def test_a_refused_multi_host_run_exits_2_on_every_process(tmp_path: Path) -> None:
     """Process 0 finds the workdir locked; the other process learns it too (no hang at a barrier)."""
-    port = _free_port()
-    procs = []
     with workdir.lock(str(tmp_path / "two")):
-        try:
-            for i in range(2):
-                cmd, env = _main(
-                    tmp_path / "two",
-                    f"--config.parallel.coordinator=127.0.0.1:{port}",
-                    "--config.parallel.num_processes=2",
-                    f"--config.parallel.process_id={i}",
-                    devices=2,
-                )
-                procs.append(
-                    subprocess.Popen(
-                        cmd, env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
-                    )
-                )
-            errors = [p.communicate(timeout=180)[1].decode() for p in procs]
-        finally:
-            for p in procs:
-                p.kill()
+        procs = start_processes(tmp_path / "two")
+        errors = finish(procs, timeout=180)
     assert [p.returncode for p in procs] == [2, 2], errors
     for error in errors:
         assert f"is in use by pid {os.getpid()}" in error and "Traceback" not in error
@@ -196,37 +136,16 @@ def test_a_refused_multi_host_run_exits_2_on_every_process(tmp_path: Path) -> No
 
 def test_data_missing_on_one_host_exits_2_on_every_process(tmp_path: Path) -> None:
     """`data.dir` is relative: process 0's working directory holds MNIST, process 1's does not."""
-    port = _free_port()
     hosts = [tmp_path / "host0", tmp_path / "host1"]
     for host in hosts:
         host.mkdir()
     (hosts[0] / "mnist").symlink_to(MNIST)
-    procs = []
-    try:
-        for i, host in enumerate(hosts):
-            cmd, env = _main(
-                tmp_path / "two",
-                f"--config.parallel.coordinator=127.0.0.1:{port}",
-                "--config.parallel.num_processes=2",
-                f"--config.parallel.process_id={i}",
-                "--config.data.name=mnist",
-                "--config.data.dir=mnist",
-                devices=2,
-            )
-            cmd[cmd.index("--config=configs/default.py")] = f"--config={ROOT}/configs/default.py"
-            procs.append(
-                subprocess.Popen(
-                    cmd,
-                    env={**env, "PYTHONPATH": str(ROOT)},
-                    cwd=host,
-                    stdout=subprocess.DEVNULL,
-                    stderr=subprocess.PIPE,
-                )
-            )
-        errors = [p.communicate(timeout=180)[1].decode() for p in procs]
-    finally:
-        for p in procs:
-            p.kill()
+    procs = start_processes(
+        tmp_path / "two",
+        lambda i: ("--config.data.name=mnist", "--config.data.dir=mnist"),
+        cwd_of=lambda i: hosts[i],
+    )
+    errors = finish(procs, timeout=180)
     assert [p.returncode for p in procs] == [2, 2], errors
     assert "data.dir='mnist'" in errors[1] and "process 1: data.dir='mnist'" in errors[0]
     assert all("Traceback" not in e for e in errors)

@@ -6,12 +6,13 @@ import struct
 from pathlib import Path
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 from conftest import small_config
 from tensorboardX.proto.event_pb2 import Event, SessionLog
 
-from dlresearch import checkpoint, metrics, train
+from dlresearch import checkpoint, data, metrics, models, pipeline, program, train
 from dlresearch.errors import ConfigError
 from dlresearch.metrics import MetricWriter, read_jsonl
 
@@ -125,7 +126,7 @@ def test_evaluation_with_padding_equals_one_unpadded_batch(mode: str) -> None:
     padded = train.Trainer(small_config(**{"eval.batch_size": 7, "parallel.mode": mode}))
     assert len(padded.dataset.test_labels) % (7 * padded.par.num_devices)
     whole = train.Trainer(small_config(**{"eval.batch_size": len(padded.dataset.test_labels)}))
-    assert float(np.asarray(padded.arrays.eval_mask).sum()) == len(padded.dataset.test_labels)
+    assert float(np.asarray(padded.arrays.eval.mask).sum()) == len(padded.dataset.test_labels)
     a = padded.evaluate(padded.init_state())
     b = whole.evaluate(whole.init_state())
     np.testing.assert_allclose(a["loss"], b["loss"], rtol=1e-5)
@@ -153,3 +154,70 @@ def test_a_resumed_run_never_reuses_an_event_file(tmp_path: Path) -> None:
         with MetricWriter(str(tmp_path), resume_step=resume_step) as writer:
             writer.write(resume_step + 1, {"train/loss": 1.0})
     assert len(list((tmp_path / "tensorboard").iterdir())) == 2
+
+
+TRAIN_EVAL_MODES = [
+    {"parallel.mode": "single"},
+    {"parallel.mode": "shard_map"},
+    {"parallel.mode": "pmap"},
+    {
+        "parallel.mode": "shard_map",
+        "parallel.shard_dataset": True,
+        "parallel.member_shards": 2,
+        "sweep.seed": (0, 1),
+    },
+]
+
+
+@pytest.mark.parametrize(
+    "overrides", TRAIN_EVAL_MODES, ids=["single", "shard_map", "pmap", "sharded-members"]
+)
+def test_train_eval_is_eval_mode_on_a_fixed_training_subset(overrides: dict) -> None:
+    """Dropout off and BatchNorm's running averages, on the subset `train_eval_subset` names."""
+    config = small_config(
+        **{
+            "model.dropout": 0.5,
+            "model.normalization": "batchnorm",
+            "eval.train_examples": 500,
+            **overrides,
+        }
+    )
+    trainer = train.Trainer(config)
+    state, _ = trainer.train_chunk(trainer.init_state(), 5)
+    results = trainer.evaluate(state, "train_eval")
+    dataset = trainer.dataset
+    subset = pipeline.train_eval_subset(len(dataset.train_labels), 500)
+    assert len(set(subset.tolist())) == 500
+    images = data.normalize(jnp.asarray(dataset.train_images[subset]), dataset.mean, dataset.std)
+    labels = jnp.asarray(dataset.train_labels[subset], jnp.int32)
+    model = models.build(config.model, dataset.num_classes)
+    params, batch_stats = trainer.par.fetch((state.params, state.batch_stats))
+    for member in range(len(trainer.members)):
+        variables = jax.tree.map(
+            lambda x, m=member: x[m], {"params": params, "batch_stats": batch_stats}
+        )
+        logits = model.apply(variables, images, train=False)
+        np.testing.assert_allclose(
+            results["loss"][member], program.cross_entropy(logits, labels).mean(), rtol=1e-4
+        )
+        np.testing.assert_allclose(
+            results["accuracy"][member], jnp.mean(jnp.argmax(logits, -1) == labels), atol=1e-6
+        )
+
+
+def test_train_eval_is_logged_beside_the_evaluation_split(tmp_path: Path) -> None:
+    train.run(small_config(**{"eval.train_examples": 100}), str(tmp_path / "on"))
+    records = read_jsonl(tmp_path / "on" / "metrics.jsonl")
+    evaluated = [r for r in records if "test/accuracy" in r]
+    assert [r["step"] for r in evaluated] == [20, 40]
+    assert all({"train_eval/accuracy", "train_eval/loss"} <= set(r) for r in evaluated)
+    train.run(small_config(**{"eval.train_examples": 0}), str(tmp_path / "off"))
+    assert not any("train_eval/loss" in r for r in read_jsonl(tmp_path / "off" / "metrics.jsonl"))
+
+
+def test_train_eval_subset_is_spread_and_bounded_by_the_training_split() -> None:
+    np.testing.assert_array_equal(pipeline.train_eval_subset(10, 4), [0, 2, 5, 7])
+    np.testing.assert_array_equal(pipeline.train_eval_subset(3, 10), [0, 1, 2])
+    assert len(pipeline.train_eval_subset(10, 0)) == 0
+    with pytest.raises(ConfigError, match=r"^eval\.train_examples=-1 is not valid"):
+        train.Trainer(small_config(**{"eval.train_examples": -1}))

@@ -29,7 +29,9 @@ ALL = "all"  # what an experiment workdir of several experiments records as its 
 
 def _define_flags() -> Any:
     """The flags of every experiment script, defined when a script runs (not on import)."""
-    flags.DEFINE_enum("preset", "quick", list(PRESETS), "quick (minutes on a CPU), paper, test.")
+    flags.DEFINE_enum(
+        "preset", "quick", list(PRESETS), "; ".join(f"{k}: {v}" for k, v in PRESETS.items()) + "."
+    )
     flags.DEFINE_string(
         "workdir", None, "Experiment directory: runs/, results.csv, *.png, report.md."
     )

@@ -12,9 +12,10 @@ hand (the `Part`, the rule in words, the statistics and verdict, the tables, plo
 - **Tuning**: a learning-rate grid (or an `ablation.Tuning`): every arm trains the whole grid on the
   tuning seeds with a held-out split and is then trained at the rate with the best measure there.
 - **Measure**: `test_error()` (the value at the budget; a diverged member counts as error 1, the
-  interval is over seeds on the fixed test set), `final_value(metric)`, `steps_to(target)` (speed:
-  a ratio of steps, a run that never reaches the target censored at the budget), or any
-  `Measure` of your own (a function of a group of runs giving one number per seed).
+  interval is over seeds on the fixed test set), `final_value(metric)`, `generalization_gap()`
+  (test error minus the train-set evaluation's error), `steps_to(target)` (speed: a ratio of
+  steps, a run that never reaches the target censored at the budget), or any `Measure` of your
+  own (a function of a group of runs giving one number per seed).
 - **Claim**: every other arm's measure is `lower` or `higher` than the baseline's, by at least
   `smallest_effect` (optional; without it a claim can only be refuted by the opposite effect).
 
@@ -22,7 +23,8 @@ The claim kind (`Comparison.kind`) follows from the measure: a value at a budget
 steps to a target a `speed` claim. The guards come with it: a diverged member counts as error 1 for
 `test_error` and is reported; a rate its tuning selected at an edge of the grid is noted; the
 members judged are marked in results.csv. For what does not fit, `judge` (with its `rule`) replaces
-the derived judge, or a script declares its `Part`s itself.
+the derived judge, or a script declares its `Part`s itself. Several claims make one experiment,
+a part each: `first.experiment(second, ...)`; two measures of the same runs share them (`runs`).
 """
 
 import dataclasses
@@ -61,7 +63,7 @@ from dlresearch.ablation.spec import (
 )
 from dlresearch.ablation.writeup import summary_table
 from dlresearch.errors import ConfigError
-from dlresearch.metrics import TRAIN_LOSS
+from dlresearch.metrics import TRAIN_EVAL, TRAIN_LOSS, eval_key
 
 Direction = Literal["lower", "higher"]
 Judge = Callable[[dict[str, Run], str], Findings]
@@ -126,18 +128,24 @@ class Measure:
     lower_is_better: bool = True
     detail: str = ""  # how the per-seed numbers are made, for the rule
     target: Target | None = None
+    train_eval: bool = False  # needs the train-set evaluation (`eval.train_examples` > 0)
 
     def values(self, group: Group) -> np.ndarray:
         return np.asarray(self.per_seed(group), float)
 
     @property
+    def _percent(self) -> bool:
+        """Whether its numbers are fractions shown in percent (errors, gaps in pp)."""
+        return self.compare == "error" or self.unit == "pp"
+
+    @property
     def column(self) -> str:
         """The header of this measure's column in the summary table."""
-        return f"{self.name} (%)" if self.compare == "error" else self.name
+        return f"{self.name} (%)" if self._percent else self.name
 
     def summary(self, group: Group) -> str:
-        """Mean ± std over the group's seeds (error fractions in percent)."""
-        if self.compare == "error":
+        """Mean ± std over the group's seeds (fractions in percent)."""
+        if self._percent:
             return mean_std(self.values(group), ".2f", scale=100)
         return mean_std(self.values(group), ".4g")
 
@@ -178,6 +186,27 @@ def final_value(metric: str, *, lower_is_better: bool = True, unit: str = "") ->
         curve=metric,
         lower_is_better=lower_is_better,
         detail="a diverged member leaves it undefined",
+    )
+
+
+def generalization_gap() -> Measure:
+    """The generalisation gap at the budget, per seed: the error on the evaluation split minus the
+    error on the fixed training subset, both in eval mode (`eval.train_examples`; a train/accuracy
+    logged during training is a running mean with dropout on, so it is not used); a member that
+    diverged leaves it undefined. Compared as a paired difference in percentage points."""
+
+    def gap(group: Group) -> np.ndarray:
+        train_error = 1 - group.final(eval_key(TRAIN_EVAL, "accuracy"))
+        return 1 - group.final(eval_key(group.run.eval_split, "accuracy")) - train_error
+
+    return Measure(
+        "generalization gap",
+        gap,
+        unit="pp",
+        curve=eval_key(TRAIN_EVAL, "accuracy"),
+        detail="test error minus the error on a fixed training subset in eval mode; a diverged "
+        "member leaves it undefined",
+        train_eval=True,
     )
 
 
@@ -227,6 +256,10 @@ class Comparison:
     quote: str = ""  # the paper's sentence the claim rests on (default: `claim` itself)
     judge: Judge | None = None  # a hand-written judge replaces the derived one ...
     rule: str = ""  # ... and states its rule
+    # The name its runs are stored under (default: `name`). A comparison that measures the runs of
+    # another names that one's: the same base, arms, budget and tuning train them once (a stored
+    # run of another config is refused).
+    runs: str = ""
 
     def __post_init__(self) -> None:
         names = [arm.name for arm in self.arms]
@@ -251,9 +284,13 @@ class Comparison:
         """The claim kind: `speed` for steps to a target, `value` for a value at the budget."""
         return self.measure.kind
 
-    def experiment(self) -> Experiment:
-        """This comparison as an experiment of one part, for `ablation.main`."""
-        return Experiment(self.name, self.title, lambda preset, dirs: [self.part(preset, dirs)])
+    def experiment(self, *others: "Comparison") -> Experiment:
+        """This comparison as an experiment for `ablation.main`, named after it: one part, or with
+        `others` one part per comparison (e.g. two measures of the same runs, see `runs`)."""
+        comparisons = (self, *others)
+        return Experiment(
+            self.name, self.title, lambda preset, dirs: [c.part(preset, dirs) for c in comparisons]
+        )
 
     def config(self, preset: str, dirs: DataDirs) -> ml_collections.ConfigDict:
         """The base config of `preset`: `base`, the preset's overrides, the dataset, the budget
@@ -279,6 +316,11 @@ class Comparison:
 
     def part(self, preset: str, dirs: DataDirs) -> Part:
         config = self.config(preset, dirs)
+        if self.measure.train_eval and not config.eval.train_examples:
+            raise ConfigError(
+                f"{self.name}: eval.train_examples=0, but the {self.measure.name} needs the "
+                "train-set evaluation; allowed: a count above 0"
+            )
         return Part(
             name=self.name,
             title=self.title,
@@ -293,6 +335,7 @@ class Comparison:
             tuning=self._tuning(),
             kind=self.kind,
             quote=self.quote or self.claim,
+            runs=self.runs,
         )
 
     def _tuning(self) -> Tuning | None:

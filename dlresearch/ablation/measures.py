@@ -4,12 +4,13 @@ import dataclasses
 import itertools
 import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Literal
 
 import numpy as np
 
 from dlresearch.ablation import stats
 from dlresearch.ablation.runs import Run
-from dlresearch.ablation.spec import Target
+from dlresearch.ablation.spec import MAX_EXTENSIONS, Target
 from dlresearch.metrics import TRAIN_LOSS
 
 # A comparison of values at a budget is settled (`settled`) when its verdict is the same at
@@ -168,14 +169,23 @@ def layer_matrix(group: Group, prefix: str, step: int | None) -> tuple[list[str]
     return names, np.asarray([[row.get(n, math.nan) for n in names] for row in rows])
 
 
+def edge_side(grid: Iterable[float], value: float) -> Literal["low", "high"] | None:
+    """Which edge of `grid` `value` is; None inside it (or for a grid of fewer than two values)."""
+    grid = sorted(grid)
+    if len(grid) < 2 or grid[0] < value < grid[-1]:
+        return None
+    return "low" if value == grid[0] else "high"
+
+
 def grid_edge_note(group: Group, axis: str = "lr") -> str:
     """A warning when a group's value of swept `axis` is the lowest or highest of its run's grid
     (the best rate may lie outside it); '' when it is inside or nothing was swept."""
     grid = sorted({m[axis] for m in group.run.members})
     value = group.run.members[group.members[0]][axis]
-    if len(grid) < 2 or grid[0] < value < grid[-1]:
+    side = edge_side(grid, value)
+    if side is None:
         return ""
-    edge = "lowest" if value == grid[0] else "highest"
+    edge = "lowest" if side == "low" else "highest"
     return (
         f"{group.label}: the selected {axis} {value:g} is the {edge} of the grid "
         f"({', '.join(f'{v:g}' for v in grid)}); a rate beyond it might do better."
@@ -183,14 +193,37 @@ def grid_edge_note(group: Group, axis: str = "lr") -> str:
 
 
 def tuning_edge_notes(runs: Mapping[str, Run]) -> list[str]:
-    """`grid_edge_note` of every tuned run: whether the rate its tuning run selected is an edge of
-    the tuning grid."""
+    """What every tuned run's tuning says of its selected rate's place in the arm's final grid
+    (the preset's grid and its extensions): still at an edge (`grid_edge_note`; after the
+    extensions the rule allows), or the highest rate below an extension that diverged."""
     notes = []
     for run in runs.values():
         if run.tuning is not None:
-            selected = run.tuning.where(lr=run.config.optim.lr)
-            notes.append(grid_edge_note(Group(run.variant.title, run.tuning, selected)))
-    return [note for note in notes if note]
+            notes += _tuning_notes(run.variant.title, run.tuning, run.config.optim.lr)
+    return notes
+
+
+def _tuning_notes(label: str, tuning: Run, lr: float) -> list[str]:
+    notes = []
+    edge = grid_edge_note(Group(label, tuning, tuning.where(lr=lr)))
+    if edge and tuning.extensions:
+        edge += (
+            f" It is still at that edge after {len(tuning.extensions)} extension(s) of the grid "
+            f"by a decade on that side, the most the tuning rule allows ({MAX_EXTENSIONS})."
+        )
+    notes += [edge] if edge else []
+    for added in tuning.extensions:
+        below = [m["lr"] for m in tuning.members if m["lr"] < min(added)]
+        diverged = [
+            v for v in added if any(tuning.diverged_at[m] is not None for m in tuning.where(lr=v))
+        ]
+        if diverged and lr < min(added) and max(below) == lr:
+            notes.append(
+                f"{label}: the selected lr {lr:g} was the highest of its grid; the decade above "
+                f"it diverged at lr {', '.join(f'{v:g}' for v in diverged)} (on a tuning seed), "
+                f"so {lr:g} is the highest stable rate tried."
+            )
+    return notes
 
 
 def judged_members(groups: Mapping[str, Group]) -> dict[str, tuple[int, ...]]:

@@ -32,14 +32,15 @@ def _band(ax: Any, x: np.ndarray, values: np.ndarray, label: str, **style: Any) 
     ax.fill_between(x, mean - std, mean + std, color=line.get_color(), alpha=0.2, linewidth=0)
 
 
-def _figure(panels: int, width: float = 5.5, height: float = 4.0, **kwargs: Any) -> tuple:
-    """A figure with one row of `panels` axes. `Figure` draws with the Agg canvas, without pyplot's
-    global state, so experiments run headless and leave no figures open."""
+def figure(panels: int, width: float = 5.5, height: float = 4.0, **kwargs: Any) -> tuple:
+    """A figure with one row of `panels` axes: (figure, axes). `Figure` draws with the Agg canvas,
+    without pyplot's global state, so experiments run headless and leave no figures open."""
     fig = Figure(figsize=(width * panels, height))
     return fig, fig.subplots(1, panels, squeeze=False, **kwargs)[0]
 
 
-def _save(fig: Figure, outdir: str, filename: str) -> str:
+def save(fig: Figure, outdir: str, filename: str) -> str:
+    """Write `fig` to `outdir/filename` (atomically) and return the filename, for the report."""
     fig.tight_layout()
     tmp = os.path.join(outdir, f".{filename}.tmp.png")
     fig.savefig(tmp, dpi=110)
@@ -62,7 +63,7 @@ def plot_curves(
 ) -> str:
     """`key` over training, mean ± std over each group's seeds; one panel, or one per `panels`."""
     panels = panels or [(title, rows)]
-    fig, axes = _figure(len(panels))
+    fig, axes = figure(len(panels))
     for ax, (panel_title, panel_rows) in zip(axes, panels, strict=True):
         for group in panel_rows:
             steps, values = _aligned(group.run, key, group.members)
@@ -77,7 +78,7 @@ def plot_curves(
             ax.set_yscale("log")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
-    return _save(fig, outdir, filename)
+    return save(fig, outdir, filename)
 
 
 def plot_layers(
@@ -89,7 +90,7 @@ def plot_layers(
 ) -> str:
     """Per-layer diagnostics vs layer index, mean ± std over seeds. Each panel is (title,
     prefix such as "diag/grad_norm", lines); each line a (group, step), step None = at init."""
-    fig, axes = _figure(len(panels))
+    fig, axes = figure(len(panels))
     for ax, (title, prefix, lines) in zip(axes, panels, strict=True):
         names: list[str] = []
         for group, step in lines:
@@ -104,7 +105,7 @@ def plot_layers(
             ax.set_yscale("log")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
-    return _save(fig, outdir, filename)
+    return save(fig, outdir, filename)
 
 
 def _short(layer: str) -> str:
@@ -116,7 +117,7 @@ def plot_percentiles(
 ) -> str:
     """The 15th/50th/85th percentiles of one unit's input over training, one panel per group, for
     the group's first member (one network, as in the BatchNorm paper's Fig. 1b-c)."""
-    fig, axes = _figure(len(rows), 5.0, 3.6, sharey=True)
+    fig, axes = figure(len(rows), 5.0, 3.6, sharey=True)
     for ax, group in zip(axes, rows, strict=True):
         for q, style in ((15, ":"), (50, "-"), (85, "--")):
             steps, values = group.run.series(f"{prefix}{q}", group.members[0])
@@ -127,4 +128,4 @@ def plot_percentiles(
     axes[0].set_ylabel("input of a last-hidden-layer unit")
     axes[0].legend(fontsize=8)
     fig.suptitle(title)
-    return _save(fig, outdir, filename)
+    return save(fig, outdir, filename)

@@ -24,7 +24,7 @@ import numpy as np
 from dlresearch import config as config_lib
 from dlresearch import data, train
 from dlresearch.ablation import provenance, writeup
-from dlresearch.ablation.measures import best_value, mean_std
+from dlresearch.ablation.measures import best_value, edge_side, mean_std
 from dlresearch.ablation.runs import Run
 from dlresearch.ablation.spec import (
     DEFAULT_SEEDS,
@@ -63,10 +63,10 @@ def run_configs(
         config = config_lib.apply_overrides(part.config, variant.overrides)
         config.sweep.seed = tuple(int(s) for s in seeds)
         config = config_lib.apply_overrides(config, overrides)
-        config_lib.validate(config)
+        train.check(config)
         _check_curves(part, config)
         if part.tuning:
-            config_lib.validate(tuning_config(config, part.tuning))
+            train.check(tuning_config(config, part.tuning))
         configs.append(config)
     return configs
 
@@ -90,7 +90,9 @@ def _sizes(data_json: str) -> tuple[int, int]:
     return len(dataset.train_labels), len(dataset.test_labels)
 
 
-def _check_data(part: str, config: ml_collections.ConfigDict) -> tuple[int, int]:
+def check_data(part: str, config: ml_collections.ConfigDict) -> tuple[int, int]:
+    """Training and evaluation examples of `config`'s data, loading it (once per data config) to
+    check its files; `ConfigError` naming the flag that gives its directory if it cannot."""
     try:
         return _sizes(json.dumps(config.data.to_dict(), sort_keys=True))
     except ConfigError as error:
@@ -107,8 +109,11 @@ def _read_json(path: str) -> Any:
         return json.load(f)
 
 
-def tuning_config(config: ml_collections.ConfigDict, tuning: Tuning) -> ml_collections.ConfigDict:
-    """The tuning run of a variant: the whole grid on the tuning seeds, with a held-out split.
+def tuning_config(
+    config: ml_collections.ConfigDict, tuning: Tuning, grid: Sequence[float] = ()
+) -> ml_collections.ConfigDict:
+    """The tuning run of a variant: the whole grid (or the rates `grid` of an extension) on the
+    tuning seeds, with a held-out split.
 
     Selection reads final values and the training curve only, so the run evaluates once, at its
     end, and measures no diagnostics (neither changes what it trains).
@@ -116,7 +121,7 @@ def tuning_config(config: ml_collections.ConfigDict, tuning: Tuning) -> ml_colle
     return config_lib.apply_overrides(
         config,
         {
-            "sweep.lr": tuning.grid,
+            "sweep.lr": tuple(grid) or tuning.grid,
             "sweep.seed": tuning.seeds,
             "data.holdout": tuning.holdout,
             "eval.every_steps": 0,
@@ -148,18 +153,20 @@ def stop_on_signal() -> Iterator[None]:
             signal.signal(s, h)
 
 
-def _train(
+def train_run(
     config: ml_collections.ConfigDict,
     run_dir: str,
     name: str,
     log: Callable[[str], None],
     *,
-    measure_at_init: bool,
+    measure_at_init: bool = False,
 ) -> float:
-    """Train (or resume, or read back) one sweep in `run_dir`, then mark it finished; its seconds.
+    """Train (or resume, or read back) one sweep in `run_dir`, then mark it finished
+    (`FINISHED_FILE`); its seconds. `name` labels its lines in `log`. `read_run` reads it back.
 
     The mark is removed first: a run resumed from an earlier checkpoint (its newest deleted) is
-    unfinished until `train.run` returns again.
+    unfinished until `train.run` returns again. A stop raises `errors.Interrupted` (after the run
+    committed its checkpoint) with the run left unmarked.
     """
     members = config_lib.sweep_members(config)
     log(f"{name}: {len(members)} member(s) x {config.train.steps} steps ...")
@@ -174,11 +181,15 @@ def _train(
     return seconds
 
 
-def _read_run(
-    part: Part, variant: Variant, config: ml_collections.ConfigDict, run_dir: str, seconds: float
+def read_run(
+    name: str, variant: Variant, config: ml_collections.ConfigDict, run_dir: str, seconds: float
 ) -> Run | None:
-    """The finished run of `config` in `run_dir` read back from its files (no lock needed: a
-    finished run is no longer written); None while it is not finished."""
+    """The finished run of `config` in `run_dir` read back from its files, as a `Run` of part
+    `name` (no lock needed: a finished run is no longer written); None while it is not finished.
+
+    `ConfigError` if `run_dir` holds another config, or a finished run whose metrics.jsonl lacks a
+    line its config logs (a damaged run: the message says to delete it and run again).
+    """
     path = os.path.join(run_dir, FINISHED_FILE)
     if not os.path.exists(path):
         return None
@@ -192,9 +203,9 @@ def _read_run(
         raise ConfigError(f"{run_dir} holds a run with a different config: {'; '.join(changed)}")
     finished = _read_json(path)
     members = config_lib.sweep_members(config)
-    num_train, num_eval = _check_data(part.name, config)
+    num_train, num_eval = check_data(name, config)
     run = Run(
-        part=part.name,
+        part=name,
         variant=variant,
         config=config,
         workdir=run_dir,
@@ -255,30 +266,80 @@ def _variant_run(
     variant's label in the log); None if it has not finished (and was not trained here)."""
     tuning_run = None
     if part.tuning:
-        tuning = tuning_config(config, part.tuning)
-        tuning_dir = os.path.join(workdir, "tuning", part.name, variant.name)
-        seconds = (
-            _train(tuning, tuning_dir, f"{name} tuning", log, measure_at_init=False)
-            if name
-            else 0.0
-        )
-        tuning_run = _read_run(part, variant, tuning, tuning_dir, seconds)
+        tuning_run = _tuning_run(part, variant, config, workdir, name=name, log=log)
         if tuning_run is None:
             return None
         lr = best_value(tuning_run, "lr", part.tuning.score)
         if name:
             log(f"{name} tuning: selected lr {lr:g} (by {part.tuning.metric})")
         config = config_lib.apply_overrides(config, {"optim.lr": lr})
-    run_dir = os.path.join(workdir, "runs", part.name, variant.name)
+    run_dir = os.path.join(workdir, "runs", part.stored, variant.name)
     seconds = (
-        _train(config, run_dir, name, log, measure_at_init=part.init_diagnostics) if name else 0.0
+        train_run(config, run_dir, name, log, measure_at_init=part.init_diagnostics)
+        if name
+        else 0.0
     )
-    run = _read_run(part, variant, config, run_dir, seconds)
+    run = read_run(part.name, variant, config, run_dir, seconds)
     if run is not None:
         run.tuning = tuning_run
         if name:
             log(f"{name}: {_brief(run)}")
     return run
+
+
+def _tuning_run(
+    part: Part,
+    variant: Variant,
+    config: ml_collections.ConfigDict,
+    workdir: str,
+    *,
+    name: str,
+    log: Callable[[str], None],
+) -> Run | None:
+    """A variant's tuning run, its grid extended where the selected rate lies at an edge: one
+    decade beyond that edge (`Tuning.extension`), trained as a run of its own in `extend-<k>`
+    inside the tuning run's directory, the selection then made over the union; at most
+    `tuning.extensions` times. Trained (or resumed) when `name` is given, else read back; the runs
+    merged as one, or None while one of them is not finished."""
+    assert part.tuning is not None
+    tuning_dir = os.path.join(workdir, "tuning", part.stored, variant.name)
+    pieces: list[Run] = []
+    added: tuple[float, ...] = ()
+    for k in range(part.tuning.extensions + 1):
+        run_dir = os.path.join(tuning_dir, f"extend-{k}") if k else tuning_dir
+        grid_config = tuning_config(config, part.tuning, added)
+        rates = ", ".join(f"{r:g}" for r in added)
+        what = f"{name} tuning" + (f" extension {k} (lr {rates})" if k else "")
+        seconds = train_run(grid_config, run_dir, what, log) if name else 0.0
+        piece = read_run(part.name, variant, grid_config, run_dir, seconds)
+        if piece is None:
+            return None
+        pieces.append(piece)
+        merged = _merged(pieces)
+        grid = [m["lr"] for m in merged.members]
+        side = edge_side(grid, best_value(merged, "lr", part.tuning.score))
+        if side is None:
+            break
+        added = part.tuning.extension(grid, side)
+    return merged
+
+
+def _merged(pieces: Sequence[Run]) -> Run:
+    """A tuning run and its extensions as one run over the union of their grids."""
+    first, extensions = pieces[0], pieces[1:]
+    if not extensions:
+        return first
+    grid = sorted({m["lr"] for p in pieces for m in p.members})
+    return dataclasses.replace(
+        first,
+        config=config_lib.apply_overrides(first.config, {"sweep.lr": tuple(grid)}),
+        members=[m for p in pieces for m in p.members],
+        history=[h for p in pieces for h in p.history],
+        diverged_at=[d for p in pieces for d in p.diverged_at],
+        init_diagnostics=[d for p in pieces for d in p.init_diagnostics],
+        seconds=sum(p.seconds for p in pieces),
+        extensions=tuple(tuple(p.config.sweep.lr) for p in extensions),
+    )
 
 
 def _brief(run: Run) -> str:
@@ -304,13 +365,20 @@ def _selected_parts(experiment: Experiment, parts: list[Part], only: Sequence[st
 
 
 def _check_replication(parts: Sequence[Part], seeds: Sequence[int], overrides: Mapping) -> None:
-    """Refuse what would count one run as several: a repeated seed, or an override of an axis the
-    runner sweeps itself (`sweep.*`: the seeds, a tuning grid) or of a rate a part tunes."""
+    """Refuse what would count one run as several: a repeated seed, an evaluation seed that is a
+    tuning seed, or an override of an axis the runner sweeps itself (`sweep.*`: the seeds, a
+    tuning grid) or of a rate a part tunes."""
     repeated = sorted({s for s in seeds if list(seeds).count(s) > 1})
     if repeated:
         raise ConfigError(
             f"seeds={','.join(map(str, seeds))} repeats seed(s) {', '.join(map(str, repeated))}: "
             "each seed must be distinct (a repeated seed is one run counted twice)"
+        )
+    tuning = sorted({s for p in parts if p.tuning for s in p.tuning.seeds} & set(seeds))
+    if tuning:
+        raise ConfigError(
+            f"seeds={','.join(map(str, seeds))} include the tuning seed(s) "
+            f"{', '.join(map(str, tuning))}: evaluation seeds must differ from the tuning seeds"
         )
     swept = sorted(k for k in overrides if k.startswith("sweep."))
     if swept:
@@ -455,13 +523,16 @@ def _plan(
     seeds = tuple(DEFAULT_SEEDS[preset] if seeds is None else seeds)
     if not seeds:
         raise ConfigError("seeds must name at least one seed")
-    preset_parts = experiment.parts(preset, data_dirs)
+    preset_parts = [
+        dataclasses.replace(p, tuning=p.tuning.for_preset(preset)) if p.tuning else p
+        for p in experiment.parts(preset, data_dirs)
+    ]
     parts = _selected_parts(experiment, preset_parts, only)
     _check_replication(parts, seeds, overrides)
     configs = {p.name: run_configs(p, seeds, overrides) for p in parts}
     for part in parts:
         for config in configs[part.name]:
-            _check_data(part.name, config)
+            check_data(part.name, config)
     partial = len(parts) < len(preset_parts)
     return _Plan(experiment, preset, data_dirs, seeds, overrides, only, parts, partial, configs)
 
@@ -476,10 +547,14 @@ def _collect(
         for part in plan.parts
         for variant, config in zip(part.variants, plan.configs[part.name], strict=True)
     ]
+    # Parts that share their runs (`Part.runs`) train each once: k counts distinct runs.
+    stored = {(p.stored, v.name): None for p, v, _ in variants}
+    index = {where: k for k, where in enumerate(stored)}
     runs: dict[str, Run | None] = {}
-    for k, (part, variant, config) in enumerate(variants):
-        if train and share.trains(k):
-            name = f"{part.name}/{variant.name} ({k + 1}/{len(variants)})"
+    for part, variant, config in variants:
+        k = index.pop((part.stored, variant.name), None)
+        if train and k is not None and share.trains(k):
+            name = f"{part.name}/{variant.name} ({k + 1}/{len(stored)})"
             runs[f"{part.name}/{variant.name}"] = _variant_run(
                 part, variant, config, workdir, name=name, log=log
             )

@@ -31,6 +31,9 @@ class Run:
     init_diagnostics: list[dict[str, float]]  # per member; empty dicts when not measured
     seconds: float  # wall time spent on this variant by this invocation
     tuning: "Run | None" = None  # the tuning run that chose this run's learning rate
+    # A tuning run: the rates each grid-edge extension added, in order (its other rates are the
+    # preset's grid).
+    extensions: tuple[tuple[float, ...], ...] = ()
 
     def prefix(self, steps: int) -> "Run":
         """This run as if its budget had been its first `steps` steps: what it logged up to then,

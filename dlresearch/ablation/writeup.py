@@ -13,7 +13,7 @@ import ml_collections
 
 from dlresearch import cli, data
 from dlresearch import config as config_lib
-from dlresearch.ablation.measures import Group, mean_std, steps_summary
+from dlresearch.ablation.measures import Group, edge_side, mean_std, steps_summary
 from dlresearch.ablation.runs import Run
 from dlresearch.ablation.spec import (
     DEFAULT_DATASET,
@@ -327,16 +327,21 @@ def result_lines(part: Part, findings: Findings) -> list[str]:
 
 
 def tuning_section(tuning: Tuning, runs: Mapping[str, Run]) -> str:
-    """The tuning protocol in words, and per variant the score of every rate and the one chosen."""
-    grid = sorted(tuning.grid)
+    """The tuning protocol in words, and per variant the score of every rate of its final grid
+    (the preset's grid and its extensions), the rate chosen and that final grid."""
+    grid = sorted({m["lr"] for run in runs.values() if run.tuning for m in run.tuning.members})
     headers = ["variant", *(f"{tuning.metric} at lr {lr:g}" for lr in grid), "selected lr"]
     rows = []
     for run in runs.values():
         assert run.tuning is not None
-        scores = [tuning.score(run.tuning, run.tuning.where(lr=lr)) for lr in grid]
+        tried = {m["lr"] for m in run.tuning.members}
+        scores = [
+            f"{tuning.score(run.tuning, run.tuning.where(lr=lr)):.4g}" if lr in tried else ""
+            for lr in grid
+        ]
         selected = run.config.optim.lr
-        edge = " (grid edge)" if selected in (grid[0], grid[-1]) else ""
-        rows.append([run.variant.title, *(f"{x:.4g}" for x in scores), f"{selected:g}{edge}"])
+        edge = " (grid edge)" if edge_side(tried, selected) else ""
+        rows.append([run.variant.title, *scores, f"{selected:g}{edge}"])
     seeds = ", ".join(str(s) for s in tuning.seeds)
     first = next(iter(runs.values()))  # an evaluation run: trained on the whole training set
     held = data.holdout_size(tuning.holdout, first.num_train, first.config.data.name)
@@ -344,11 +349,34 @@ def tuning_section(tuning: Tuning, runs: Mapping[str, Run]) -> str:
         "**Tuning (the same protocol for every variant).** Each variant trained every rate of the "
         f"grid on tuning seed(s) {seeds} (not among the evaluation seeds) with the last "
         f"{Fraction(tuning.holdout).limit_denominator(100)} of the training examples ({held:,}) "
-        "held out; "
-        f"the rate with the lowest {tuning.metric} was then trained on the evaluation seeds with "
-        "the full training set. A rate at an edge of the grid is marked: the best rate may lie "
-        "beyond it.\n\n" + markdown_table(headers, rows)
+        f"held out; the rate with the lowest {tuning.metric} was then trained on the evaluation seeds with the full training set. The grid: "
+        f"{_rates_text(tuning.grid)} ({tuning.per_decade} per decade). "
+        + _extension_text(tuning)
+        + "A rate at an edge of its final grid is marked: the best rate may lie beyond it.\n\n"
+        + markdown_table(headers, rows)
+        + "\n\nFinal grid per variant: "
+        + "; ".join(f"{run.variant.title}: {_final_grid(run.tuning)}" for run in runs.values())
+        + "."
     )
+
+
+def _rates_text(rates: Iterable[float]) -> str:
+    return ", ".join(f"{r:g}" for r in sorted(rates))
+
+
+def _final_grid(tuning: Run) -> str:
+    """A tuning run's final grid in words: its range, rates and extensions."""
+    rates = sorted({m["lr"] for m in tuning.members})
+    text = f"{rates[0]:g} to {rates[-1]:g} ({len(rates)} rates)"
+    if tuning.extensions:
+        # Extensions continue one edge: the selection over the union moves only into new rates.
+        added = {r for extension in tuning.extensions for r in extension}
+        side = "above" if min(tuning.extensions[0]) > max(set(rates) - added) else "below"
+        count = {1: "once", 2: "twice"}.get(
+            len(tuning.extensions), f"{len(tuning.extensions)} times"
+        )
+        text += f", extended by a decade {side} {count}"
+    return text
 
 
 def experiment_verdict(results: Sequence[tuple[Part, Findings]], *, partial: bool) -> Verdict:
@@ -461,3 +489,14 @@ def write_index(outcomes: Sequence[ExperimentResult], workdir: str) -> None:
             f"| [{o.experiment.title}]({link}) | {o.verdict.outcome} | {o.seconds:.0f} s | {o.verdict.reason} |"
         )
     atomic_write_text(os.path.join(workdir, "report.md"), "\n".join(lines) + "\n")
+
+
+def _extension_text(tuning: Tuning) -> str:
+    if not tuning.extensions:
+        return "No grid is extended at this preset (a smoke run). "
+    return (
+        "Where a variant's selected rate lay at an edge of its grid, its grid was extended by a "
+        f"decade beyond that edge ({tuning.per_decade} more rates) and the rate selected over the "
+        f"union, at most {tuning.extensions} times; a blank cell is a rate that variant did not "
+        "train. "
+    )

@@ -4,8 +4,10 @@ frequencies and performance profiles.
 - Tuning-budget curve (Dodge et al. 2019, "Show your work"): the expected best validation score of
   k points drawn at random from an arm's K tuned points, k = 1..K, with a bootstrap interval over
   resamples of the K scores. k = 1 is the one-shot budget of Crowded Valley, k = K the full one.
-- Comparisons: each arm minus the baseline, paired over the evaluation seeds (the arms share
-  seeds and data order), 95% t-interval, Holm-adjusted over the comparisons of a problem.
+- Comparisons: each arm against the baseline on each of `measures` (the surface's `Measure`s),
+  with the effects an `ablation.Comparison` of the arms derives (paired over the evaluation
+  seeds, which the arms share with their data order; 95% intervals), Holm-adjusted over the arms
+  of a measure, as a Comparison of several arms adjusts them.
 - Ranking: how often each arm holds each rank when the evaluation seeds are resampled (paired:
   one resample of seeds for every arm).
 - Performance profiles (Dolan & Moré 2002, as AlgoPerf scores): for each arm, the fraction of
@@ -17,6 +19,10 @@ from collections.abc import Sequence
 import numpy as np
 
 from dlresearch.ablation import stats
+from dlresearch.ablation.comparison import Comparison, Measure, final_value, steps_to, test_error
+from dlresearch.ablation.measures import Group
+from dlresearch.metrics import TRAIN_LOSS
+from dlresearch.optimizer_benchmark.problems import Problem
 
 BOOTSTRAP = 2_000
 CONFIDENCE = 0.95
@@ -48,17 +54,33 @@ def budget_curve(scores: Sequence[float], seed: int = 0) -> np.ndarray:
     return np.asarray(rows)
 
 
+def measures(problem: Problem) -> tuple[Measure, ...]:
+    """What every arm is compared with the baseline on: the final test error (a diverged member
+    counting as error 1), the final training loss, and the steps to the problem's target (a run
+    that never reaches it censored at the budget)."""
+    return test_error(), final_value(TRAIN_LOSS), steps_to(problem.target)
+
+
 def against_baseline(
-    values: dict[str, np.ndarray], baseline: str, *, what: str, unit: str = ""
+    problem: Problem, groups: Sequence[Group], measure: Measure
 ) -> list[tuple[stats.Effect, float]]:
-    """Each arm's `values` (per seed) minus the baseline's, with the Holm-adjusted p-value."""
-    effects = [
-        stats.paired_difference(
-            v, values[baseline], name=f"{label} minus {baseline} {what}", unit=unit
-        )
-        for label, v in values.items()
-        if label != baseline
-    ]
+    """Each group's `measure` against the first group's (the baseline), with the Holm-adjusted
+    p-value over them: the effects of a `Comparison` of the arms, each arm first (`arm minus
+    baseline`, or `arm / baseline` for steps); none for a single arm."""
+    if len(groups) < 2:
+        return []
+    comparison = Comparison(
+        name=problem.title,
+        title=problem.title,
+        claim="each optimizer against the baseline",
+        source="",
+        base=problem.base,
+        arms=tuple(g.run.variant for g in groups),
+        budget=problem.budget,
+        measure=measure,
+        direction="higher",  # orders each effect as the arm against the baseline
+    )
+    effects = [comparison.effect(groups[0], group) for group in groups[1:]]
     return list(zip(effects, stats.holm([e.p for e in effects]), strict=True))
 
 

@@ -1,21 +1,22 @@
 """One benchmark invocation: check everything, then tune, evaluate and write the report.
 
-`run` is what `python -m dlresearch.compare_optimizers` and `choi2019` call: every config is
-validated and every dataset loaded before the workdir is created; the workdir is locked (one
-process at a time); finished runs are read back and unfinished ones resume (`train.run`), so a
-stopped invocation continues when asked again. `errors.Interrupted` from a stopped run passes
-through: no report is written.
+`run` is what `python -m dlresearch.compare_optimizers` and `choi2019` call, with an experiment's
+guarantees, by the experiment runner's own functions (`ablation.runner`): every config is
+validated and every dataset loaded before the workdir is created; the workdir records the
+benchmark it holds (`claim_workdir`: another experiment's is refused); finished runs are read
+back and unfinished ones resume, so a stopped invocation continues when asked again; SIGINT or
+SIGTERM anywhere raises `errors.Interrupted` (`stop_on_signal`; the command exits 128 + signal)
+with no report written.
 """
 
 import os
 import time
 from collections.abc import Callable, Mapping, Sequence
 
-from dlresearch.ablation import provenance
+from dlresearch.ablation import provenance, runner
 from dlresearch.optimizer_benchmark import protocol, report
 from dlresearch.optimizer_benchmark.protocol import Setting, Tuned
 from dlresearch.optimizer_benchmark.search_space import Arm
-from dlresearch.workdir import lock
 
 Judge = Callable[[Mapping[str, Sequence[Tuned]]], list[str]]
 
@@ -25,17 +26,19 @@ def run(
     arms: Sequence[Arm],
     workdir: str,
     *,
+    name: str,
     title: str,
     command: str,
     judge: Judge | None = None,
     log: Callable[[str], None] = print,
 ) -> dict[str, list[Tuned]]:
     """Run (or resume) every arm on every problem in `workdir` and write results.csv, the plots
-    and report.md; the first arm is the baseline. `judge` turns the results into report lines
-    placed after the title (a claim's rule and verdict)."""
-    configs = protocol.check(settings, arms)
-    os.makedirs(workdir, exist_ok=True)
-    with lock(workdir):
+    and report.md; the first arm is the baseline. `name` is the benchmark the workdir holds;
+    `judge` turns the results into report lines placed after the title (a claim's rule and
+    verdict)."""
+    with runner.stop_on_signal():
+        configs = protocol.check(settings, arms)
+        runner.claim_workdir(workdir, name)
         start = time.perf_counter()
         results = {
             s.name: [protocol.tune_and_evaluate(s, arm, workdir, log) for arm in arms]
@@ -57,6 +60,6 @@ def run(
             "",
             provenance.stamp(configs),
         ]
-        report.write(workdir, settings, results, arms[0].label, header=header)
+        report.write(workdir, settings, results, header=header)
     log(f"report: {os.path.join(workdir, 'report.md')} ({seconds:.0f} s)")
     return results

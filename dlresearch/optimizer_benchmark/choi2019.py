@@ -22,12 +22,14 @@ import sys
 from absl import app, flags, logging
 
 from dlresearch.ablation import stats
+from dlresearch.ablation.spec import DEFAULT_SEEDS, PRESETS
 from dlresearch.cli import fail, parse_flags, reported
-from dlresearch.metrics import eval_key
 from dlresearch.optimizer_benchmark import benchmark, problems, protocol
+from dlresearch.optimizer_benchmark.problems import TEST_ACCURACY
 from dlresearch.optimizer_benchmark.search_space import DEFAULT_LR, Arm, Dimension
 
 MARGIN = 0.005  # 0.5 percentage points of test accuracy
+KIND = "value"  # a value at the problem's budget (README, "Claim kinds")
 GENERAL = Arm(
     "adam_lr_b1_eps",
     "adam",
@@ -53,7 +55,10 @@ RULE = (
 
 
 def non_inferiority(effect: stats.Effect, margin: float) -> stats.Verdict:
-    """The verdict of "a is not worse than b by more than `margin`" on the effect a - b."""
+    """The verdict of "a is not worse than b by more than `margin`" on the effect a - b.
+
+    Not `stats.verdict`: that judges a claimed effect (its margin on the claimed side of no
+    effect); non-inferiority claims the absence of one, its margin on the other side."""
     if effect.low > -margin:
         outcome, why = stats.Outcome.REPRODUCED, f"the lower limit is above -{margin:g}"
     elif effect.high < -margin:
@@ -67,7 +72,7 @@ def judge(results: dict[str, list[protocol.Tuned]]) -> list[str]:
     """The report's claim, rule, verdict and the search-space comparison, per problem."""
     lines = [RULE, ""]
     for name, tuned in results.items():
-        final = {t.arm.label: t.evaluation.final(eval_key("test", "accuracy")) for t in tuned}
+        final = {t.arm.label: t.evaluation.final(TEST_ACCURACY) for t in tuned}
         effect = stats.paired_difference(
             final[GENERAL.label],
             final[SPECIAL.label],
@@ -84,7 +89,7 @@ def judge(results: dict[str, list[protocol.Tuned]]) -> list[str]:
         lines += [
             f"Verdict: {verdict.outcome}. {verdict.reason}",
             "",
-            verdict.result_line(),
+            verdict.result_line(KIND),
             "",
             f"Search space (not judged): {flip.describe()}.",
             "",
@@ -95,7 +100,7 @@ def judge(results: dict[str, list[protocol.Tuned]]) -> list[str]:
 def _define_flags() -> dict[str, flags.FlagHolder]:
     """The command line's flags, defined when the module runs (not on import)."""
     holders = {
-        "preset": flags.DEFINE_enum("preset", "quick", list(problems.PRESETS), "Budgets."),
+        "preset": flags.DEFINE_enum("preset", "quick", list(PRESETS), "Budgets."),
         "workdir": flags.DEFINE_string("workdir", None, "Where the runs and report.md go."),
         "tuning_budget": flags.DEFINE_integer("tuning_budget", 16, "K: points per optimizer."),
         "problem": flags.DEFINE_string("problem", "mnist_mlp", "The test problem."),
@@ -116,13 +121,14 @@ def main(argv: list[str], fv: dict[str, flags.FlagHolder]) -> None:
             fv["problem"].value,
             problem,
             problem.config(preset, fv["data_dir"].value),
-            protocol.EVAL_SEEDS[preset],
+            DEFAULT_SEEDS[preset],
             fv["tuning_budget"].value,
         )
         benchmark.run(
             [setting],
             ARMS,
             fv["workdir"].value,
+            name="choi2019",
             title="Choi et al. (2019): the more general optimizer is never worse, once tuned",
             command=" ".join(["python -m dlresearch.optimizer_benchmark.choi2019", *sys.argv[1:]]),
             judge=judge,

@@ -4,32 +4,32 @@ For each problem and arm, in `WORKDIR/tuning/<problem>/<arm>`: ONE run whose swe
 (`sweep.zipped`) crossed with the tuning seeds, on the training set minus a held-out validation
 split, evaluated once at its end. The point with the best mean validation accuracy (a diverged
 member scores 0; ties go to the lower training loss) then trains on the evaluation seeds, on the
-whole training set, in `WORKDIR/runs/<problem>/<arm>`. `train.run` resumes an unfinished run from
-its checkpoint and reads a finished one back, so asking again continues where a stop left off.
+whole training set, in `WORKDIR/runs/<problem>/<arm>`.
+
+Each run is trained and read back as an experiment's are (`ablation.runner.train_run` and
+`read_run`): `train.run` resumes an unfinished run from its checkpoint and reads a finished one
+back, `finished.json` marks it finished, and a finished run whose files were damaged since is
+refused with what to delete. The tuning differs from an ablation's `Tuning` (a learning-rate grid
+shared by every arm): each arm searches its own space, several hyperparameters at once.
 """
 
 import dataclasses
-import functools
-import json
 import os
-import time
 from collections.abc import Callable, Sequence
 
 import ml_collections
 import numpy as np
 
 from dlresearch import config as config_lib
-from dlresearch import data, train
+from dlresearch import train
+from dlresearch.ablation import runner
 from dlresearch.ablation.runs import Run
-from dlresearch.ablation.spec import TUNING_SEEDS, Variant
-from dlresearch.metrics import METRICS_FILE, TRAIN_LOSS, eval_key, member_records
+from dlresearch.ablation.spec import TUNING_SEEDS
+from dlresearch.metrics import TRAIN_LOSS, eval_key
 from dlresearch.optimizer_benchmark.problems import Problem
 from dlresearch.optimizer_benchmark.search_space import Arm, points
 
 VALIDATION_ACCURACY = eval_key("validation", "accuracy")
-TEST_ACCURACY = eval_key("test", "accuracy")
-EVAL_SEEDS = {"test": (0, 1), "quick": (0, 1, 2, 3, 4), "standard": (0, 1, 2, 3, 4)}
-EVAL_SEEDS["paper"] = EVAL_SEEDS["standard"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -44,10 +44,9 @@ class Setting:
 
 
 def arm_config(setting: Setting, arm: Arm, values: dict[str, float]) -> ml_collections.ConfigDict:
-    """The problem's config with `arm`'s optimizer, its fixed values, then `values` set."""
-    fields = {"optim.name": arm.optimizer}
-    fields |= {f"optim.{field}": value for field, value in {**arm.fixed(), **values}.items()}
-    return config_lib.apply_overrides(setting.config, fields)
+    """The problem's config with `arm`'s overrides (`Arm.variant`), then `values` set."""
+    fields = {f"optim.{field}": value for field, value in values.items()}
+    return config_lib.apply_overrides(setting.config, {**arm.variant.overrides, **fields})
 
 
 def tuning_config(setting: Setting, arm: Arm) -> ml_collections.ConfigDict:
@@ -61,7 +60,8 @@ def tuning_config(setting: Setting, arm: Arm) -> ml_collections.ConfigDict:
             "sweep.zipped": tuple(d.field for d in arm.space),
             "sweep.seed": TUNING_SEEDS,
             # The problem's count of held-out examples as the fraction data.holdout takes.
-            "data.holdout": setting.problem.holdout / data_sizes(setting.config)[0],
+            "data.holdout": setting.problem.holdout
+            / runner.check_data(setting.name, setting.config)[0],
             "eval.every_steps": 0,  # evaluated once, at the end: selection reads final values
         },
     )
@@ -76,35 +76,20 @@ def evaluation_config(
     )
 
 
-@functools.cache
-def _sizes(data_json: str) -> tuple[int, int]:
-    dataset = data.load(ml_collections.ConfigDict(json.loads(data_json)))
-    return len(dataset.train_labels), len(dataset.test_labels)
-
-
-def data_sizes(config: ml_collections.ConfigDict) -> tuple[int, int]:
-    """Training and evaluation examples of `config` (loading checks the files, once per setting)."""
-    return _sizes(json.dumps(config.data.to_dict(), sort_keys=True))
-
-
-def train_run(name: str, arm: Arm, config: ml_collections.ConfigDict, run_dir: str) -> Run:
-    """Train, resume or read back `config` in `run_dir`, as a `Run` of the arm."""
-    start = time.perf_counter()
-    result = train.run(config, run_dir)
-    num_train, num_eval = data_sizes(config)
-    return Run(
-        part=name,
-        variant=Variant(arm.label),
-        config=config,
-        workdir=run_dir,
-        members=result.members,
-        history=member_records(os.path.join(run_dir, METRICS_FILE), len(result.members)),
-        diverged_at=result.diverged_at,
-        num_train=num_train,
-        num_eval=num_eval,
-        init_diagnostics=[{} for _ in result.members],
-        seconds=time.perf_counter() - start,
-    )
+def train_run(
+    setting: Setting,
+    arm: Arm,
+    config: ml_collections.ConfigDict,
+    run_dir: str,
+    name: str,
+    log: Callable[[str], None],
+) -> Run:
+    """Train, resume or read back `config` in `run_dir` (`name` in the log), as a `Run` of the
+    arm on the problem."""
+    seconds = runner.train_run(config, run_dir, name, log)
+    run = runner.read_run(setting.name, arm.variant, config, run_dir, seconds)
+    assert run is not None  # train_run marked it finished
+    return run
 
 
 @dataclasses.dataclass(frozen=True)
@@ -138,19 +123,18 @@ def tune_and_evaluate(
     """The protocol for one arm on one problem (resumed or read back where it already ran)."""
     where = os.path.join(setting.name, arm.label)
     config = tuning_config(setting, arm)
-    log(f"{where}: tuning {setting.k} points x {len(TUNING_SEEDS)} seed(s) as one program ...")
-    tuning = train_run(setting.name, arm, config, os.path.join(workdir, "tuning", where))
+    tuning_dir = os.path.join(workdir, "tuning", where)
+    tuning = train_run(setting, arm, config, tuning_dir, f"{where} tuning", log)
     scores, loss = point_scores(tuning, setting.k)
     selected = int(np.lexsort((loss, -scores))[0])
     drawn = points(arm.space, setting.k)
     log(
-        f"{where}: tuned in {tuning.seconds:.0f} s; selected "
+        f"{where}: selected "
         + ", ".join(f"{f} {v:.3g}" for f, v in drawn[selected].items())
-        + f" (validation accuracy {scores[selected]:.4f}); evaluating on {len(setting.seeds)} seeds"
+        + f" (validation accuracy {scores[selected]:.4f} of {setting.k} points)"
     )
     config = evaluation_config(setting, arm, drawn[selected])
-    evaluation = train_run(setting.name, arm, config, os.path.join(workdir, "runs", where))
-    log(f"{where}: evaluated in {evaluation.seconds:.0f} s")
+    evaluation = train_run(setting, arm, config, os.path.join(workdir, "runs", where), where, log)
     return Tuned(arm, drawn, scores, selected, tuning, evaluation)
 
 
@@ -159,12 +143,12 @@ def check(settings: Sequence[Setting], arms: Sequence[Arm]) -> list[ml_collectio
     is written (the evaluation configs at the first point: their values only differ in range)."""
     configs = []
     for setting in settings:
-        data_sizes(setting.config)
+        runner.check_data(setting.name, setting.config)
         for arm in arms:
             configs += [
                 tuning_config(setting, arm),
                 evaluation_config(setting, arm, points(arm.space, 1)[0]),
             ]
     for config in configs:
-        config_lib.validate(config)
+        train.check(config)  # the fields, then the model each builds
     return configs

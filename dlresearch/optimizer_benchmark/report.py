@@ -4,20 +4,17 @@ import os
 from collections.abc import Mapping, Sequence
 
 import numpy as np
-from matplotlib.figure import Figure
 
 from dlresearch.ablation import plots, writeup
-from dlresearch.ablation.measures import Group, mean_std, steps_summary
-from dlresearch.ablation.spec import Target
+from dlresearch.ablation.comparison import test_error
+from dlresearch.ablation.measures import Group, grid_edge_note, mean_std, steps_summary
 from dlresearch.metrics import TRAIN_LOSS, atomic_write_text
 from dlresearch.optimizer_benchmark import analysis
-from dlresearch.optimizer_benchmark.protocol import TEST_ACCURACY, Setting, Tuned
+from dlresearch.optimizer_benchmark.problems import TEST_ACCURACY
+from dlresearch.optimizer_benchmark.protocol import Setting, Tuned
 
 TAUS = np.geomspace(1, 10, 200)
-
-
-def target(setting: Setting) -> Target:
-    return Target(TEST_ACCURACY, setting.problem.target)
+TEST_ERROR = test_error()
 
 
 def _group(tuned: Tuned) -> Group:
@@ -29,13 +26,14 @@ def _point(point: Mapping[str, float]) -> str:
     return ", ".join(f"{field} {value:.3g}" for field, value in point.items())
 
 
-def comparisons(tuned: Sequence[Tuned], baseline: str) -> list[tuple]:
-    """(effect, Holm p) of each arm against the baseline: test accuracy, then training loss."""
-    accuracy = {t.arm.label: _group(t).final(TEST_ACCURACY) for t in tuned}
-    loss = {t.arm.label: _group(t).final(TRAIN_LOSS) for t in tuned}
-    return analysis.against_baseline(
-        accuracy, baseline, what="final test accuracy", unit="pp"
-    ) + analysis.against_baseline(loss, baseline, what="final training loss")
+def comparisons(setting: Setting, tuned: Sequence[Tuned]) -> list[tuple]:
+    """(effect, Holm p) of each arm against the baseline (the first), measure by measure."""
+    groups = [_group(t) for t in tuned]
+    return [
+        row
+        for measure in analysis.measures(setting.problem)
+        for row in analysis.against_baseline(setting.problem, groups, measure)
+    ]
 
 
 def csv_rows(setting: Setting, tuned: Sequence[Tuned], effects: Sequence[tuple]) -> list[dict]:
@@ -55,7 +53,7 @@ def csv_rows(setting: Setting, tuned: Sequence[Tuned], effects: Sequence[tuple])
                 }
             )
         group = _group(t)
-        steps = group.steps_to(target(setting))
+        steps = group.steps_to(setting.problem.target)
         for m, seed in enumerate(t.evaluation.members):
             rows.append(
                 {
@@ -97,7 +95,7 @@ def plot_problem(outdir: str, setting: Setting, tuned: Sequence[Tuned]) -> list[
         TEST_ACCURACY,
         title=setting.problem.title,
         panels=[("test accuracy", groups)],
-        hline=setting.problem.target,
+        hline=setting.problem.target.threshold,
     )
     losses = plots.plot_curves(
         outdir,
@@ -107,8 +105,7 @@ def plot_problem(outdir: str, setting: Setting, tuned: Sequence[Tuned]) -> list[
         title=f"{setting.problem.title}: training loss",
         log_y=True,
     )
-    fig = Figure(figsize=(5.5, 4.0))
-    ax = fig.subplots()
+    fig, (ax,) = plots.figure(1)
     for t in tuned:
         curve = analysis.budget_curve(t.scores)
         k = np.arange(1, len(curve) + 1)
@@ -120,13 +117,13 @@ def plot_problem(outdir: str, setting: Setting, tuned: Sequence[Tuned]) -> list[
     ax.set_title(f"{setting.problem.title}: tuning budget")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    budget = plots._save(fig, outdir, f"{setting.name}_tuning_budget.png")
+    budget = plots.save(fig, outdir, f"{setting.name}_tuning_budget.png")
     return [curves, losses, budget]
 
 
 def plot_profiles(outdir: str, labels: Sequence[str], costs: Mapping[str, np.ndarray]) -> str:
     """One panel per cost ([problems, arms]): the Dolan-Moré profile of each arm."""
-    fig, axes = plots._figure(len(costs))
+    fig, axes = plots.figure(len(costs))
     for ax, (what, cost) in zip(axes, costs.items(), strict=True):
         profile = analysis.performance_profile(cost, TAUS)
         for label, rho in zip(labels, profile, strict=True):
@@ -138,20 +135,35 @@ def plot_profiles(outdir: str, labels: Sequence[str], costs: Mapping[str, np.nda
         ax.set_title(f"performance profile: {what}")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
-    return plots._save(fig, outdir, "performance_profiles.png")
+    return plots.save(fig, outdir, "performance_profiles.png")
 
 
 def profile_costs(settings: Sequence[Setting], results: Mapping[str, Sequence[Tuned]]) -> dict:
     """[problems, arms] costs: median steps to the target, and mean final test error."""
     steps = [
-        [analysis.median_steps(_group(t).steps_to(target(s))) for t in results[s.name]]
+        [analysis.median_steps(_group(t).steps_to(s.problem.target)) for t in results[s.name]]
         for s in settings
     ]
     error = [
-        [1 - float(np.nanmean(_group(t).final(TEST_ACCURACY))) for t in results[s.name]]
-        for s in settings
+        [float(np.mean(TEST_ERROR.values(_group(t)))) for t in results[s.name]] for s in settings
     ]
     return {"steps to target": np.asarray(steps), "test error": np.asarray(error)}
+
+
+def notes(tuned: Sequence[Tuned]) -> list[str]:
+    """The experiments' guards: a selected value at an edge of the K points along a searched
+    dimension (`ablation.grid_edge_note`: the best may lie beyond it), and diverged members."""
+    out = []
+    for t in tuned:
+        selected = Group(f"`{t.arm.label}`", t.tuning, t.tuning.where(**t.point))
+        out += [grid_edge_note(selected, d.field) for d in t.arm.space]
+        diverged = sum(d is not None for d in t.evaluation.diverged_at)
+        if diverged:
+            out.append(
+                f"`{t.arm.label}`: {diverged} of {len(t.evaluation.members)} evaluation members "
+                "diverged (test error 1; their other measures are undefined)."
+            )
+    return [note for note in out if note]
 
 
 def problem_section(
@@ -165,7 +177,7 @@ def problem_section(
             "search space",
             "selected point",
             "validation acc. (tuning)",
-            "test accuracy",
+            TEST_ERROR.column,
             "training loss",
             "steps to target",
         ],
@@ -175,9 +187,9 @@ def problem_section(
                 t.arm.describe(),
                 _point(t.point),
                 f"{t.scores[t.selected]:.4f}",
-                mean_std(_group(t).final(TEST_ACCURACY), ".4f"),
+                TEST_ERROR.summary(_group(t)),
                 mean_std(_group(t).final(TRAIN_LOSS), ".4f"),
-                steps_summary(_group(t).steps_to(target(setting)), t.evaluation.config.train.steps),
+                steps_summary(_group(t).steps_to(p.target), t.evaluation.config.train.steps),
             ]
             for t in tuned
         ],
@@ -195,8 +207,8 @@ def problem_section(
             for t in tuned
         ],
     )
-    accuracy = np.asarray([_group(t).final(TEST_ACCURACY) for t in tuned])
-    freq = analysis.rank_frequencies(accuracy)
+    errors = np.asarray([TEST_ERROR.values(_group(t)) for t in tuned])
+    freq = analysis.rank_frequencies(errors, higher=False)
     ranks = writeup.markdown_table(
         ["optimizer", *[f"rank {r + 1}" for r in range(len(tuned))]],
         [
@@ -207,15 +219,18 @@ def problem_section(
     lines = [
         f"## {setting.name}: {p.title}",
         "",
-        f"Dataset `{p.dataset}`, batch {p.batch_size}, {setting.config.train.steps:,} steps per run"
-        f"{f' ({p.source})' if p.source else ''}; target: test accuracy >= {p.target:g}. "
+        f"Dataset `{p.dataset}`, batch {setting.config.train.batch_size}, "
+        f"{setting.config.train.steps:,} steps per run{f' ({p.source})' if p.source else ''}; "
+        f"target: {p.target.describe()}. "
         f"Tuning: {setting.k} points per optimizer on a validation split of {p.holdout:,} held-out "
         f"training examples; evaluation seeds {', '.join(map(str, setting.seeds))}.",
         "",
         table,
         "",
-        "Each optimizer against the baseline, paired over the evaluation seeds "
-        "(95% t-interval; Holm over this problem's comparisons of each measure):",
+        *[line for note in notes(tuned) for line in (f"Note: {note}", "")],
+        "Each optimizer against the baseline, paired over the evaluation seeds (95% interval; "
+        "Holm over this problem's comparisons of each measure; a diverged member counts as "
+        "test error 1; a run that never reaches the target is censored at the budget):",
         "",
         *[f"- {effect.describe()}; Holm p={p_holm:.2g}" for effect, p_holm in effects],
         "",
@@ -224,7 +239,7 @@ def problem_section(
         "",
         budget,
         "",
-        "Rank of the mean final test accuracy under resampled evaluation seeds (how often each "
+        "Rank of the mean final test error under resampled evaluation seeds (how often each "
         "rank holds):",
         "",
         ranks,
@@ -243,15 +258,15 @@ def write(
     outdir: str,
     settings: Sequence[Setting],
     results: Mapping[str, Sequence[Tuned]],
-    baseline: str,
     *,
     header: Sequence[str],
 ) -> None:
-    """results.csv, the plots and report.md (`header`: the title and how it was produced)."""
+    """results.csv, the plots and report.md (`header`: the title and how it was produced); the
+    first arm of each problem is the baseline."""
     rows, sections = [], []
     for setting in settings:
         tuned = results[setting.name]
-        effects = comparisons(tuned, baseline)
+        effects = comparisons(setting, tuned)
         rows += csv_rows(setting, tuned, effects)
         sections.append(
             problem_section(setting, tuned, effects, plot_problem(outdir, setting, tuned))

@@ -2,7 +2,10 @@
 
 An `Arm` is an optimizer as the user named it (`adam`, `optax.lion`, `myopt:make`, or
 `label=name` to compare one optimizer under two spaces) with the `Dimension`s searched; the
-hyperparameters not searched stay at the optimizer's own defaults. `points` draws K points of a
+hyperparameters not searched stay at the optimizer's own defaults. Its config overrides are an
+`ablation.Variant` (`Arm.variant`), as every arm of an ablation; what an `Arm` adds is its search
+space: the benchmark tunes K points of several hyperparameters at once, where an ablation's
+`Tuning` is a grid of learning rates. `points` draws K points of a
 space quasi-randomly (scrambled Halton, fixed seed), the same way for every arm.
 """
 
@@ -14,6 +17,7 @@ from scipy.stats import qmc
 
 from dlresearch import config as config_lib
 from dlresearch import optim
+from dlresearch.ablation.spec import Variant
 from dlresearch.errors import ConfigError
 
 # How a dimension maps [0, 1) to values: uniform in log(value), in log(1 - value) (decay rates
@@ -59,6 +63,13 @@ class Arm:
     label: str
     optimizer: str
     space: tuple[Dimension, ...] = (DEFAULT_LR,)
+
+    @property
+    def variant(self) -> Variant:
+        """The arm as an `ablation.Variant`: its optimizer and fixed values as config overrides
+        (the searched values are set per point, `protocol.arm_config`)."""
+        fixed = {f"optim.{field}": value for field, value in self.fixed().items()}
+        return Variant(self.label, {"optim.name": self.optimizer, **fixed})
 
     def fixed(self) -> dict[str, float]:
         """The config values of the hyperparameters not searched: the optimizer's defaults."""
