@@ -133,7 +133,7 @@ def test_code_state_sees_an_uncommitted_script(tmp_path: Path) -> None:
 
 GOOD = {
     "arms": '(ablation.Variant("narrow", {}, "narrow"), ablation.Variant("wide", {"model.width": 64}))',
-    "budget": 'ablation.Budget(steps={"test": 20, "quick": 40, "paper": 80})',
+    "budget": 'ablation.Budget(steps={"test": 20, "quick": 40, "standard": 60, "paper": 80})',
     "direction": '"lower"',
 }
 # Per field, a value `ablation.Comparison` refuses and what its one line says.

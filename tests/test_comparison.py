@@ -393,7 +393,7 @@ def test_two_comparisons_of_the_same_runs_make_one_experiment_that_trains_them_o
     error = _comparison(
         base={"data.name": "digits", "model.width": 16, "train.batch_size": 32},
         per_preset={},
-        budget=ablation.Budget(steps={"test": 20, "quick": 20, "paper": 20}),
+        budget=ablation.Budget(steps={"test": 20, "quick": 20, "standard": 20, "paper": 20}),
         tuning=None,
         smallest_effect=None,
     )

@@ -72,7 +72,8 @@ Judge = Callable[[dict[str, Run], str], Findings]
 @dataclasses.dataclass(frozen=True)
 class Budget:
     """How long every run of each preset trains: `steps` or `epochs` per preset name, each preset
-    in exactly one, e.g. `Budget(steps={"test": 60}, epochs={"quick": 5, "paper": 100})`."""
+    in exactly one, e.g. `Budget(steps={"test": 60}, epochs={"quick": 5, "standard": 10,
+    "paper": 100})`."""
 
     steps: Mapping[str, int] = dataclasses.field(default_factory=dict)
     epochs: Mapping[str, float] = dataclasses.field(default_factory=dict)
