@@ -66,7 +66,7 @@ def _check_outputs(workdir: Path, parts: list[spec.Part], seeds: tuple[int, ...]
     tuned = [(p, v) for p in parts if p.tuning for v in p.variants]
     members = 0
     for part, variant in tuned:
-        tuning_dir = workdir / "tuning" / part.name / variant.name
+        tuning_dir = workdir / "tuning" / part.stored / variant.name
         for path in [tuning_dir, *tuning_dir.glob("extend-*")]:
             sweep = json.loads((path / "config.json").read_text())["sweep"]
             assert path != tuning_dir or tuple(sweep["lr"]) == part.tuning.grid
@@ -195,7 +195,7 @@ def test_results_csv_holds_what_train_run_logs_for_the_same_config(tmp_path: Pat
         )
         result = train.run(config, str(tmp_path / variant.name))
         ours = read_jsonl(
-            tmp_path / "experiment" / "runs" / part.name / variant.name / METRICS_FILE
+            tmp_path / "experiment" / "runs" / part.stored / variant.name / METRICS_FILE
         )
         assert _untimed(ours) == _untimed(read_jsonl(tmp_path / variant.name / METRICS_FILE))
         assert [r["seed"] for r in mine] == [str(s) for s in seeds]
