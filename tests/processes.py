@@ -1,10 +1,13 @@
 """Runs of `dlresearch.main` as separate processes on CPU devices, one or several of one
-multi-host run (`jax.distributed` on 127.0.0.1): the launcher the multi-process tests share."""
+multi-host run (`jax.distributed` on 127.0.0.1): the launcher the multi-process tests share; and
+a command interrupted once it has written a given file (`interrupt`)."""
 
 import os
+import signal
 import socket
 import subprocess
 import sys
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -88,3 +91,15 @@ def finish(procs: Sequence[subprocess.Popen], timeout: float = 300) -> list[str]
     finally:
         for p in procs:
             p.kill()
+
+
+def interrupt(command: Sequence[str], workdir: Path, pattern: str) -> tuple[int, bool]:
+    """Start `command` (which writes into `workdir`) and SIGINT it once `pattern` matches a path
+    there: its exit code, and whether it wrote a report.md."""
+    process = subprocess.Popen(
+        command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    while not list(workdir.glob(pattern)) and process.poll() is None:
+        time.sleep(0.05)
+    process.send_signal(signal.SIGINT)
+    return process.wait(timeout=300), (workdir / "report.md").exists()

@@ -5,15 +5,14 @@ import itertools
 import json
 import math
 import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 from fake_runs import fake_run
+from processes import interrupt
 from test_data import write_idx_dataset
 
 from dlresearch import config as config_lib
@@ -396,17 +395,7 @@ CLI = [
 
 
 def _interrupt(workdir: Path, pattern: str) -> tuple[int, bool]:
-    """Start the command, SIGINT it once `pattern` exists in `workdir`: exit code, report?"""
-    process = subprocess.Popen(
-        [*CLI, f"--workdir={workdir}"],
-        cwd=ROOT,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    while not list(workdir.glob(pattern)) and process.poll() is None:
-        time.sleep(0.05)
-    process.send_signal(signal.SIGINT)
-    return process.wait(timeout=300), (workdir / "report.md").exists()
+    return interrupt([*CLI, f"--workdir={workdir}"], workdir, pattern)
 
 
 def test_sigint_in_tuning_and_in_an_evaluation_run_then_resume(tmp_path) -> None:

@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
+from processes import interrupt
 from test_data import write_idx_dataset
 
 from dlresearch import data, train
@@ -234,17 +235,7 @@ def test_tasks_share_an_experiment_and_the_last_one_writes_the_report(
 
 
 def _interrupt(workdir: Path, pattern: str) -> tuple[int, bool]:
-    """Start the experiment, SIGINT it once `pattern` exists in `workdir`: exit code, report?"""
-    process = subprocess.Popen(
-        [*CLI, f"--workdir={workdir}"],
-        cwd=ROOT,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    while not list(workdir.glob(pattern)) and process.poll() is None:
-        time.sleep(0.05)
-    process.send_signal(signal.SIGINT)
-    return process.wait(timeout=300), (workdir / "report.md").exists()
+    return interrupt([*CLI, f"--workdir={workdir}"], workdir, pattern)
 
 
 def test_sigint_in_tuning_and_in_an_evaluation_run_then_resume(
