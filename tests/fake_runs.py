@@ -1,5 +1,6 @@
 """Fabricated finished runs for the judges' tests: each member's logged history, made up."""
 
+import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -47,3 +48,22 @@ def fake_tuning_run(name: str, grid: Sequence[float]) -> Run:
     run.history = [[{"step": 10, "train/loss": 1.0}] for _ in grid]
     run.diverged_at = [None] * len(grid)
     return run
+
+
+def speed_history(
+    taus: Sequence[float], *, steps: int = 1_000, every: int = 10
+) -> list[list[dict[str, float]]]:
+    """Per seed, a net learning at time constant `taus[i]` steps from chance on 10 classes: a
+    training error of 0.9 exp(-t / tau) and a training loss of ln(10) exp(-t / tau), logged every
+    `every` steps. Both reach their chance level over h (`ablation.HALVINGS`) at t = tau ln h."""
+    return [
+        [
+            {
+                "step": s,
+                "train/accuracy": 1 - 0.9 * math.exp(-s / tau),
+                "train/loss": math.log(10) * math.exp(-s / tau),
+            }
+            for s in range(every, steps + 1, every)
+        ]
+        for tau in taus
+    ]

@@ -11,7 +11,7 @@ The package does the rest, one job per module:
 - `spec`: what a script declares (`Experiment`, `Part`, `Variant`, `Target`, `Findings`, ...).
 - `runs`: a finished variant read back (`Run`: each member's logged series and finals).
 - `measures`: numbers over seeds (`Group`s, the best rate of a grid, mean ± std, steps to target,
-  whether a comparison at a budget is settled).
+  whether a comparison at a budget is settled, the stall band of trainability claims).
 - `stats`: effects with 95% intervals and the three verdicts (`intervals`: the interval methods).
 - `plots`: PNG figures of groups; `writeup`: results.csv, tables, report.md and the index.
 - `runner`: trains, resumes or reads back every variant's grid (`run_experiment`).
@@ -32,22 +32,32 @@ from dlresearch.ablation.comparison import (
     test_error,
 )
 from dlresearch.ablation.measures import (
+    HALVINGS,
     SETTLED_HORIZON,
     SETTLED_RULE,
     SETTLED_WINDOW,
+    SPEED_RULE,
+    STALL_BAND,
+    STALL_FACTOR,
     Group,
     at_budgets,
     best_groups,
+    describe_target,
+    error_targets,
     final_score,
     grid_edge_note,
     groups,
     groups_by,
     judged_members,
     layer_matrix,
+    loss_targets,
     mean_std,
     mean_steps,
     previous_training_loss_clause,
     settled,
+    speed_verdict,
+    stalls_everywhere,
+    steps_out_of_band,
     steps_phrase,
     target_score,
     tuning_edge_notes,
@@ -74,9 +84,13 @@ from dlresearch.ablation.spec import (
 from dlresearch.ablation.writeup import markdown_table, summary_table
 
 __all__ = [
+    "HALVINGS",
     "SETTLED_HORIZON",
     "SETTLED_RULE",
     "SETTLED_WINDOW",
+    "SPEED_RULE",
+    "STALL_BAND",
+    "STALL_FACTOR",
     "Budget",
     "Check",
     "Comparison",
@@ -95,6 +109,8 @@ __all__ = [
     "at_budgets",
     "best_groups",
     "cadence",
+    "describe_target",
+    "error_targets",
     "final_score",
     "final_value",
     "first_reach",
@@ -105,6 +121,7 @@ __all__ = [
     "judged_members",
     "layer_matrix",
     "log_grid",
+    "loss_targets",
     "main",
     "main_all",
     "make_config",
@@ -116,7 +133,10 @@ __all__ = [
     "plot_percentiles",
     "previous_training_loss_clause",
     "settled",
+    "speed_verdict",
+    "stalls_everywhere",
     "stats",
+    "steps_out_of_band",
     "steps_phrase",
     "steps_to",
     "summary_table",

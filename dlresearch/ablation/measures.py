@@ -6,8 +6,10 @@ import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Literal
 
+import ml_collections
 import numpy as np
 
+from dlresearch import data
 from dlresearch.ablation import stats
 from dlresearch.ablation.runs import Run
 from dlresearch.ablation.spec import MAX_EXTENSIONS, Target
@@ -271,6 +273,110 @@ def settled(
         )
         out.append(stats.Verdict(stats.Outcome.INCONCLUSIVE, why + verdict.reason, verdict.effects))
     return out
+
+
+# Speed at targets: a speed claim without targets of its own ("faster convergence") is judged by the
+# steps to the training error (or loss) halved from its chance level once, twice and three times;
+# relative to chance, so no level of one dataset enters it. Fixed before any run it judges.
+HALVINGS = (2, 4, 8)
+SPEED_RULE = (
+    "Per evaluation seed, the steps to each target: the first step at which the statistic's mean "
+    "over the trailing 20 steps, computed at every step, reaches it (a seed that never gets there "
+    "is censored at the budget). Each ratio, the claimed-slower net's steps over the "
+    "claimed-faster net's, paired over seeds (t on log ratios; the exact sign-flip test where a "
+    "run is censored or every seed gives the same ratio, its 95% interval unbounded below 6 "
+    "seeds), with p-values Holm-adjusted over every ratio of the part: reproduced if every "
+    "interval lies above 1x, not reproduced if any lies below 1x at its Holm-adjusted p, "
+    "inconclusive otherwise. Where cut-off seeds make a ratio only a bound, the verdict must hold "
+    "for every longer budget (else inconclusive, needs a longer budget); a target that no seed of "
+    "either net reaches leaves its ratio unbounded: inconclusive, never a refutation, and the "
+    "report says so."
+)
+
+
+def error_targets(data_config: ml_collections.ConfigDict) -> tuple[Target, ...]:
+    """The speed targets in training error: its chance level (1 - 1/classes) over `HALVINGS`
+    (MNIST: 45%, 22.5% and 11.25%)."""
+    chance_error = 1 - data.facts(data_config).chance
+    return tuple(Target("train/accuracy", round(1 - chance_error / h, 6)) for h in HALVINGS)
+
+
+def loss_targets(data_config: ml_collections.ConfigDict) -> tuple[Target, ...]:
+    """The speed targets in training loss (cross-entropy): its chance level ln(classes), the loss
+    of a uniform guess, over `HALVINGS` (10 classes: 1.15, 0.576 and 0.288)."""
+    chance_loss = math.log(data.facts(data_config).num_classes)
+    return tuple(Target(TRAIN_LOSS, round(chance_loss / h, 6), below=True) for h in HALVINGS)
+
+
+def describe_target(target: Target) -> str:
+    """A target in words, e.g. "11.25% training error" or "training loss 0.288"."""
+    if target.metric == "train/accuracy":
+        return f"{100 * (1 - target.threshold):g}% training error"
+    return (
+        f"training loss {target.threshold:g}" if target.metric == TRAIN_LOSS else target.describe()
+    )
+
+
+def speed_verdict(
+    pairs: Sequence[tuple[Group, Group]], targets: Sequence[Target], budget: int
+) -> tuple[stats.Verdict, list[str]]:
+    """The `SPEED_RULE` verdict on each (claimed-slower, claimed-faster) pair of groups at each of
+    `targets`, with a note per target that no run of a pair reached."""
+    effects = [
+        stats.paired_ratio(
+            [math.inf if s is None else s for s in slow.steps_to(target)],
+            [math.inf if s is None else s for s in fast.steps_to(target)],
+            name=f"{slow.label}/{fast.label} steps to {describe_target(target)}",
+            budget=budget,
+        )
+        for slow, fast in pairs
+        for target in targets
+    ]
+    notes = [
+        note for slow, fast in pairs for t in targets for note in unreached_note([slow, fast], t)
+    ]
+    return stats.combine(stats.holm_verdicts(effects, claim="greater")), notes
+
+
+# Trainability: a net leaves the stall band when its training loss first falls below STALL_BAND x
+# its first logged value (the mean over the first log interval); a net stalls when it takes more
+# than STALL_FACTOR x the steps the net it is compared with takes, or never leaves the band within a
+# budget at least that long. One definition for every trainability part, fixed before the runs it
+# judges; relative to each net's own first loss, so no level of one dataset enters it.
+STALL_BAND = 0.9
+STALL_FACTOR = 10
+
+
+def steps_out_of_band(run: Run, member: int) -> float:
+    """Steps until `member`'s training loss first falls below `STALL_BAND` x its first logged
+    value; math.inf if it never does (censored at the budget)."""
+    steps, loss = run.series(TRAIN_LOSS, member)
+    below = np.flatnonzero(loss < STALL_BAND * loss[0]) if len(loss) else []
+    return float(steps[below[0]]) if len(below) else math.inf
+
+
+def stalls_everywhere(run: Run, other_steps: float, other_rate: float) -> tuple[bool, str]:
+    """Whether `run` stalled at every rate of its tuning run (out of the band only after
+    `STALL_FACTOR` x `other_steps`, the compared net's mean steps out of the band, or never within
+    a budget at least that long) and its grid brackets `other_rate`, the compared net's selected
+    rate (strictly inside it); with the detail for the report."""
+    if run.tuning is None:
+        return False, "no tuning run to tell"
+    tuning = run.tuning
+    limit = STALL_FACTOR * other_steps
+    members = sorted(range(len(tuning.members)), key=lambda m: tuning.members[m]["lr"])
+    grid = [tuning.members[m]["lr"] for m in members]
+    leaves = [steps_out_of_band(tuning, m) for m in members]
+    long_enough = tuning.config.train.steps >= limit
+    stalled = all(s > limit for s in leaves) and long_enough
+    inside = min(grid) < other_rate < max(grid)
+    detail = (
+        f"steps out of the band at the rates {', '.join(f'{g:g}' for g in grid)}: "
+        + ", ".join("never" if math.isinf(s) else f"{s:,.0f}" for s in leaves)
+        + f" (stalled: more than {limit:,.0f} within a budget of {tuning.config.train.steps:,}); "
+        f"the compared net's rate {other_rate:g} is {'inside' if inside else 'not inside'} the grid"
+    )
+    return stalled and inside, detail
 
 
 Comparisons = Callable[[dict[str, np.ndarray]], list[tuple[str, np.ndarray, np.ndarray]]]
