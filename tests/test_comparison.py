@@ -421,3 +421,109 @@ def test_two_comparisons_of_the_same_runs_make_one_experiment_that_trains_them_o
         "generalization gap, narrow minus wide" in report
         and "test error, narrow minus wide" in report
     )
+
+
+# -- a value at several matched budgets: a speed claim ---------------------------------------------
+def _curve_runs(early: dict[str, float], late: dict[str, float]) -> dict[str, Run]:
+    """Runs of 40 steps evaluated every 10, whose members' test accuracy is `early` (+ per-seed
+    noise) up to step 20 and `late` after it."""
+    return {
+        name: fake_run(
+            name,
+            [
+                [
+                    {
+                        "step": s,
+                        "train/loss": 0.5,
+                        "test/accuracy": (early if s <= 20 else late)[name] + 0.002 * n,
+                    }
+                    for s in (10, 20, 30, 40)
+                ]
+                for n in np.roll(NOISE, i)
+            ],
+        )
+        for i, name in enumerate(("narrow", "wide"))
+    }
+
+
+def _matched(fractions: tuple[float, ...] = (0.5, 1.0), **changes: object) -> ablation.Comparison:
+    measure = ablation.matched_budgets(ablation.test_error(), fractions)
+    return _comparison(**{"measure": measure, "smallest_effect": None, **changes})
+
+
+def test_a_value_at_matched_budgets_is_a_speed_claim_with_its_rule() -> None:
+    comparison = _matched()
+    assert comparison.kind == "speed"
+    rule = comparison.part("test", DIRS).rule
+    assert (
+        "For test error, narrow minus wide, at each of the matched budgets 0.5x and 1x the budget "
+        "of 40 steps (each arm's value as its runs had logged it by then), paired over seeds, on "
+        "the fixed test set" in rule
+    )
+    assert "Holm's correction over the comparisons at every budget" in rule
+    assert "smallest effect" not in rule
+
+
+@pytest.mark.parametrize(
+    "early, late, outcome",
+    [
+        # Wide ahead at both budgets.
+        ({"narrow": 0.90, "wide": 0.95}, {"narrow": 0.92, "wide": 0.97}, "reproduced"),
+        # Ahead at half the budget, caught up at the end: not faster at every budget.
+        ({"narrow": 0.90, "wide": 0.95}, {"narrow": 0.95, "wide": 0.95}, "inconclusive"),
+        # Behind at half the budget.
+        ({"narrow": 0.95, "wide": 0.90}, {"narrow": 0.95, "wide": 0.97}, "not reproduced"),
+    ],
+)
+def test_matched_budgets_judge_every_budget(
+    tmp_path: Path, early: dict, late: dict, outcome: str
+) -> None:
+    findings = _matched().derived_judge(_curve_runs(early, late), str(tmp_path))
+    assert str(findings.verdict.outcome) == outcome, findings.verdict.reason
+    first, second = findings.verdict.effects
+    assert first.name == "test error, narrow minus wide at step 20"
+    assert second.name == "test error, narrow minus wide at step 40"
+    assert first.estimate == pytest.approx(early["wide"] - early["narrow"])
+    assert second.estimate == pytest.approx(late["wide"] - late["narrow"], abs=1e-12)
+    assert "Holm-adjusted" in findings.verdict.reason
+    assert "test error at step 20 (%)" in findings.tables[0]
+    assert "test error at step 40 (%)" in findings.tables[0]
+
+
+def test_a_matched_budget_takes_the_value_last_logged_at_or_before_it(tmp_path: Path) -> None:
+    runs = _curve_runs({"narrow": 0.90, "wide": 0.95}, {"narrow": 0.80, "wide": 0.99})
+    findings = _matched((0.6, 1.0)).derived_judge(runs, str(tmp_path))
+    at_24 = findings.verdict.effects[0]
+    assert at_24.name.endswith("at step 24")
+    assert at_24.estimate == pytest.approx(0.05)  # the evaluation of step 20
+
+
+def test_several_arms_at_matched_budgets_are_holm_adjusted_over_all(tmp_path: Path) -> None:
+    wider = ablation.Variant("wider", {"model.width": 512}, "wider")
+    comparison = _matched(arms=(*_comparison().arms, wider))
+    runs = _curve_runs({"narrow": 0.90, "wide": 0.95}, {"narrow": 0.92, "wide": 0.97})
+    runs["wider"] = dataclasses.replace(runs["wide"], variant=wider)
+    verdict = comparison.derived_judge(runs, str(tmp_path)).verdict
+    assert [e.name for e in verdict.effects] == [
+        "test error, narrow minus wide at step 20",
+        "test error, narrow minus wider at step 20",
+        "test error, narrow minus wide at step 40",
+        "test error, narrow minus wider at step 40",
+    ]
+    assert verdict.outcome == stats.Outcome.REPRODUCED, verdict.reason
+    assert verdict.reason.count("Holm-adjusted") == 4
+
+
+@pytest.mark.parametrize(
+    "make, message",
+    [
+        (lambda: ablation.matched_budgets(ablation.test_error(), (1.0,)), r"fractions=\(1.0,\)"),
+        (lambda: ablation.matched_budgets(ablation.test_error(), (1.0, 0.5)), "increasing"),
+        (lambda: ablation.matched_budgets(ablation.test_error(), (0.5, 1.5)), r"in \(0, 1\]"),
+        (lambda: ablation.matched_budgets(ablation.steps_to(TARGET), (0.5, 1.0)), "not a ratio"),
+        (lambda: _matched(smallest_effect=0.002), "smallest_effect=0.002: a measure at matched"),
+    ],
+)
+def test_a_bad_matched_budget_is_refused_with_one_line(make: object, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        make()

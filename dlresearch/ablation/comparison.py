@@ -14,20 +14,23 @@ hand (the `Part`, the rule in words, the statistics and verdict, the tables, plo
 - **Measure**: `test_error()` (the value at the budget; a diverged member counts as error 1, the
   interval is over seeds on the fixed test set), `final_value(metric)`, `generalization_gap()`
   (test error minus the train-set evaluation's error), `steps_to(target)` (speed: a ratio of
-  steps, a run that never reaches the target censored at the budget), or any `Measure` of your
-  own (a function of a group of runs giving one number per seed).
+  steps, a run that never reaches the target censored at the budget), any of these but
+  `steps_to` at several matched budgets (`matched_budgets(measure, (0.5, 1.0))`: speed, the
+  value as logged by each fraction of the budget), or any `Measure` of your own (a function of a
+  group of runs giving one number per seed).
 - **Claim**: every other arm's measure is `lower` or `higher` than the baseline's, by at least
   `smallest_effect` (optional; without it a claim can only be refuted by the opposite effect).
 
 The claim kind (`Comparison.kind`) follows from the measure: a value at a budget is a `value` claim,
-steps to a target a `speed` claim. The guards come with it: a diverged member counts as error 1 for
-`test_error` and is reported; a rate its tuning selected at an edge of the grid is noted; the
-members judged are marked in results.csv. For what does not fit, `judge` (with its `rule`) replaces
+steps to a target or a value at matched budgets a `speed` claim. The guards come with it: a
+diverged member counts as error 1 for `test_error` and is reported; a rate its tuning selected at
+an edge of the grid is noted; the members judged are marked in results.csv. For what does not fit, `judge` (with its `rule`) replaces
 the derived judge, or a script declares its `Part`s itself. Several claims make one experiment,
 a part each: `first.experiment(second, ...)`; two measures of the same runs share them (`runs`).
 """
 
 import dataclasses
+import itertools
 import math
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Literal
@@ -39,8 +42,10 @@ from dlresearch import data
 from dlresearch.ablation import stats
 from dlresearch.ablation.measures import (
     Group,
+    at_budgets,
     groups,
     judged_members,
+    matched_steps,
     mean_std,
     tuning_edge_notes,
 )
@@ -118,6 +123,7 @@ class Measure:
     or "ratio" (a ratio of steps, `math.inf` marking a run censored at the budget). `curve` is the
     logged metric the default plot shows ("{split}" stands for the evaluation split). `kind` is the
     claim kind this measure makes. `lower_is_better` orders the learning rates when tuning.
+    `fractions` (`matched_budgets`): compared at each of these fractions of the budget.
     """
 
     name: str
@@ -130,9 +136,23 @@ class Measure:
     detail: str = ""  # how the per-seed numbers are made, for the rule
     target: Target | None = None
     train_eval: bool = False  # needs the train-set evaluation (`eval.train_examples` > 0)
+    fractions: tuple[float, ...] = ()
+
+    def __post_init__(self) -> None:
+        fractions = self.fractions
+        increasing = all(0 < a < b <= 1 for a, b in itertools.pairwise(fractions))
+        if fractions and (len(fractions) < 2 or not increasing or self.compare == "ratio"):
+            raise ConfigError(
+                f"{self.name}: fractions={fractions!r}; allowed: at least two increasing fractions "
+                "of the budget in (0, 1], of a measure that is not a ratio of steps"
+            )
 
     def values(self, group: Group) -> np.ndarray:
         return np.asarray(self.per_seed(group), float)
+
+    def values_at(self, group: Group, step: int) -> np.ndarray:
+        """The values as they were at `step` (`_cut`)."""
+        return self.values(_cut(group, step))
 
     @property
     def _percent(self) -> bool:
@@ -156,6 +176,12 @@ class Measure:
         values = self.values(Group("", run, members))
         values = np.where(np.isfinite(values), values, np.inf if self.lower_is_better else -np.inf)
         return float(np.mean(values) if self.lower_is_better else -np.mean(values))
+
+
+def _cut(group: Group, step: int) -> Group:
+    """The group as it was at `step`: its runs cut there (`Run.prefix`: what they had logged by
+    then, a divergence only if it had happened by then)."""
+    return Group(group.label, group.run.prefix(step), group.members)
 
 
 def _errors(group: Group) -> np.ndarray:
@@ -230,6 +256,16 @@ def steps_to(target: Target) -> Measure:
     )
 
 
+def matched_budgets(measure: Measure, fractions: Sequence[float]) -> Measure:
+    """`measure` compared at several matched budgets, `fractions` of the budget (e.g. (0.5, 1.0)):
+    a speed claim (one arm ahead at each of these points of training, not only at its end). At
+    each, every arm's value is what its runs had logged by `fraction x budget` steps
+    (`Measure.values_at`); every comparison at every budget is judged at Holm-adjusted p-values
+    over all of them (`ablation.at_budgets`), and the claim holds only if every one does. Any
+    measure but a ratio of steps; judged against no effect, so without a smallest effect."""
+    return dataclasses.replace(measure, fractions=tuple(fractions), kind="speed")
+
+
 _METHODS = {
     "difference": "paired over seeds (t-interval)",
     "error": "paired over seeds, on the fixed test set",
@@ -274,6 +310,11 @@ class Comparison:
                 f"smallest_effect={self.smallest_effect!r} must be above {null:g}: it is the "
                 f"least {self.measure.name} effect claimed, in the claimed direction"
             )
+        if self.measure.fractions and self.smallest_effect is not None:
+            raise ConfigError(
+                f"smallest_effect={self.smallest_effect!r}: a measure at matched budgets is "
+                "judged against no effect at each; allowed: None"
+            )
         if bool(self.judge) != bool(self.rule):
             raise ConfigError("judge and rule: a hand-written judge states its rule, and only then")
         unknown = set(self.per_preset) - set(PRESETS)
@@ -282,7 +323,8 @@ class Comparison:
 
     @property
     def kind(self) -> str:
-        """The claim kind: `speed` for steps to a target, `value` for a value at the budget."""
+        """The claim kind: `speed` for steps to a target or a value at matched budgets, `value`
+        for a value at the budget."""
         return self.measure.kind
 
     def experiment(self, *others: "Comparison") -> Experiment:
@@ -365,8 +407,8 @@ class Comparison:
         effects = "; ".join(self.effect_name(arm) for arm in self.arms[1:])
         several = len(self.arms) > 2
         lines = [
-            f"For {'each of ' if several else ''}{effects}, at the budget of "
-            f"{self.budget.describe(preset, config)}, {_METHODS[self.measure.compare]}"
+            f"For {'each of ' if several else ''}{effects}, {self._when(preset, config)}, "
+            f"{_METHODS[self.measure.compare]}"
             + (f" ({self.measure.detail})" if self.measure.detail else "")
             + ": reproduced if its 95% interval lies above "
             + null
@@ -375,10 +417,11 @@ class Comparison:
             + (f"the interval lies below {margin}, or " if margin else "")
             + "the effect is significantly in the other direction; inconclusive otherwise.",
         ]
-        if several:
+        if several or self.measure.fractions:
             lines.append(
-                "Holm's correction over the comparisons; the claim is reproduced only if every "
-                "comparison is, not reproduced if any is."
+                "Holm's correction over the comparisons"
+                + (" at every budget" if self.measure.fractions else "")
+                + "; the claim is reproduced only if every comparison is, not reproduced if any is."
             )
         if self.tuning is not None:
             lines.append(
@@ -386,6 +429,17 @@ class Comparison:
                 "protocol for every arm)."
             )
         return " ".join(lines)
+
+    def _when(self, preset: str, config: ml_collections.ConfigDict) -> str:
+        """Where the measure is compared: at the budget, or at each matched budget."""
+        budget = self.budget.describe(preset, config)
+        if not self.measure.fractions:
+            return f"at the budget of {budget}"
+        fractions = " and ".join(f"{f:g}x" for f in self.measure.fractions)
+        return (
+            f"at each of the matched budgets {fractions} the budget of {budget} (each arm's "
+            "value as its runs had logged it by then)"
+        )
 
     def _margin_text(self) -> str:
         if self.smallest_effect is None:
@@ -398,16 +452,38 @@ class Comparison:
         """The effect of `arm` over `baseline`, oriented so that the claimed side is positive."""
         first, second = self._ordered(baseline, arm)
         a, b = self.measure.values(first), self.measure.values(second)
-        name = self.effect_name(arm.run.variant)
+        return self._effect(a, b, self.effect_name(arm.run.variant), baseline.run)
+
+    def _effect(self, a: np.ndarray, b: np.ndarray, name: str, run: Run) -> stats.Effect:
+        """The effect of per-seed values `a` over `b` (already ordered), by the measure's
+        `compare`, for runs like `run` (their test set, their budget)."""
         if self.measure.compare == "error":
-            return stats.error_difference(a, b, baseline.run.num_eval, name=name)
+            return stats.error_difference(a, b, run.num_eval, name=name)
         if self.measure.compare == "ratio":
-            budget = baseline.run.config.train.steps
-            return stats.paired_ratio(a, b, name=name, budget=budget)
+            return stats.paired_ratio(a, b, name=name, budget=run.config.train.steps)
         return stats.paired_difference(a, b, name=name, unit=self.measure.unit)
+
+    def _matched_verdict(self, by_name: Mapping[str, Group]) -> stats.Verdict:
+        """Every other arm against the baseline at every matched budget (`at_budgets`)."""
+        baseline, others = self.arms[0].name, self.arms[1:]
+        run = by_name[baseline].run
+        return at_budgets(
+            lambda step: {
+                arm.name: self.measure.values_at(by_name[arm.name], step) for arm in self.arms
+            },
+            lambda v: [
+                (self.effect_name(arm), *self._ordered(v[baseline], v[arm.name])) for arm in others
+            ],
+            run.config.train.steps,
+            self.measure.fractions,
+            lambda a, b, name: self._effect(a, b, name, run),
+            claim="greater",
+        )
 
     def verdict(self, by_name: Mapping[str, Group]) -> stats.Verdict:
         """Every other arm against the baseline (Holm-adjusted when several), combined."""
+        if self.measure.fractions:
+            return self._matched_verdict(by_name)
         baseline = by_name[self.arms[0].name]
         effects = [self.effect(baseline, by_name[arm.name]) for arm in self.arms[1:]]
         if len(effects) == 1:
@@ -425,7 +501,7 @@ class Comparison:
         by_name = groups(runs)
         arms = [by_name[arm.name] for arm in self.arms]
         split = arms[0].run.eval_split
-        column = {self.measure.column: self.measure.summary}
+        column = self._columns(arms[0].run.config.train.steps)
         curve = self.measure.curve.format(split=split)
         filename = plot_curves(
             outdir,
@@ -444,6 +520,18 @@ class Comparison:
             notes=[*_diverged_notes(arms, self.measure), *tuning_edge_notes(runs)],
             judged=judged_members(by_name),
         )
+
+    def _columns(self, budget: int) -> dict[str, Callable[[Group], str]]:
+        """The measure's columns of the table: its value at the budget, or at each matched one."""
+        if not self.measure.fractions:
+            return {self.measure.column: self.measure.summary}
+        measure = self.measure
+        return {
+            dataclasses.replace(measure, name=f"{measure.name} at step {step:,}").column: (
+                lambda g, step=step: measure.summary(_cut(g, step))
+            )
+            for step in matched_steps(budget, measure.fractions)
+        }
 
 
 def _diverged_notes(arms: Sequence[Group], measure: Measure) -> list[str]:
