@@ -527,3 +527,111 @@ def test_several_arms_at_matched_budgets_are_holm_adjusted_over_all(tmp_path: Pa
 def test_a_bad_matched_budget_is_refused_with_one_line(make: object, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         make()
+
+
+# -- steps to several targets, against a smallest speed-up -----------------------------------------
+EARLY = ablation.Target("train/accuracy", 0.5)
+
+
+def _two_target_runs(reached: dict[str, list[tuple[int | None, int | None]]]) -> dict[str, Run]:
+    """Runs of 1,000 steps logged every 10 whose member i reaches `EARLY` at reached[name][i][0]
+    and `TARGET` at reached[name][i][1] (None: never)."""
+
+    def accuracy(step: int, early: int | None, late: int | None) -> float:
+        if late is not None and step >= late:
+            return 0.95
+        return 0.6 if early is not None and step >= early else 0.1
+
+    return {
+        name: fake_run(
+            name,
+            [
+                [{"step": s, "train/accuracy": accuracy(s, *at)} for s in range(10, 1001, 10)]
+                for at in members
+            ],
+        )
+        for name, members in reached.items()
+    }
+
+
+def _speed(**changes: object) -> ablation.Comparison:
+    return _comparison(
+        **{"measure": ablation.steps_to(EARLY, TARGET), "smallest_effect": 2.0, **changes}
+    )
+
+
+def test_steps_to_several_targets_derive_one_ratio_each_holm_adjusted() -> None:
+    comparison = _speed()
+    assert comparison.kind == "speed"
+    part = comparison.part("test", DIRS)
+    assert part.target == TARGET
+    assert tuple(part.config.train.reach_targets) == (EARLY.spec, TARGET.spec)
+    assert (
+        "For each of steps to train/accuracy >= 0.5, narrow / wide; steps to train/accuracy >= "
+        "0.9, narrow / wide, at the budget of 40 steps" in part.rule
+    )
+    assert "Holm's correction over the comparisons, of no effect and of the smallest effect" in (
+        part.rule
+    )
+    assert "exact sign-flip test where a run is censored" in part.rule
+    assert "reproduced needs a bound toward the claim to reach 2x" in part.rule
+    with pytest.raises(ConfigError, match=r"allowed: one or more ablation\.Target"):
+        ablation.steps_to()
+
+
+FAST = [(100, 200), (110, 210), (90, 190), (100, 230), (120, 220), (110, 200)]
+
+
+@pytest.mark.parametrize(
+    "narrow, outcome, why",
+    [
+        # About 4x at both targets, above the claimed 2x.
+        (
+            [(400, 800), (450, 900), (500, 850), (420, 950), (480, 880), (460, 900)],
+            "reproduced",
+            "excludes no effect",
+        ),
+        # 4x at the last target, but only about 1.2x at the first: real, smaller than claimed.
+        (
+            [(120, 800), (130, 900), (110, 850), (120, 950), (140, 880), (130, 900)],
+            "not reproduced",
+            "smaller than claimed: its interval excludes the claimed effect of 2x or more "
+            "(Holm-adjusted p",
+        ),
+        # A seed of narrow never reaches the last target: censored, judged by the sign-flip test.
+        (
+            [(400, 800), (450, 900), (500, None), (420, 950), (480, 880), (460, 900)],
+            "reproduced",
+            "excludes no effect",
+        ),
+    ],
+)
+def test_a_speed_claim_at_several_targets_gives_each_outcome(
+    tmp_path: Path, narrow: list, outcome: str, why: str
+) -> None:
+    runs = _two_target_runs({"narrow": narrow, "wide": FAST})
+    findings = _speed().derived_judge(runs, str(tmp_path))
+    verdict = findings.verdict
+    assert str(verdict.outcome) == outcome, verdict.reason
+    assert why in verdict.reason
+    early, late = verdict.effects
+    assert early.name == "steps to train/accuracy >= 0.5, narrow / wide"
+    assert late.name == "steps to train/accuracy >= 0.9, narrow / wide"
+    ratios = [n[0] / w[0] for n, w in zip(narrow, FAST, strict=True)]
+    assert early.estimate == pytest.approx(np.exp(np.mean(np.log(ratios))))
+    assert np.isfinite(early.p_margin) and np.isfinite(late.p_margin)
+    assert late.censored == sum(n[1] is None for n in narrow)
+    if late.censored:
+        assert late.method.startswith("exact sign-flip")
+    assert "steps to train/accuracy >= 0.5" in findings.tables[0]
+    assert "steps to train/accuracy >= 0.9" in findings.tables[0]
+
+
+def test_a_target_no_run_reaches_is_inconclusive_and_noted(tmp_path: Path) -> None:
+    never = [(e, None) for e, _ in FAST]
+    runs = _two_target_runs({"narrow": [(400, None)] * 6, "wide": never})
+    findings = _speed().derived_judge(runs, str(tmp_path))
+    assert findings.verdict.outcome == stats.Outcome.INCONCLUSIVE, findings.verdict.reason
+    assert findings.verdict.effects[1].interval() == "unbounded"
+    (note,) = findings.notes
+    assert note.startswith("No run of narrow and wide reached train/accuracy >= 0.9 within 1,000")

@@ -13,13 +13,15 @@ hand (the `Part`, the rule in words, the statistics and verdict, the tables, plo
   tuning seeds with a held-out split and is then trained at the rate with the best measure there.
 - **Measure**: `test_error()` (the value at the budget; a diverged member counts as error 1, the
   interval is over seeds on the fixed test set), `final_value(metric)`, `generalization_gap()`
-  (test error minus the train-set evaluation's error), `steps_to(target)` (speed: a ratio of
-  steps, a run that never reaches the target censored at the budget), any of these but
+  (test error minus the train-set evaluation's error), `steps_to(*targets)` (speed: a ratio of
+  steps per target, a run that never reaches one censored at the budget), any of these but
   `steps_to` at several matched budgets (`matched_budgets(measure, (0.5, 1.0))`: speed, the
   value as logged by each fraction of the budget), or any `Measure` of your own (a function of a
   group of runs giving one number per seed).
 - **Claim**: every other arm's measure is `lower` or `higher` than the baseline's, by at least
-  `smallest_effect` (optional; without it a claim can only be refuted by the opposite effect).
+  `smallest_effect` (optional; without it a claim can only be refuted by the opposite effect; for
+  a ratio of steps, e.g. 2.0: at least 2x faster). Several comparisons (arms, targets) are
+  Holm-adjusted over all of them, refutations by the smallest effect included.
 
 The claim kind (`Comparison.kind`) follows from the measure: a value at a budget is a `value` claim,
 steps to a target or a value at matched budgets a `speed` claim. The guards come with it: a
@@ -47,7 +49,9 @@ from dlresearch.ablation.measures import (
     judged_members,
     matched_steps,
     mean_std,
+    steps_summary,
     tuning_edge_notes,
+    unreached_note,
 )
 from dlresearch.ablation.plots import plot_curves
 from dlresearch.ablation.runs import Run
@@ -123,7 +127,9 @@ class Measure:
     or "ratio" (a ratio of steps, `math.inf` marking a run censored at the budget). `curve` is the
     logged metric the default plot shows ("{split}" stands for the evaluation split). `kind` is the
     claim kind this measure makes. `lower_is_better` orders the learning rates when tuning.
-    `fractions` (`matched_budgets`): compared at each of these fractions of the budget.
+    `targets` (`steps_to`): compared at each of these targets, `per_seed` giving the steps to
+    the last (tuning and the table's mean). `fractions` (`matched_budgets`): compared at each of
+    these fractions of the budget.
     """
 
     name: str
@@ -134,7 +140,7 @@ class Measure:
     kind: Literal["speed", "value", "trainability", "mechanism", "control"] = "value"
     lower_is_better: bool = True
     detail: str = ""  # how the per-seed numbers are made, for the rule
-    target: Target | None = None
+    targets: tuple[Target, ...] = ()
     train_eval: bool = False  # needs the train-set evaluation (`eval.train_examples` > 0)
     fractions: tuple[float, ...] = ()
 
@@ -237,22 +243,29 @@ def generalization_gap() -> Measure:
     )
 
 
-def steps_to(target: Target) -> Measure:
-    """Steps until `target` is first reached (logged values); a run that never reaches it is
-    censored at the budget."""
+def _steps(group: Group, target: Target) -> list[float]:
+    """Per seed, steps to `target`; `math.inf` for a seed that never reached it (censored)."""
+    return [math.inf if s is None else s for s in group.steps_to(target)]
 
-    def steps(group: Group) -> list[float]:
-        return [math.inf if s is None else s for s in group.steps_to(target)]
 
+def steps_to(*targets: Target) -> Measure:
+    """Steps until each of `targets` is first reached, at step resolution (`first_reach`); a run
+    that never reaches one is censored at the budget. A speed claim: the ratio of steps of each
+    arm to the baseline's at each target (an exact sign-flip interval where a run is censored),
+    Holm-adjusted over all of them. Tuning scores the last target (the claim's own, e.g. the
+    paper's); earlier ones are intermediate levels of the same curve."""
+    if not targets or not all(isinstance(t, Target) for t in targets):
+        raise ConfigError(f"steps_to{targets!r}; allowed: one or more ablation.Target")
+    last = targets[-1]
     return Measure(
-        f"steps to {target.describe()}",
-        steps,
+        "steps to " + " and ".join(t.describe() for t in targets),
+        lambda group: _steps(group, last),
         compare="ratio",
         unit="x",
-        curve=target.metric,
+        curve=last.metric,
         kind="speed",
-        detail="a run that never reaches the target is censored at the budget",
-        target=target,
+        detail="a run that never reaches a target is censored at the budget",
+        targets=targets,
     )
 
 
@@ -269,7 +282,8 @@ def matched_budgets(measure: Measure, fractions: Sequence[float]) -> Measure:
 _METHODS = {
     "difference": "paired over seeds (t-interval)",
     "error": "paired over seeds, on the fixed test set",
-    "ratio": "paired over seeds (t-interval on log ratios)",
+    "ratio": "paired over seeds (t-interval on log ratios; the exact sign-flip test where a run is "
+    "censored or every seed gives the same ratio, its 95% interval unbounded below 6 seeds)",
 }
 
 
@@ -354,7 +368,7 @@ class Comparison:
         dataset = {"data.name": pinned, **({"data.dir": directory} if directory else {})}
         steps = self.budget.of(preset, make_config(*overrides, dataset))
         # Steps to a target are recorded at step resolution (`first_reach`).
-        target = first_reach(self.measure.target) if self.measure.target else {}
+        target = first_reach(*self.measure.targets) if self.measure.targets else {}
         return make_config(*overrides, dataset, target, cadence(steps, evals=10))
 
     def part(self, preset: str, dirs: DataDirs) -> Part:
@@ -374,7 +388,7 @@ class Comparison:
             variants=self.arms,
             judge=self.judge or self.derived_judge,
             differences=self.differences,
-            target=self.measure.target,
+            target=self.measure.targets[-1] if self.measure.targets else None,
             tuning=self._tuning(),
             kind=self.kind,
             quote=self.quote or self.claim,
@@ -390,11 +404,17 @@ class Comparison:
         return Tuning(grid=tuple(self.tuning), score=self.measure.score, metric=metric)
 
     # -- what the declaration derives --------------------------------------------------------------
-    def effect_name(self, arm: Variant) -> str:
-        """E.g. 'test error, without dropout minus with dropout' (positive: the claimed side)."""
+    def effect_name(self, arm: Variant, target: Target | None = None) -> str:
+        """E.g. 'test error, without dropout minus with dropout' (positive: the claimed side), or
+        'steps to train/accuracy >= 0.9, tanh / relu' at one of the measure's targets."""
         first, second = self._ordered(self.arms[0].title, arm.title)
         link = " / " if self.measure.compare == "ratio" else " minus "
-        return f"{self.measure.name}, {first}{link}{second}"
+        what = f"steps to {target.describe()}" if target else self.measure.name
+        return f"{what}, {first}{link}{second}"
+
+    def _targets(self) -> tuple[Target | None, ...]:
+        """Where each arm is compared: at each target of `steps_to`, else once (None)."""
+        return self.measure.targets or (None,)
 
     def _ordered(self, baseline: Any, arm: Any) -> tuple[Any, Any]:
         """The two sides of an effect, ordered so that the claimed side is positive (or above 1)."""
@@ -404,8 +424,9 @@ class Comparison:
         """The rule in words, as the report prints it."""
         null = "1x" if self.measure.compare == "ratio" else "0"
         margin = self._margin_text()
-        effects = "; ".join(self.effect_name(arm) for arm in self.arms[1:])
-        several = len(self.arms) > 2
+        names = [self.effect_name(arm, t) for t in self._targets() for arm in self.arms[1:]]
+        effects = "; ".join(names)
+        several = len(names) > 1
         lines = [
             f"For {'each of ' if several else ''}{effects}, {self._when(preset, config)}, "
             f"{_METHODS[self.measure.compare]}"
@@ -421,8 +442,11 @@ class Comparison:
             lines.append(
                 "Holm's correction over the comparisons"
                 + (" at every budget" if self.measure.fractions else "")
+                + (", of no effect and of the smallest effect" if margin else "")
                 + "; the claim is reproduced only if every comparison is, not reproduced if any is."
             )
+        if self.measure.compare == "ratio":
+            lines.append(_censored_rule(margin))
         if self.tuning is not None:
             lines.append(
                 "Every arm is trained at the learning rate its own tuning selected (the same "
@@ -448,20 +472,26 @@ class Comparison:
         effect = stats.Effect("", nothing, nothing, nothing, nothing, 0, "", self.measure.unit)
         return effect.value(self.smallest_effect)  # in the effect's unit: '0.2 pp', '2x
 
-    def effect(self, baseline: Group, arm: Group) -> stats.Effect:
-        """The effect of `arm` over `baseline`, oriented so that the claimed side is positive."""
+    def effect(self, baseline: Group, arm: Group, target: Target | None = None) -> stats.Effect:
+        """The effect of `arm` over `baseline` (at `target`, one of the measure's `targets`),
+        oriented so that the claimed side is positive."""
         first, second = self._ordered(baseline, arm)
-        a, b = self.measure.values(first), self.measure.values(second)
-        return self._effect(a, b, self.effect_name(arm.run.variant), baseline.run)
+        if target is None:
+            a, b = self.measure.values(first), self.measure.values(second)
+        else:
+            a, b = np.asarray(_steps(first, target)), np.asarray(_steps(second, target))
+        return self._effect(a, b, self.effect_name(arm.run.variant, target), baseline.run)
 
     def _effect(self, a: np.ndarray, b: np.ndarray, name: str, run: Run) -> stats.Effect:
         """The effect of per-seed values `a` over `b` (already ordered), by the measure's
         `compare`, for runs like `run` (their test set, their budget)."""
+        margin = self.smallest_effect
         if self.measure.compare == "error":
-            return stats.error_difference(a, b, run.num_eval, name=name)
+            return stats.error_difference(a, b, run.num_eval, name=name, margin=margin)
         if self.measure.compare == "ratio":
-            return stats.paired_ratio(a, b, name=name, budget=run.config.train.steps)
-        return stats.paired_difference(a, b, name=name, unit=self.measure.unit)
+            budget = run.config.train.steps
+            return stats.paired_ratio(a, b, name=name, budget=budget, margin=margin)
+        return stats.paired_difference(a, b, name=name, unit=self.measure.unit, margin=margin)
 
     def _matched_verdict(self, by_name: Mapping[str, Group]) -> stats.Verdict:
         """Every other arm against the baseline at every matched budget (`at_budgets`)."""
@@ -481,28 +511,30 @@ class Comparison:
         )
 
     def verdict(self, by_name: Mapping[str, Group]) -> stats.Verdict:
-        """Every other arm against the baseline (Holm-adjusted when several), combined."""
+        """Every other arm against the baseline, at each target of `steps_to` or each matched
+        budget; when several, Holm-adjusted over all of them (of no effect and, with a smallest
+        effect, of that effect) and combined."""
         if self.measure.fractions:
             return self._matched_verdict(by_name)
         baseline = by_name[self.arms[0].name]
-        effects = [self.effect(baseline, by_name[arm.name]) for arm in self.arms[1:]]
+        effects = [
+            self.effect(baseline, by_name[arm.name], target)
+            for target in self._targets()
+            for arm in self.arms[1:]
+        ]
+        margin = self.smallest_effect
         if len(effects) == 1:
-            return stats.verdict(effects[0], claim="greater", margin=self.smallest_effect)
-        adjusted = stats.holm([e.p for e in effects])
-        return stats.combine(
-            [
-                stats.verdict(e, claim="greater", margin=self.smallest_effect, p_adjusted=p)
-                for e, p in zip(effects, adjusted, strict=True)
-            ]
-        )
+            return stats.verdict(effects[0], claim="greater", margin=margin)
+        return stats.combine(stats.holm_verdicts(effects, claim="greater", margin=margin))
 
     def derived_judge(self, runs: dict[str, Run], outdir: str) -> Findings:
         """The verdict, a table of every arm, a plot of the measure's curve, the guards' notes."""
         by_name = groups(runs)
         arms = [by_name[arm.name] for arm in self.arms]
         split = arms[0].run.eval_split
-        column = self._columns(arms[0].run.config.train.steps)
+        columns = self._columns(arms[0].run.config.train.steps)
         curve = self.measure.curve.format(split=split)
+        targets = self.measure.targets
         filename = plot_curves(
             outdir,
             f"{self.name}_{curve.replace('/', '_')}.png",
@@ -511,27 +543,50 @@ class Comparison:
             title=self.title,
             ylabel=curve,
             log_y=curve == TRAIN_LOSS,
-            hline=self.measure.target.threshold if self.measure.target else None,
+            hline=targets[-1].threshold if targets else None,
         )
+        unreached = [
+            note
+            for target in targets
+            for arm in arms[1:]
+            for note in unreached_note([arms[0], arm], target)
+        ]
         return Findings(
             self.verdict(by_name),
-            [summary_table(arms, self.measure.target, extra=column)],
+            [summary_table(arms, extra=columns)],
             [Plot(filename, f"{curve} over training, mean ± std over seeds.")],
-            notes=[*_diverged_notes(arms, self.measure), *tuning_edge_notes(runs)],
+            notes=[*_diverged_notes(arms, self.measure), *unreached, *tuning_edge_notes(runs)],
             judged=judged_members(by_name),
         )
 
     def _columns(self, budget: int) -> dict[str, Callable[[Group], str]]:
-        """The measure's columns of the table: its value at the budget, or at each matched one."""
-        if not self.measure.fractions:
-            return {self.measure.column: self.measure.summary}
+        """The measure's columns of the table: its value at the budget, at each matched budget, or
+        the steps to each target."""
         measure = self.measure
+        if measure.targets:
+            return {
+                f"steps to {t.describe()}": lambda g, t=t: steps_summary(g.steps_to(t), budget)
+                for t in measure.targets
+            }
+        if not measure.fractions:
+            return {measure.column: measure.summary}
         return {
             dataclasses.replace(measure, name=f"{measure.name} at step {step:,}").column: (
                 lambda g, step=step: measure.summary(_cut(g, step))
             )
             for step in matched_steps(budget, measure.fractions)
         }
+
+
+def _censored_rule(margin: str) -> str:
+    """The rule for ratios of steps where runs are censored (`stats.verdict`), in words."""
+    reproduced = f"reproduced needs a bound toward the claim to reach {margin}, " if margin else ""
+    return (
+        "A target no run of either arm reaches leaves its ratio unbounded: inconclusive, never a "
+        "refutation (the report says so). Where censored runs make a ratio only a bound, a "
+        f"verdict must hold for every longer budget: {reproduced}not reproduced needs a bound "
+        "away from the claim to be at most 1x; inconclusive otherwise (needs a longer budget)."
+    )
 
 
 def _diverged_notes(arms: Sequence[Group], measure: Measure) -> list[str]:
