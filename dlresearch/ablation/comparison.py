@@ -26,9 +26,11 @@ hand (the `Part`, the rule in words, the statistics and verdict, the tables, plo
 The claim kind (`Comparison.kind`) follows from the measure: a value at a budget is a `value` claim,
 steps to a target or a value at matched budgets a `speed` claim. The guards come with it: a
 diverged member counts as error 1 for `test_error` and is reported; a rate its tuning selected at
-an edge of the grid is noted; the members judged are marked in results.csv. For what does not fit, `judge` (with its `rule`) replaces
-the derived judge, or a script declares its `Part`s itself. Several claims make one experiment,
-a part each: `first.experiment(second, ...)`; two measures of the same runs share them (`runs`).
+an edge of the grid is noted; the members judged are marked in results.csv. For what does not
+fit, `judge` (with its `rule`) replaces the derived judge, or a script declares its `Part`s itself.
+Several claims make one experiment, a part each: `first.experiment(second, ...)`; two measures of
+the same runs share them (`runs`). Your own Flax model and loss train every run as `train.run`
+takes them (`model=`, `loss=`).
 """
 
 import dataclasses
@@ -40,7 +42,7 @@ from typing import Any, Literal
 import ml_collections
 import numpy as np
 
-from dlresearch import data
+from dlresearch import data, models
 from dlresearch.ablation import stats
 from dlresearch.ablation.measures import (
     Group,
@@ -73,6 +75,7 @@ from dlresearch.ablation.spec import (
 from dlresearch.ablation.writeup import summary_table
 from dlresearch.errors import ConfigError
 from dlresearch.metrics import TRAIN_EVAL, TRAIN_LOSS, eval_key
+from dlresearch.program import Loss, ModelBuilder, cross_entropy
 
 Direction = Literal["lower", "higher"]
 Judge = Callable[[dict[str, Run], str], Findings]
@@ -311,6 +314,9 @@ class Comparison:
     # another names that one's: the same base, arms, budget and tuning train them once (a stored
     # run of another config is refused).
     runs: str = ""
+    # Your own model builder and loss, as `train.run` takes them (`Part.model`, `Part.loss`).
+    model: ModelBuilder = models.build
+    loss: Loss = cross_entropy
 
     def __post_init__(self) -> None:
         names = [arm.name for arm in self.arms]
@@ -393,6 +399,8 @@ class Comparison:
             kind=self.kind,
             quote=self.quote or self.claim,
             runs=self.runs,
+            model=self.model,
+            loss=self.loss,
         )
 
     def _tuning(self) -> Tuning | None:

@@ -14,9 +14,10 @@ import ml_collections
 import numpy as np
 
 from dlresearch import config as config_lib
-from dlresearch import data
+from dlresearch import data, models
 from dlresearch.ablation.stats import Verdict
 from dlresearch.errors import ConfigError
+from dlresearch.program import Loss, ModelBuilder, cross_entropy
 
 if TYPE_CHECKING:  # runs.py imports this module: the judge's argument type only
     from dlresearch.ablation.runs import Run
@@ -219,7 +220,10 @@ class Part:
     `judge(runs, outdir)` gets the finished runs by variant name and the directory for its plots.
     `rule` states, in words, how the judge decides; the report prints it beside the verdict.
     `kind` (one of `KINDS`) is the kind of claim, declared with `quote`, the paper's sentence it
-    rests on; only parts of a `DECIDING_KINDS` kind decide the experiment's verdict.
+    rests on; only parts of a `DECIDING_KINDS` kind decide the experiment's verdict. `model` and
+    `loss` train every run of the part, its tuning runs included, as `train.run` takes them (the
+    config's own by default). A stored run records its config, not this code: it is read back
+    as it is, so a changed model or loss needs a fresh workdir.
     """
 
     name: str
@@ -238,6 +242,8 @@ class Part:
     init_diagnostics: bool = False
     # The name its runs are stored under (default: `name`): parts of one grid share its runs.
     runs: str = ""
+    model: ModelBuilder = models.build
+    loss: Loss = cross_entropy
     kind: Kind = dataclasses.field(kw_only=True)
     quote: str = dataclasses.field(kw_only=True)
 
