@@ -323,8 +323,47 @@ def test_a_tuning_holdout_is_a_fraction() -> None:
     grid = ablation.log_grid(0.01, 1.0)
     assert ablation.Tuning(grid=grid, score=len, metric="m").holdout == pytest.approx(1 / 6)
     for bad in (0, 1, 10_000):
-        with pytest.raises(ConfigError, match=f"Tuning.holdout={bad} must be a fraction"):
+        with pytest.raises(ConfigError, match=f"Tuning.holdout={bad}; allowed: a fraction"):
             ablation.Tuning(grid=grid, score=len, metric="m", holdout=bad)
+
+
+GRID = (0.001, 0.003, 0.01, 0.03, 0.1)
+
+
+@pytest.mark.parametrize(
+    "field, value",
+    [
+        ("grid", ()),
+        ("grid", (0.0, 0.003, 0.01, 0.03, 0.1)),  # not positive
+        ("grid", (-0.1, 0.003, 0.01, 0.03, 0.1)),
+        ("grid", (0.003, 0.001, 0.01, 0.03, 0.1)),  # not in increasing order
+        ("grid", (0.001, 0.001, 0.01, 0.03, 0.1)),  # a repeated rate
+        ("grid", (0.01, 0.02, 0.03, 0.04, 0.1)),  # one decade
+        ("grid", (0.001, 0.01, 0.1)),  # three rates
+        ("grid", 0.01),  # not a tuple
+        ("grid", ("0.001", "0.003", "0.01", "0.03", "0.1")),
+        ("seeds", ()),
+        ("seeds", (1000, 1000)),
+        ("seeds", (1000.5,)),
+        ("extensions", -1),
+        ("holdout", "1/6"),
+        ("score", "final loss"),
+    ],
+)
+def test_a_bad_tuning_is_refused_naming_field_value_and_what_is_allowed(
+    field: str, value: object
+) -> None:
+    with pytest.raises(ConfigError) as refused:
+        ablation.Tuning(**{"grid": GRID, "score": len, "metric": "m", field: value})
+    message = str(refused.value)
+    assert message.startswith(f"Tuning.{field}={value!r}; allowed: ") and "\n" not in message
+
+
+@pytest.mark.parametrize("grid", [(), (0.1, 0.01, 0.001, 0.0001, 0.00001), 0.01, "0.01"])
+def test_a_bad_comparison_grid_is_refused(grid: object) -> None:
+    with pytest.raises(ConfigError, match=r"^tuning=.*; allowed: None, an ablation\.Tuning, or "):
+        _comparison(tuning=grid)
+    assert _comparison(tuning=list(GRID)).part("test", DIRS).tuning.grid == GRID
 
 
 # -- the generalisation gap and two comparisons of the same runs -----------------------------------

@@ -59,6 +59,7 @@ from dlresearch.ablation.plots import plot_curves
 from dlresearch.ablation.runs import Run
 from dlresearch.ablation.spec import (
     DEFAULT_DATASET,
+    GRID_RULE,
     PRESETS,
     DataDirs,
     Experiment,
@@ -70,6 +71,7 @@ from dlresearch.ablation.spec import (
     Variant,
     cadence,
     first_reach,
+    grid_is_valid,
     make_config,
 )
 from dlresearch.ablation.writeup import summary_table
@@ -340,6 +342,12 @@ class Comparison:
         unknown = set(self.per_preset) - set(PRESETS)
         if unknown:
             raise ConfigError(f"per_preset={sorted(unknown)}; allowed keys: {', '.join(PRESETS)}")
+        if not (
+            self.tuning is None or isinstance(self.tuning, Tuning) or grid_is_valid(self.tuning)
+        ):
+            raise ConfigError(
+                f"tuning={self.tuning!r}; allowed: None, an ablation.Tuning, or a grid: {GRID_RULE}"
+            )
 
     @property
     def kind(self) -> str:
