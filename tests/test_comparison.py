@@ -604,6 +604,7 @@ def test_steps_to_several_targets_derive_one_ratio_each_holm_adjusted() -> None:
     assert comparison.kind == "speed"
     part = comparison.part("test", DIRS)
     assert part.target == TARGET
+    assert part.tuning.metric == "steps to train/accuracy >= 0.9"  # the last target's
     assert tuple(part.config.train.reach_targets) == (EARLY.spec, TARGET.spec)
     assert (
         "For each of steps to train/accuracy >= 0.5, narrow / wide; steps to train/accuracy >= "

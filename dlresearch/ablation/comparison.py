@@ -414,7 +414,9 @@ class Comparison:
     def _tuning(self) -> Tuning | None:
         if self.tuning is None or isinstance(self.tuning, Tuning):
             return self.tuning
-        metric = self.measure.name.replace("test ", "held-out ")
+        targets = self.measure.targets
+        name = f"steps to {targets[-1].describe()}" if targets else self.measure.name
+        metric = name.replace("test ", "held-out ")
         if not self.measure.lower_is_better:
             metric = f"minus the {metric}"
         return Tuning(grid=tuple(self.tuning), score=self.measure.score, metric=metric)
