@@ -295,9 +295,10 @@ def test_tuning_needs_five_rates_over_two_decades() -> None:
     score = measures.final_score("train/loss")
     assert spec.log_grid(0.001, 0.1) == (0.001, 0.00316, 0.01, 0.0316, 0.1)
     spec.Tuning(spec.log_grid(0.001, 0.1), score, "training loss")
-    with pytest.raises(ValueError, match="5 rates over >= 2 decades"):
+    rule = "allowed: a tuple of at least 5 positive learning rates .* at least 2 decades"
+    with pytest.raises(ConfigError, match=r"^Tuning\.grid=\(0\.01, .*\); " + rule):
         spec.Tuning(spec.log_grid(0.01, 0.1), score, "training loss")
-    with pytest.raises(ValueError, match="5 rates over >= 2 decades"):
+    with pytest.raises(ConfigError, match=rule):
         spec.Tuning((0.001, 0.01, 0.1), score, "training loss")
 
 

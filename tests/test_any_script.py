@@ -135,19 +135,25 @@ GOOD = {
     "arms": '(ablation.Variant("narrow", {}, "narrow"), ablation.Variant("wide", {"model.width": 64}))',
     "budget": 'ablation.Budget(steps={"test": 20, "quick": 40, "standard": 60, "paper": 80})',
     "direction": '"lower"',
+    "tuning": "None",
 }
 # Per field, a value `ablation.Comparison` refuses and what its one line says.
 BAD = {
     "direction": ('"down"', "direction='down'"),
     "budget": ('ablation.Budget(steps={"test": 20, "quick": 40})', "budget: every preset"),
     "arms": ('(ablation.Variant("only", {}, "alone"),)', "arms: at least two"),
+    "tuning": ("(0.1, 0.01, 0.001, 0.0001, 0.00001)", "tuning=(0.1, 0.01, 0.001"),
+    "Tuning": (
+        'ablation.Tuning(grid=(), score=len, metric="loss")',
+        "Tuning.grid=(); allowed: a tuple of at least 5 positive learning rates",
+    ),
 }
 DECLARED = """from dlresearch import ablation
 
 COMPARISON = ablation.Comparison(
     name="mine", title="Mine", claim="wider is better", source="folklore",
     base={{"model.width": 16}}, arms={arms}, budget={budget},
-    measure=ablation.test_error(), direction={direction},
+    measure=ablation.test_error(), direction={direction}, tuning={tuning},
 )
 
 if __name__ == "__main__":
@@ -168,6 +174,8 @@ COMMANDS = {
         ("direction", "dlresearch-experiment"),
         ("budget", "python -m dlresearch.ablation"),
         ("arms", "dlresearch-experiment"),
+        ("tuning", "dlresearch-experiment"),
+        ("Tuning", "python -m dlresearch.ablation"),
     ],
 )
 def test_a_refused_declaration_is_one_error_line_exit_2_nothing_written(
@@ -175,7 +183,7 @@ def test_a_refused_declaration_is_one_error_line_exit_2_nothing_written(
 ) -> None:
     value, message = BAD[field]
     script = tmp_path / "my_ablation.py"
-    script.write_text(DECLARED.format(**{**GOOD, field: value}))
+    script.write_text(DECLARED.format(**{**GOOD, field.lower(): value}))
     workdir = tmp_path / "out"
     result = subprocess.run(
         [*COMMANDS[command], str(script), "--preset=test", f"--workdir={workdir}"],

@@ -323,8 +323,47 @@ def test_a_tuning_holdout_is_a_fraction() -> None:
     grid = ablation.log_grid(0.01, 1.0)
     assert ablation.Tuning(grid=grid, score=len, metric="m").holdout == pytest.approx(1 / 6)
     for bad in (0, 1, 10_000):
-        with pytest.raises(ConfigError, match=f"Tuning.holdout={bad} must be a fraction"):
+        with pytest.raises(ConfigError, match=f"Tuning.holdout={bad}; allowed: a fraction"):
             ablation.Tuning(grid=grid, score=len, metric="m", holdout=bad)
+
+
+GRID = (0.001, 0.003, 0.01, 0.03, 0.1)
+
+
+@pytest.mark.parametrize(
+    "field, value",
+    [
+        ("grid", ()),
+        ("grid", (0.0, 0.003, 0.01, 0.03, 0.1)),  # not positive
+        ("grid", (-0.1, 0.003, 0.01, 0.03, 0.1)),
+        ("grid", (0.003, 0.001, 0.01, 0.03, 0.1)),  # not in increasing order
+        ("grid", (0.001, 0.001, 0.01, 0.03, 0.1)),  # a repeated rate
+        ("grid", (0.01, 0.02, 0.03, 0.04, 0.1)),  # one decade
+        ("grid", (0.001, 0.01, 0.1)),  # three rates
+        ("grid", 0.01),  # not a tuple
+        ("grid", ("0.001", "0.003", "0.01", "0.03", "0.1")),
+        ("seeds", ()),
+        ("seeds", (1000, 1000)),
+        ("seeds", (1000.5,)),
+        ("extensions", -1),
+        ("holdout", "1/6"),
+        ("score", "final loss"),
+    ],
+)
+def test_a_bad_tuning_is_refused_naming_field_value_and_what_is_allowed(
+    field: str, value: object
+) -> None:
+    with pytest.raises(ConfigError) as refused:
+        ablation.Tuning(**{"grid": GRID, "score": len, "metric": "m", field: value})
+    message = str(refused.value)
+    assert message.startswith(f"Tuning.{field}={value!r}; allowed: ") and "\n" not in message
+
+
+@pytest.mark.parametrize("grid", [(), (0.1, 0.01, 0.001, 0.0001, 0.00001), 0.01, "0.01"])
+def test_a_bad_comparison_grid_is_refused(grid: object) -> None:
+    with pytest.raises(ConfigError, match=r"^tuning=.*; allowed: None, an ablation\.Tuning, or "):
+        _comparison(tuning=grid)
+    assert _comparison(tuning=list(GRID)).part("test", DIRS).tuning.grid == GRID
 
 
 # -- the generalisation gap and two comparisons of the same runs -----------------------------------
@@ -421,3 +460,218 @@ def test_two_comparisons_of_the_same_runs_make_one_experiment_that_trains_them_o
         "generalization gap, narrow minus wide" in report
         and "test error, narrow minus wide" in report
     )
+
+
+# -- a value at several matched budgets: a speed claim ---------------------------------------------
+def _curve_runs(early: dict[str, float], late: dict[str, float]) -> dict[str, Run]:
+    """Runs of 40 steps evaluated every 10, whose members' test accuracy is `early` (+ per-seed
+    noise) up to step 20 and `late` after it."""
+    return {
+        name: fake_run(
+            name,
+            [
+                [
+                    {
+                        "step": s,
+                        "train/loss": 0.5,
+                        "test/accuracy": (early if s <= 20 else late)[name] + 0.002 * n,
+                    }
+                    for s in (10, 20, 30, 40)
+                ]
+                for n in np.roll(NOISE, i)
+            ],
+        )
+        for i, name in enumerate(("narrow", "wide"))
+    }
+
+
+def _matched(fractions: tuple[float, ...] = (0.5, 1.0), **changes: object) -> ablation.Comparison:
+    measure = ablation.matched_budgets(ablation.test_error(), fractions)
+    return _comparison(**{"measure": measure, "smallest_effect": None, **changes})
+
+
+def test_a_value_at_matched_budgets_is_a_speed_claim_with_its_rule() -> None:
+    comparison = _matched()
+    assert comparison.kind == "speed"
+    rule = comparison.part("test", DIRS).rule
+    assert (
+        "For test error, narrow minus wide, at each of the matched budgets 0.5x and 1x the budget "
+        "of 40 steps (each arm's value as its runs had logged it by then), paired over seeds, on "
+        "the fixed test set" in rule
+    )
+    assert "Holm's correction over the comparisons at every budget" in rule
+    assert "smallest effect" not in rule
+
+
+@pytest.mark.parametrize(
+    "early, late, outcome",
+    [
+        # Wide ahead at both budgets.
+        ({"narrow": 0.90, "wide": 0.95}, {"narrow": 0.92, "wide": 0.97}, "reproduced"),
+        # Ahead at half the budget, caught up at the end: not faster at every budget.
+        ({"narrow": 0.90, "wide": 0.95}, {"narrow": 0.95, "wide": 0.95}, "inconclusive"),
+        # Behind at half the budget.
+        ({"narrow": 0.95, "wide": 0.90}, {"narrow": 0.95, "wide": 0.97}, "not reproduced"),
+    ],
+)
+def test_matched_budgets_judge_every_budget(
+    tmp_path: Path, early: dict, late: dict, outcome: str
+) -> None:
+    findings = _matched().derived_judge(_curve_runs(early, late), str(tmp_path))
+    assert str(findings.verdict.outcome) == outcome, findings.verdict.reason
+    first, second = findings.verdict.effects
+    assert first.name == "test error, narrow minus wide at step 20"
+    assert second.name == "test error, narrow minus wide at step 40"
+    assert first.estimate == pytest.approx(early["wide"] - early["narrow"])
+    assert second.estimate == pytest.approx(late["wide"] - late["narrow"], abs=1e-12)
+    assert "Holm-adjusted" in findings.verdict.reason
+    assert "test error at step 20 (%)" in findings.tables[0]
+    assert "test error at step 40 (%)" in findings.tables[0]
+
+
+def test_a_matched_budget_takes_the_value_last_logged_at_or_before_it(tmp_path: Path) -> None:
+    runs = _curve_runs({"narrow": 0.90, "wide": 0.95}, {"narrow": 0.80, "wide": 0.99})
+    findings = _matched((0.6, 1.0)).derived_judge(runs, str(tmp_path))
+    at_24 = findings.verdict.effects[0]
+    assert at_24.name.endswith("at step 24")
+    assert at_24.estimate == pytest.approx(0.05)  # the evaluation of step 20
+
+
+def test_several_arms_at_matched_budgets_are_holm_adjusted_over_all(tmp_path: Path) -> None:
+    wider = ablation.Variant("wider", {"model.width": 512}, "wider")
+    comparison = _matched(arms=(*_comparison().arms, wider))
+    runs = _curve_runs({"narrow": 0.90, "wide": 0.95}, {"narrow": 0.92, "wide": 0.97})
+    runs["wider"] = dataclasses.replace(runs["wide"], variant=wider)
+    verdict = comparison.derived_judge(runs, str(tmp_path)).verdict
+    assert [e.name for e in verdict.effects] == [
+        "test error, narrow minus wide at step 20",
+        "test error, narrow minus wider at step 20",
+        "test error, narrow minus wide at step 40",
+        "test error, narrow minus wider at step 40",
+    ]
+    assert verdict.outcome == stats.Outcome.REPRODUCED, verdict.reason
+    assert verdict.reason.count("Holm-adjusted") == 4
+
+
+@pytest.mark.parametrize(
+    "make, message",
+    [
+        (lambda: ablation.matched_budgets(ablation.test_error(), (1.0,)), r"fractions=\(1.0,\)"),
+        (lambda: ablation.matched_budgets(ablation.test_error(), (1.0, 0.5)), "increasing"),
+        (lambda: ablation.matched_budgets(ablation.test_error(), (0.5, 1.5)), r"in \(0, 1\]"),
+        (lambda: ablation.matched_budgets(ablation.steps_to(TARGET), (0.5, 1.0)), "not a ratio"),
+        (lambda: _matched(smallest_effect=0.002), "smallest_effect=0.002: a measure at matched"),
+    ],
+)
+def test_a_bad_matched_budget_is_refused_with_one_line(make: object, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        make()
+
+
+# -- steps to several targets, against a smallest speed-up -----------------------------------------
+EARLY = ablation.Target("train/accuracy", 0.5)
+
+
+def _two_target_runs(reached: dict[str, list[tuple[int | None, int | None]]]) -> dict[str, Run]:
+    """Runs of 1,000 steps logged every 10 whose member i reaches `EARLY` at reached[name][i][0]
+    and `TARGET` at reached[name][i][1] (None: never)."""
+
+    def accuracy(step: int, early: int | None, late: int | None) -> float:
+        if late is not None and step >= late:
+            return 0.95
+        return 0.6 if early is not None and step >= early else 0.1
+
+    return {
+        name: fake_run(
+            name,
+            [
+                [{"step": s, "train/accuracy": accuracy(s, *at)} for s in range(10, 1001, 10)]
+                for at in members
+            ],
+        )
+        for name, members in reached.items()
+    }
+
+
+def _speed(**changes: object) -> ablation.Comparison:
+    return _comparison(
+        **{"measure": ablation.steps_to(EARLY, TARGET), "smallest_effect": 2.0, **changes}
+    )
+
+
+def test_steps_to_several_targets_derive_one_ratio_each_holm_adjusted() -> None:
+    comparison = _speed()
+    assert comparison.kind == "speed"
+    part = comparison.part("test", DIRS)
+    assert part.target == TARGET
+    assert part.tuning.metric == "steps to train/accuracy >= 0.9"  # the last target's
+    assert tuple(part.config.train.reach_targets) == (EARLY.spec, TARGET.spec)
+    assert (
+        "For each of steps to train/accuracy >= 0.5, narrow / wide; steps to train/accuracy >= "
+        "0.9, narrow / wide, at the budget of 40 steps" in part.rule
+    )
+    assert "Holm's correction over the comparisons, of no effect and of the smallest effect" in (
+        part.rule
+    )
+    assert "exact sign-flip test where a run is censored" in part.rule
+    assert "reproduced needs a bound toward the claim to reach 2x" in part.rule
+    with pytest.raises(ConfigError, match=r"allowed: one or more ablation\.Target"):
+        ablation.steps_to()
+
+
+FAST = [(100, 200), (110, 210), (90, 190), (100, 230), (120, 220), (110, 200)]
+
+
+@pytest.mark.parametrize(
+    "narrow, outcome, why",
+    [
+        # About 4x at both targets, above the claimed 2x.
+        (
+            [(400, 800), (450, 900), (500, 850), (420, 950), (480, 880), (460, 900)],
+            "reproduced",
+            "excludes no effect",
+        ),
+        # 4x at the last target, but only about 1.2x at the first: real, smaller than claimed.
+        (
+            [(120, 800), (130, 900), (110, 850), (120, 950), (140, 880), (130, 900)],
+            "not reproduced",
+            "smaller than claimed: its interval excludes the claimed effect of 2x or more "
+            "(Holm-adjusted p",
+        ),
+        # A seed of narrow never reaches the last target: censored, judged by the sign-flip test.
+        (
+            [(400, 800), (450, 900), (500, None), (420, 950), (480, 880), (460, 900)],
+            "reproduced",
+            "excludes no effect",
+        ),
+    ],
+)
+def test_a_speed_claim_at_several_targets_gives_each_outcome(
+    tmp_path: Path, narrow: list, outcome: str, why: str
+) -> None:
+    runs = _two_target_runs({"narrow": narrow, "wide": FAST})
+    findings = _speed().derived_judge(runs, str(tmp_path))
+    verdict = findings.verdict
+    assert str(verdict.outcome) == outcome, verdict.reason
+    assert why in verdict.reason
+    early, late = verdict.effects
+    assert early.name == "steps to train/accuracy >= 0.5, narrow / wide"
+    assert late.name == "steps to train/accuracy >= 0.9, narrow / wide"
+    ratios = [n[0] / w[0] for n, w in zip(narrow, FAST, strict=True)]
+    assert early.estimate == pytest.approx(np.exp(np.mean(np.log(ratios))))
+    assert np.isfinite(early.p_margin) and np.isfinite(late.p_margin)
+    assert late.censored == sum(n[1] is None for n in narrow)
+    if late.censored:
+        assert late.method.startswith("exact sign-flip")
+    assert "steps to train/accuracy >= 0.5" in findings.tables[0]
+    assert "steps to train/accuracy >= 0.9" in findings.tables[0]
+
+
+def test_a_target_no_run_reaches_is_inconclusive_and_noted(tmp_path: Path) -> None:
+    never = [(e, None) for e, _ in FAST]
+    runs = _two_target_runs({"narrow": [(400, None)] * 6, "wide": never})
+    findings = _speed().derived_judge(runs, str(tmp_path))
+    assert findings.verdict.outcome == stats.Outcome.INCONCLUSIVE, findings.verdict.reason
+    assert findings.verdict.effects[1].interval() == "unbounded"
+    (note,) = findings.notes
+    assert note.startswith("No run of narrow and wide reached train/accuracy >= 0.9 within 1,000")

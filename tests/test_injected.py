@@ -1,4 +1,5 @@
-"""Your own model and loss on the project's loop: `train.run(config, workdir, model=, loss=)`."""
+"""Your own model and loss on the project's loop: `train.run(config, workdir, model=, loss=)`, and
+every run of an `ablation.Comparison` that declares them."""
 
 import re
 import shutil
@@ -14,7 +15,8 @@ import optax
 import pytest
 from conftest import small_config
 
-from dlresearch import checkpoint, data, program, train
+from dlresearch import ablation, checkpoint, data, program, train
+from dlresearch.ablation import runner, spec
 from dlresearch.errors import ConfigError
 from dlresearch.metrics import member_records, read_jsonl
 
@@ -134,3 +136,68 @@ def test_the_checks_of_a_run_are_those_of_its_own_model() -> None:
         train.check(config, model=tiny)
     train.check(small_config(**{"diagnostics.every_steps": 10}))  # the config's MLP sows its layers
     train.check(small_config(**{"model.name": "transformer"}), model=tiny)
+
+
+class Silent(nn.Module):
+    """A dense layer's logits times zero: a uniform prediction, whatever it trains."""
+
+    num_classes: int
+
+    @nn.compact
+    def __call__(self, images: jax.Array, *, train: bool) -> jax.Array:
+        return 0.0 * nn.Dense(self.num_classes)(images.reshape(images.shape[0], -1))
+
+
+def test_a_comparison_trains_every_run_with_its_own_model_and_loss(tmp_path: Path) -> None:
+    """Each arm's tuning and evaluation runs: the injected loss of the injected model's uniform
+    logits is 100 + log(10) at every step (the config's MLP and cross-entropy give neither)."""
+    widths = []
+
+    def silent(model_config, num_classes: int, *, axis_name: str | None, dtype) -> nn.Module:
+        widths.append(model_config.width)
+        return Silent(num_classes)
+
+    def offset(logits: jax.Array, labels: jax.Array) -> jax.Array:
+        return program.cross_entropy(logits, labels) + 100.0
+
+    comparison = ablation.Comparison(
+        name="own",
+        title="Own model",
+        claim="a claim",
+        source="none",
+        base={"data.name": "digits", "model.width": 16, "train.batch_size": 32},
+        arms=(ablation.Variant("a"), ablation.Variant("b", {"model.width": 8})),
+        budget=ablation.Budget(steps=dict.fromkeys(spec.PRESETS, 20)),
+        measure=ablation.test_error(),
+        direction="lower",
+        tuning=ablation.Tuning(
+            grid=ablation.log_grid(0.01, 1.0),
+            score=ablation.test_error().score,
+            metric="held-out error",
+            extensions=0,
+        ),
+        model=silent,
+        loss=offset,
+    )
+    runner.run_experiment(
+        comparison.experiment(),
+        preset="test",
+        workdir=str(tmp_path),
+        seeds=(0, 1),
+        overrides={"parallel.mode": "single"},
+        log=lambda line: None,
+    )
+    assert set(widths) == {16, 8}  # the builder gets each arm's model section
+    files = sorted(str(f.relative_to(tmp_path)) for f in tmp_path.glob("**/metrics.jsonl"))
+    assert files == [
+        f"{kind}/own/{arm}/metrics.jsonl" for kind in ("runs", "tuning") for arm in "ab"
+    ]
+    losses = [
+        r[key]
+        for f in files
+        for r in read_jsonl(tmp_path / f)
+        for key in ("train/loss", "test/loss", "validation/loss")
+        if key in r
+    ]
+    assert len(losses) > 8
+    np.testing.assert_allclose(losses, 100 + np.log(10), rtol=1e-5)

@@ -6,8 +6,8 @@ preset, `Part`s made of a base config, named `Variant`s (config overrides), the 
 The package does the rest, one job per module:
 
 - `comparison`: one claim declared as arms, a budget, a measure and a direction (`Comparison`,
-  `Budget`, `Measure`, `test_error`, `final_value`, `generalization_gap`, `steps_to`); the rest
-  is derived from it.
+  `Budget`, `Measure`, `test_error`, `final_value`, `generalization_gap`, `steps_to`,
+  `matched_budgets`); the rest is derived from it.
 - `spec`: what a script declares (`Experiment`, `Part`, `Variant`, `Target`, `Findings`, ...).
 - `runs`: a finished variant read back (`Run`: each member's logged series and finals).
 - `measures`: numbers over seeds (`Group`s, the best rate of a grid, mean ± std, steps to target,
@@ -28,6 +28,7 @@ from dlresearch.ablation.comparison import (
     Measure,
     final_value,
     generalization_gap,
+    matched_budgets,
     steps_to,
     test_error,
 )
@@ -126,6 +127,7 @@ __all__ = [
     "main_all",
     "make_config",
     "markdown_table",
+    "matched_budgets",
     "mean_std",
     "mean_steps",
     "plot_curves",

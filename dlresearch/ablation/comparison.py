@@ -13,21 +13,28 @@ hand (the `Part`, the rule in words, the statistics and verdict, the tables, plo
   tuning seeds with a held-out split and is then trained at the rate with the best measure there.
 - **Measure**: `test_error()` (the value at the budget; a diverged member counts as error 1, the
   interval is over seeds on the fixed test set), `final_value(metric)`, `generalization_gap()`
-  (test error minus the train-set evaluation's error), `steps_to(target)` (speed: a ratio of
-  steps, a run that never reaches the target censored at the budget), or any `Measure` of your
-  own (a function of a group of runs giving one number per seed).
+  (test error minus the train-set evaluation's error), `steps_to(*targets)` (speed: a ratio of
+  steps per target, a run that never reaches one censored at the budget), any of these but
+  `steps_to` at several matched budgets (`matched_budgets(measure, (0.5, 1.0))`: speed, the
+  value as logged by each fraction of the budget), or any `Measure` of your own (a function of a
+  group of runs giving one number per seed).
 - **Claim**: every other arm's measure is `lower` or `higher` than the baseline's, by at least
-  `smallest_effect` (optional; without it a claim can only be refuted by the opposite effect).
+  `smallest_effect` (optional; without it a claim can only be refuted by the opposite effect; for
+  a ratio of steps, e.g. 2.0: at least 2x faster). Several comparisons (arms, targets) are
+  Holm-adjusted over all of them, refutations by the smallest effect included.
 
 The claim kind (`Comparison.kind`) follows from the measure: a value at a budget is a `value` claim,
-steps to a target a `speed` claim. The guards come with it: a diverged member counts as error 1 for
-`test_error` and is reported; a rate its tuning selected at an edge of the grid is noted; the
-members judged are marked in results.csv. For what does not fit, `judge` (with its `rule`) replaces
-the derived judge, or a script declares its `Part`s itself. Several claims make one experiment,
-a part each: `first.experiment(second, ...)`; two measures of the same runs share them (`runs`).
+steps to a target or a value at matched budgets a `speed` claim. The guards come with it: a
+diverged member counts as error 1 for `test_error` and is reported; a rate its tuning selected at
+an edge of the grid is noted; the members judged are marked in results.csv. For what does not
+fit, `judge` (with its `rule`) replaces the derived judge, or a script declares its `Part`s itself.
+Several claims make one experiment, a part each: `first.experiment(second, ...)`; two measures of
+the same runs share them (`runs`). Your own Flax model and loss train every run as `train.run`
+takes them (`model=`, `loss=`).
 """
 
 import dataclasses
+import itertools
 import math
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Literal
@@ -35,19 +42,24 @@ from typing import Any, Literal
 import ml_collections
 import numpy as np
 
-from dlresearch import data
+from dlresearch import data, models
 from dlresearch.ablation import stats
 from dlresearch.ablation.measures import (
     Group,
+    at_budgets,
     groups,
     judged_members,
+    matched_steps,
     mean_std,
+    steps_summary,
     tuning_edge_notes,
+    unreached_note,
 )
 from dlresearch.ablation.plots import plot_curves
 from dlresearch.ablation.runs import Run
 from dlresearch.ablation.spec import (
     DEFAULT_DATASET,
+    GRID_RULE,
     PRESETS,
     DataDirs,
     Experiment,
@@ -59,11 +71,13 @@ from dlresearch.ablation.spec import (
     Variant,
     cadence,
     first_reach,
+    grid_is_valid,
     make_config,
 )
 from dlresearch.ablation.writeup import summary_table
 from dlresearch.errors import ConfigError
 from dlresearch.metrics import TRAIN_EVAL, TRAIN_LOSS, eval_key
+from dlresearch.program import Loss, ModelBuilder, cross_entropy
 
 Direction = Literal["lower", "higher"]
 Judge = Callable[[dict[str, Run], str], Findings]
@@ -118,6 +132,9 @@ class Measure:
     or "ratio" (a ratio of steps, `math.inf` marking a run censored at the budget). `curve` is the
     logged metric the default plot shows ("{split}" stands for the evaluation split). `kind` is the
     claim kind this measure makes. `lower_is_better` orders the learning rates when tuning.
+    `targets` (`steps_to`): compared at each of these targets, `per_seed` giving the steps to
+    the last (tuning and the table's mean). `fractions` (`matched_budgets`): compared at each of
+    these fractions of the budget.
     """
 
     name: str
@@ -128,11 +145,25 @@ class Measure:
     kind: Literal["speed", "value", "trainability", "mechanism", "control"] = "value"
     lower_is_better: bool = True
     detail: str = ""  # how the per-seed numbers are made, for the rule
-    target: Target | None = None
+    targets: tuple[Target, ...] = ()
     train_eval: bool = False  # needs the train-set evaluation (`eval.train_examples` > 0)
+    fractions: tuple[float, ...] = ()
+
+    def __post_init__(self) -> None:
+        fractions = self.fractions
+        increasing = all(0 < a < b <= 1 for a, b in itertools.pairwise(fractions))
+        if fractions and (len(fractions) < 2 or not increasing or self.compare == "ratio"):
+            raise ConfigError(
+                f"{self.name}: fractions={fractions!r}; allowed: at least two increasing fractions "
+                "of the budget in (0, 1], of a measure that is not a ratio of steps"
+            )
 
     def values(self, group: Group) -> np.ndarray:
         return np.asarray(self.per_seed(group), float)
+
+    def values_at(self, group: Group, step: int) -> np.ndarray:
+        """The values as they were at `step` (`_cut`)."""
+        return self.values(_cut(group, step))
 
     @property
     def _percent(self) -> bool:
@@ -156,6 +187,12 @@ class Measure:
         values = self.values(Group("", run, members))
         values = np.where(np.isfinite(values), values, np.inf if self.lower_is_better else -np.inf)
         return float(np.mean(values) if self.lower_is_better else -np.mean(values))
+
+
+def _cut(group: Group, step: int) -> Group:
+    """The group as it was at `step`: its runs cut there (`Run.prefix`: what they had logged by
+    then, a divergence only if it had happened by then)."""
+    return Group(group.label, group.run.prefix(step), group.members)
 
 
 def _errors(group: Group) -> np.ndarray:
@@ -211,29 +248,47 @@ def generalization_gap() -> Measure:
     )
 
 
-def steps_to(target: Target) -> Measure:
-    """Steps until `target` is first reached (logged values); a run that never reaches it is
-    censored at the budget."""
+def _steps(group: Group, target: Target) -> list[float]:
+    """Per seed, steps to `target`; `math.inf` for a seed that never reached it (censored)."""
+    return [math.inf if s is None else s for s in group.steps_to(target)]
 
-    def steps(group: Group) -> list[float]:
-        return [math.inf if s is None else s for s in group.steps_to(target)]
 
+def steps_to(*targets: Target) -> Measure:
+    """Steps until each of `targets` is first reached, at step resolution (`first_reach`); a run
+    that never reaches one is censored at the budget. A speed claim: the ratio of steps of each
+    arm to the baseline's at each target (an exact sign-flip interval where a run is censored),
+    Holm-adjusted over all of them. Tuning scores the last target (the claim's own, e.g. the
+    paper's); earlier ones are intermediate levels of the same curve."""
+    if not targets or not all(isinstance(t, Target) for t in targets):
+        raise ConfigError(f"steps_to{targets!r}; allowed: one or more ablation.Target")
+    last = targets[-1]
     return Measure(
-        f"steps to {target.describe()}",
-        steps,
+        "steps to " + " and ".join(t.describe() for t in targets),
+        lambda group: _steps(group, last),
         compare="ratio",
         unit="x",
-        curve=target.metric,
+        curve=last.metric,
         kind="speed",
-        detail="a run that never reaches the target is censored at the budget",
-        target=target,
+        detail="a run that never reaches a target is censored at the budget",
+        targets=targets,
     )
+
+
+def matched_budgets(measure: Measure, fractions: Sequence[float]) -> Measure:
+    """`measure` compared at several matched budgets, `fractions` of the budget (e.g. (0.5, 1.0)):
+    a speed claim (one arm ahead at each of these points of training, not only at its end). At
+    each, every arm's value is what its runs had logged by `fraction x budget` steps
+    (`Measure.values_at`); every comparison at every budget is judged at Holm-adjusted p-values
+    over all of them (`ablation.at_budgets`), and the claim holds only if every one does. Any
+    measure but a ratio of steps; judged against no effect, so without a smallest effect."""
+    return dataclasses.replace(measure, fractions=tuple(fractions), kind="speed")
 
 
 _METHODS = {
     "difference": "paired over seeds (t-interval)",
     "error": "paired over seeds, on the fixed test set",
-    "ratio": "paired over seeds (t-interval on log ratios)",
+    "ratio": "paired over seeds (t-interval on log ratios; the exact sign-flip test where a run is "
+    "censored or every seed gives the same ratio, its 95% interval unbounded below 6 seeds)",
 }
 
 
@@ -261,6 +316,9 @@ class Comparison:
     # another names that one's: the same base, arms, budget and tuning train them once (a stored
     # run of another config is refused).
     runs: str = ""
+    # Your own model builder and loss, as `train.run` takes them (`Part.model`, `Part.loss`).
+    model: ModelBuilder = models.build
+    loss: Loss = cross_entropy
 
     def __post_init__(self) -> None:
         names = [arm.name for arm in self.arms]
@@ -274,15 +332,27 @@ class Comparison:
                 f"smallest_effect={self.smallest_effect!r} must be above {null:g}: it is the "
                 f"least {self.measure.name} effect claimed, in the claimed direction"
             )
+        if self.measure.fractions and self.smallest_effect is not None:
+            raise ConfigError(
+                f"smallest_effect={self.smallest_effect!r}: a measure at matched budgets is "
+                "judged against no effect at each; allowed: None"
+            )
         if bool(self.judge) != bool(self.rule):
             raise ConfigError("judge and rule: a hand-written judge states its rule, and only then")
         unknown = set(self.per_preset) - set(PRESETS)
         if unknown:
             raise ConfigError(f"per_preset={sorted(unknown)}; allowed keys: {', '.join(PRESETS)}")
+        if not (
+            self.tuning is None or isinstance(self.tuning, Tuning) or grid_is_valid(self.tuning)
+        ):
+            raise ConfigError(
+                f"tuning={self.tuning!r}; allowed: None, an ablation.Tuning, or a grid: {GRID_RULE}"
+            )
 
     @property
     def kind(self) -> str:
-        """The claim kind: `speed` for steps to a target, `value` for a value at the budget."""
+        """The claim kind: `speed` for steps to a target or a value at matched budgets, `value`
+        for a value at the budget."""
         return self.measure.kind
 
     def experiment(self, *others: "Comparison") -> Experiment:
@@ -312,7 +382,7 @@ class Comparison:
         dataset = {"data.name": pinned, **({"data.dir": directory} if directory else {})}
         steps = self.budget.of(preset, make_config(*overrides, dataset))
         # Steps to a target are recorded at step resolution (`first_reach`).
-        target = first_reach(self.measure.target) if self.measure.target else {}
+        target = first_reach(*self.measure.targets) if self.measure.targets else {}
         return make_config(*overrides, dataset, target, cadence(steps, evals=10))
 
     def part(self, preset: str, dirs: DataDirs) -> Part:
@@ -332,27 +402,37 @@ class Comparison:
             variants=self.arms,
             judge=self.judge or self.derived_judge,
             differences=self.differences,
-            target=self.measure.target,
+            target=self.measure.targets[-1] if self.measure.targets else None,
             tuning=self._tuning(),
             kind=self.kind,
             quote=self.quote or self.claim,
             runs=self.runs,
+            model=self.model,
+            loss=self.loss,
         )
 
     def _tuning(self) -> Tuning | None:
         if self.tuning is None or isinstance(self.tuning, Tuning):
             return self.tuning
-        metric = self.measure.name.replace("test ", "held-out ")
+        targets = self.measure.targets
+        name = f"steps to {targets[-1].describe()}" if targets else self.measure.name
+        metric = name.replace("test ", "held-out ")
         if not self.measure.lower_is_better:
             metric = f"minus the {metric}"
         return Tuning(grid=tuple(self.tuning), score=self.measure.score, metric=metric)
 
     # -- what the declaration derives --------------------------------------------------------------
-    def effect_name(self, arm: Variant) -> str:
-        """E.g. 'test error, without dropout minus with dropout' (positive: the claimed side)."""
+    def effect_name(self, arm: Variant, target: Target | None = None) -> str:
+        """E.g. 'test error, without dropout minus with dropout' (positive: the claimed side), or
+        'steps to train/accuracy >= 0.9, tanh / relu' at one of the measure's targets."""
         first, second = self._ordered(self.arms[0].title, arm.title)
         link = " / " if self.measure.compare == "ratio" else " minus "
-        return f"{self.measure.name}, {first}{link}{second}"
+        what = f"steps to {target.describe()}" if target else self.measure.name
+        return f"{what}, {first}{link}{second}"
+
+    def _targets(self) -> tuple[Target | None, ...]:
+        """Where each arm is compared: at each target of `steps_to`, else once (None)."""
+        return self.measure.targets or (None,)
 
     def _ordered(self, baseline: Any, arm: Any) -> tuple[Any, Any]:
         """The two sides of an effect, ordered so that the claimed side is positive (or above 1)."""
@@ -362,11 +442,12 @@ class Comparison:
         """The rule in words, as the report prints it."""
         null = "1x" if self.measure.compare == "ratio" else "0"
         margin = self._margin_text()
-        effects = "; ".join(self.effect_name(arm) for arm in self.arms[1:])
-        several = len(self.arms) > 2
+        names = [self.effect_name(arm, t) for t in self._targets() for arm in self.arms[1:]]
+        effects = "; ".join(names)
+        several = len(names) > 1
         lines = [
-            f"For {'each of ' if several else ''}{effects}, at the budget of "
-            f"{self.budget.describe(preset, config)}, {_METHODS[self.measure.compare]}"
+            f"For {'each of ' if several else ''}{effects}, {self._when(preset, config)}, "
+            f"{_METHODS[self.measure.compare]}"
             + (f" ({self.measure.detail})" if self.measure.detail else "")
             + ": reproduced if its 95% interval lies above "
             + null
@@ -375,17 +456,32 @@ class Comparison:
             + (f"the interval lies below {margin}, or " if margin else "")
             + "the effect is significantly in the other direction; inconclusive otherwise.",
         ]
-        if several:
+        if several or self.measure.fractions:
             lines.append(
-                "Holm's correction over the comparisons; the claim is reproduced only if every "
-                "comparison is, not reproduced if any is."
+                "Holm's correction over the comparisons"
+                + (" at every budget" if self.measure.fractions else "")
+                + (", of no effect and of the smallest effect" if margin else "")
+                + "; the claim is reproduced only if every comparison is, not reproduced if any is."
             )
+        if self.measure.compare == "ratio":
+            lines.append(_censored_rule(margin))
         if self.tuning is not None:
             lines.append(
                 "Every arm is trained at the learning rate its own tuning selected (the same "
                 "protocol for every arm)."
             )
         return " ".join(lines)
+
+    def _when(self, preset: str, config: ml_collections.ConfigDict) -> str:
+        """Where the measure is compared: at the budget, or at each matched budget."""
+        budget = self.budget.describe(preset, config)
+        if not self.measure.fractions:
+            return f"at the budget of {budget}"
+        fractions = " and ".join(f"{f:g}x" for f in self.measure.fractions)
+        return (
+            f"at each of the matched budgets {fractions} the budget of {budget} (each arm's "
+            "value as its runs had logged it by then)"
+        )
 
     def _margin_text(self) -> str:
         if self.smallest_effect is None:
@@ -394,39 +490,69 @@ class Comparison:
         effect = stats.Effect("", nothing, nothing, nothing, nothing, 0, "", self.measure.unit)
         return effect.value(self.smallest_effect)  # in the effect's unit: '0.2 pp', '2x
 
-    def effect(self, baseline: Group, arm: Group) -> stats.Effect:
-        """The effect of `arm` over `baseline`, oriented so that the claimed side is positive."""
+    def effect(self, baseline: Group, arm: Group, target: Target | None = None) -> stats.Effect:
+        """The effect of `arm` over `baseline` (at `target`, one of the measure's `targets`),
+        oriented so that the claimed side is positive."""
         first, second = self._ordered(baseline, arm)
-        a, b = self.measure.values(first), self.measure.values(second)
-        name = self.effect_name(arm.run.variant)
+        if target is None:
+            a, b = self.measure.values(first), self.measure.values(second)
+        else:
+            a, b = np.asarray(_steps(first, target)), np.asarray(_steps(second, target))
+        return self._effect(a, b, self.effect_name(arm.run.variant, target), baseline.run)
+
+    def _effect(self, a: np.ndarray, b: np.ndarray, name: str, run: Run) -> stats.Effect:
+        """The effect of per-seed values `a` over `b` (already ordered), by the measure's
+        `compare`, for runs like `run` (their test set, their budget)."""
+        margin = self.smallest_effect
         if self.measure.compare == "error":
-            return stats.error_difference(a, b, baseline.run.num_eval, name=name)
+            return stats.error_difference(a, b, run.num_eval, name=name, margin=margin)
         if self.measure.compare == "ratio":
-            budget = baseline.run.config.train.steps
-            return stats.paired_ratio(a, b, name=name, budget=budget)
-        return stats.paired_difference(a, b, name=name, unit=self.measure.unit)
+            budget = run.config.train.steps
+            return stats.paired_ratio(a, b, name=name, budget=budget, margin=margin)
+        return stats.paired_difference(a, b, name=name, unit=self.measure.unit, margin=margin)
+
+    def _matched_verdict(self, by_name: Mapping[str, Group]) -> stats.Verdict:
+        """Every other arm against the baseline at every matched budget (`at_budgets`)."""
+        baseline, others = self.arms[0].name, self.arms[1:]
+        run = by_name[baseline].run
+        return at_budgets(
+            lambda step: {
+                arm.name: self.measure.values_at(by_name[arm.name], step) for arm in self.arms
+            },
+            lambda v: [
+                (self.effect_name(arm), *self._ordered(v[baseline], v[arm.name])) for arm in others
+            ],
+            run.config.train.steps,
+            self.measure.fractions,
+            lambda a, b, name: self._effect(a, b, name, run),
+            claim="greater",
+        )
 
     def verdict(self, by_name: Mapping[str, Group]) -> stats.Verdict:
-        """Every other arm against the baseline (Holm-adjusted when several), combined."""
+        """Every other arm against the baseline, at each target of `steps_to` or each matched
+        budget; when several, Holm-adjusted over all of them (of no effect and, with a smallest
+        effect, of that effect) and combined."""
+        if self.measure.fractions:
+            return self._matched_verdict(by_name)
         baseline = by_name[self.arms[0].name]
-        effects = [self.effect(baseline, by_name[arm.name]) for arm in self.arms[1:]]
+        effects = [
+            self.effect(baseline, by_name[arm.name], target)
+            for target in self._targets()
+            for arm in self.arms[1:]
+        ]
+        margin = self.smallest_effect
         if len(effects) == 1:
-            return stats.verdict(effects[0], claim="greater", margin=self.smallest_effect)
-        adjusted = stats.holm([e.p for e in effects])
-        return stats.combine(
-            [
-                stats.verdict(e, claim="greater", margin=self.smallest_effect, p_adjusted=p)
-                for e, p in zip(effects, adjusted, strict=True)
-            ]
-        )
+            return stats.verdict(effects[0], claim="greater", margin=margin)
+        return stats.combine(stats.holm_verdicts(effects, claim="greater", margin=margin))
 
     def derived_judge(self, runs: dict[str, Run], outdir: str) -> Findings:
         """The verdict, a table of every arm, a plot of the measure's curve, the guards' notes."""
         by_name = groups(runs)
         arms = [by_name[arm.name] for arm in self.arms]
         split = arms[0].run.eval_split
-        column = {self.measure.column: self.measure.summary}
+        columns = self._columns(arms[0].run.config.train.steps)
         curve = self.measure.curve.format(split=split)
+        targets = self.measure.targets
         filename = plot_curves(
             outdir,
             f"{self.name}_{curve.replace('/', '_')}.png",
@@ -435,15 +561,50 @@ class Comparison:
             title=self.title,
             ylabel=curve,
             log_y=curve == TRAIN_LOSS,
-            hline=self.measure.target.threshold if self.measure.target else None,
+            hline=targets[-1].threshold if targets else None,
         )
+        unreached = [
+            note
+            for target in targets
+            for arm in arms[1:]
+            for note in unreached_note([arms[0], arm], target)
+        ]
         return Findings(
             self.verdict(by_name),
-            [summary_table(arms, self.measure.target, extra=column)],
+            [summary_table(arms, extra=columns)],
             [Plot(filename, f"{curve} over training, mean ± std over seeds.")],
-            notes=[*_diverged_notes(arms, self.measure), *tuning_edge_notes(runs)],
+            notes=[*_diverged_notes(arms, self.measure), *unreached, *tuning_edge_notes(runs)],
             judged=judged_members(by_name),
         )
+
+    def _columns(self, budget: int) -> dict[str, Callable[[Group], str]]:
+        """The measure's columns of the table: its value at the budget, at each matched budget, or
+        the steps to each target."""
+        measure = self.measure
+        if measure.targets:
+            return {
+                f"steps to {t.describe()}": lambda g, t=t: steps_summary(g.steps_to(t), budget)
+                for t in measure.targets
+            }
+        if not measure.fractions:
+            return {measure.column: measure.summary}
+        return {
+            dataclasses.replace(measure, name=f"{measure.name} at step {step:,}").column: (
+                lambda g, step=step: measure.summary(_cut(g, step))
+            )
+            for step in matched_steps(budget, measure.fractions)
+        }
+
+
+def _censored_rule(margin: str) -> str:
+    """The rule for ratios of steps where runs are censored (`stats.verdict`), in words."""
+    reproduced = f"reproduced needs a bound toward the claim to reach {margin}, " if margin else ""
+    return (
+        "A target no run of either arm reaches leaves its ratio unbounded: inconclusive, never a "
+        "refutation (the report says so). Where censored runs make a ratio only a bound, a "
+        f"verdict must hold for every longer budget: {reproduced}not reproduced needs a bound "
+        "away from the claim to be at most 1x; inconclusive otherwise (needs a longer budget)."
+    )
 
 
 def _diverged_notes(arms: Sequence[Group], measure: Measure) -> list[str]:

@@ -54,6 +54,12 @@ def mean_steps(steps: Sequence[int | None], total: int) -> float:
     return float(np.mean([total if s is None else s for s in steps]))
 
 
+def matched_steps(budget: int, fractions: Sequence[float]) -> list[int]:
+    """The step of each matched budget `fraction x budget` (at least 1), as `at_budgets` places
+    them."""
+    return [max(1, round(fraction * budget)) for fraction in fractions]
+
+
 def steps_phrase(steps: Sequence[int | None], total: int) -> str:
     """Mean steps to a target for a verdict's reason: '320', '>= 350 (2/3 seeds)', 'never'."""
     reached = [x for x in steps if x is not None]

@@ -22,7 +22,7 @@ import ml_collections
 import numpy as np
 
 from dlresearch import config as config_lib
-from dlresearch import data, train
+from dlresearch import data, models, train
 from dlresearch.ablation import provenance, writeup
 from dlresearch.ablation.measures import best_value, edge_side, mean_std
 from dlresearch.ablation.runs import Run
@@ -46,6 +46,7 @@ from dlresearch.metrics import (
     eval_key,
     member_records,
 )
+from dlresearch.program import Loss, ModelBuilder, cross_entropy
 
 # In a run's workdir, written once `train.run` returned: the step it finished at, its divergences.
 FINISHED_FILE = "finished.json"
@@ -63,10 +64,10 @@ def run_configs(
         config = config_lib.apply_overrides(part.config, variant.overrides)
         config.sweep.seed = tuple(int(s) for s in seeds)
         config = config_lib.apply_overrides(config, overrides)
-        train.check(config)
+        train.check(config, model=part.model)
         _check_curves(part, config)
         if part.tuning:
-            train.check(tuning_config(config, part.tuning))
+            train.check(tuning_config(config, part.tuning), model=part.model)
         configs.append(config)
     return configs
 
@@ -159,10 +160,13 @@ def train_run(
     name: str,
     log: Callable[[str], None],
     *,
+    model: ModelBuilder = models.build,
+    loss: Loss = cross_entropy,
     measure_at_init: bool = False,
 ) -> float:
-    """Train (or resume, or read back) one sweep in `run_dir`, then mark it finished
-    (`FINISHED_FILE`); its seconds. `name` labels its lines in `log`. `read_run` reads it back.
+    """Train (or resume, or read back) one sweep in `run_dir` (with `model` and `loss`, as
+    `train.run` takes them), then mark it finished (`FINISHED_FILE`); its seconds. `name` labels
+    its lines in `log`. `read_run` reads it back.
 
     The mark is removed first: a run resumed from an earlier checkpoint (its newest deleted) is
     unfinished until `train.run` returns again. A stop raises `errors.Interrupted` (after the run
@@ -174,7 +178,7 @@ def train_run(
     marker = os.path.join(run_dir, FINISHED_FILE)
     with suppress(FileNotFoundError):
         os.remove(marker)
-    result = train.run(config, run_dir, measure_at_init=measure_at_init)
+    result = train.run(config, run_dir, model=model, loss=loss, measure_at_init=measure_at_init)
     atomic_write_text(marker, json.dumps({"step": result.step, "diverged_at": result.diverged_at}))
     seconds = time.perf_counter() - start
     log(f"{name}: done in {seconds:.0f} s at step {result.step}")
@@ -275,7 +279,15 @@ def _variant_run(
         config = config_lib.apply_overrides(config, {"optim.lr": lr})
     run_dir = os.path.join(workdir, "runs", part.stored, variant.name)
     seconds = (
-        train_run(config, run_dir, name, log, measure_at_init=part.init_diagnostics)
+        train_run(
+            config,
+            run_dir,
+            name,
+            log,
+            model=part.model,
+            loss=part.loss,
+            measure_at_init=part.init_diagnostics,
+        )
         if name
         else 0.0
     )
@@ -310,7 +322,11 @@ def _tuning_run(
         grid_config = tuning_config(config, part.tuning, added)
         rates = ", ".join(f"{r:g}" for r in added)
         what = f"{name} tuning" + (f" extension {k} (lr {rates})" if k else "")
-        seconds = train_run(grid_config, run_dir, what, log) if name else 0.0
+        seconds = (
+            train_run(grid_config, run_dir, what, log, model=part.model, loss=part.loss)
+            if name
+            else 0.0
+        )
         piece = read_run(part.name, variant, grid_config, run_dir, seconds)
         if piece is None:
             return None

@@ -6,7 +6,9 @@ are (`DataDirs`).
 """
 
 import dataclasses
+import itertools
 import math
+import numbers
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Literal, get_args
 
@@ -14,9 +16,10 @@ import ml_collections
 import numpy as np
 
 from dlresearch import config as config_lib
-from dlresearch import data
+from dlresearch import data, models
 from dlresearch.ablation.stats import Verdict
 from dlresearch.errors import ConfigError
+from dlresearch.program import Loss, ModelBuilder, cross_entropy
 
 if TYPE_CHECKING:  # runs.py imports this module: the judge's argument type only
     from dlresearch.ablation.runs import Run
@@ -110,6 +113,31 @@ def log_grid(low: float, high: float, points: int = 5) -> tuple[float, ...]:
     return _rounded(np.geomspace(low, high, points))
 
 
+GRID_RULE = (
+    "a tuple of at least 5 positive learning rates in increasing order (no repeats) spanning at "
+    "least 2 decades, e.g. ablation.log_grid(0.001, 0.1)"
+)
+
+
+def _is_real(value: Any) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
+def grid_is_valid(grid: Any) -> bool:
+    """Whether `grid` is a tuning grid `GRID_RULE` allows."""
+    if not isinstance(grid, tuple | list) or not all(_is_real(v) for v in grid):
+        return False
+    increasing = all(a < b for a, b in itertools.pairwise(grid))
+    return len(grid) >= 5 and grid[0] > 0 and increasing and grid[-1] / grid[0] >= 100
+
+
+def _seeds_are_valid(seeds: Any) -> bool:
+    integers = isinstance(seeds, tuple | list) and all(
+        isinstance(s, int) and not isinstance(s, bool) for s in seeds
+    )
+    return integers and len(seeds) > 0 and len(set(seeds)) == len(seeds)
+
+
 @dataclasses.dataclass(frozen=True)
 class Tuning:
     """The one protocol by which every arm of a part gets its learning rate.
@@ -131,13 +159,23 @@ class Tuning:
     extensions: int = MAX_EXTENSIONS  # at most this many grid extensions per arm
 
     def __post_init__(self) -> None:
-        if not 0 < self.holdout < 1:
-            raise ConfigError(
-                f"Tuning.holdout={self.holdout!r} must be a fraction of the training set in (0, 1)"
-            )
-        grid = sorted(self.grid)
-        if len(grid) < 5 or grid[-1] / grid[0] < 100:
-            raise ValueError(f"a tuning grid needs >= 5 rates over >= 2 decades, got {self.grid}")
+        allowed = {
+            "grid": (grid_is_valid, GRID_RULE),
+            "holdout": (
+                lambda h: _is_real(h) and 0 < h < 1,
+                "a fraction of the training set in (0, 1)",
+            ),
+            "seeds": (_seeds_are_valid, "one or more distinct integer seeds"),
+            "extensions": (
+                lambda e: isinstance(e, int) and not isinstance(e, bool) and e >= 0,
+                "an integer >= 0",
+            ),
+            "score": (callable, "a function (run, members) -> float, lower is better"),
+        }
+        for field, (valid, rule) in allowed.items():
+            value = getattr(self, field)
+            if not valid(value):
+                raise ConfigError(f"Tuning.{field}={value!r}; allowed: {rule}")
 
     def for_preset(self, preset: str) -> "Tuning":
         """The tuning a preset runs. `THOROUGH_PRESETS`: the grid densified log-uniformly to at
@@ -219,7 +257,10 @@ class Part:
     `judge(runs, outdir)` gets the finished runs by variant name and the directory for its plots.
     `rule` states, in words, how the judge decides; the report prints it beside the verdict.
     `kind` (one of `KINDS`) is the kind of claim, declared with `quote`, the paper's sentence it
-    rests on; only parts of a `DECIDING_KINDS` kind decide the experiment's verdict.
+    rests on; only parts of a `DECIDING_KINDS` kind decide the experiment's verdict. `model` and
+    `loss` train every run of the part, its tuning runs included, as `train.run` takes them (the
+    config's own by default). A stored run records its config, not this code: it is read back
+    as it is, so a changed model or loss needs a fresh workdir.
     """
 
     name: str
@@ -238,6 +279,8 @@ class Part:
     init_diagnostics: bool = False
     # The name its runs are stored under (default: `name`): parts of one grid share its runs.
     runs: str = ""
+    model: ModelBuilder = models.build
+    loss: Loss = cross_entropy
     kind: Kind = dataclasses.field(kw_only=True)
     quote: str = dataclasses.field(kw_only=True)
 

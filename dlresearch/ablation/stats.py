@@ -310,11 +310,15 @@ def error_difference(
     *,
     name: str,
     confidence: float = 0.95,
+    margin: float | None = None,
 ) -> Effect:
     """The mean over seeds of test error rate a_i - b_i (fractions, both arms on the same fixed
-    `n_test` examples), with its paired interval over seeds. The estimand is the difference on
-    this test set (module docstring), whose only variance is the seeds'."""
-    effect = paired_difference(errors_a, errors_b, name=name, unit="pp", confidence=confidence)
+    `n_test` examples), with its paired interval over seeds (and the p of "effect = margin" where
+    a margin is given). The estimand is the difference on this test set (module docstring), whose
+    only variance is the seeds'."""
+    effect = paired_difference(
+        errors_a, errors_b, name=name, unit="pp", confidence=confidence, margin=margin
+    )
     return dataclasses.replace(
         effect, method=f"{effect.method} over seeds, on the fixed {n_test:,}-example test set"
     )
