@@ -4,6 +4,7 @@ the three outcomes of its derived judge on fabricated runs."""
 import dataclasses
 from pathlib import Path
 
+import ml_collections
 import numpy as np
 import pytest
 from fake_runs import fake_run, fake_tuning_run
@@ -105,6 +106,9 @@ def test_the_tuning_score_is_the_measure_on_the_held_out_split() -> None:
         ({"measure": ablation.steps_to(TARGET), "smallest_effect": 0.5}, "must be above 1"),
         ({"rule": "my rule"}, "a hand-written judge states its rule"),
         ({"per_preset": {"fast": {}}}, "per_preset=\\['fast'\\]"),
+        ({"baseline": "widest"}, "baseline='widest'; allowed: an arm's name"),
+        ({"previous": ablation.test_error()}, "previous and previous_rule"),
+        ({"previous_rule": "the old rule"}, "previous and previous_rule"),
     ],
 )
 def test_a_bad_declaration_is_refused_with_one_line(changes: dict, message: str) -> None:
@@ -675,3 +679,121 @@ def test_a_target_no_run_reaches_is_inconclusive_and_noted(tmp_path: Path) -> No
     assert findings.verdict.effects[1].interval() == "unbounded"
     (note,) = findings.notes
     assert note.startswith("No run of narrow and wide reached train/accuracy >= 0.9 within 1,000")
+
+
+# -- targets of the dataset, a named baseline, a budget per epoch, the previous rule --------------
+def _targets_of(data_config: ml_collections.ConfigDict) -> tuple[ablation.Target, ...]:
+    """A target that depends on the dataset: 50% training accuracy on MNIST, 80% on any other."""
+    return (ablation.Target("train/accuracy", 0.5 if data_config.name == "mnist" else 0.8),)
+
+
+def test_targets_of_the_dataset_are_made_when_the_part_is_built_or_runs_judged(
+    tmp_path: Path,
+) -> None:
+    comparison = _comparison(
+        base={"model.width": 32, "train.batch_size": 100},
+        measure=ablation.steps_to(_targets_of),
+        smallest_effect=None,
+    )
+    assert comparison.kind == "speed"
+    mnist = comparison.part("test", DIRS)
+    digits = comparison.part("test", spec.DataDirs(dataset="digits", dir="/digits"))
+    assert mnist.config.train.reach_targets == ("train/accuracy>=0.5",)
+    assert digits.config.train.reach_targets == ("train/accuracy>=0.8",)
+    assert mnist.target == ablation.Target("train/accuracy", 0.5)
+    assert "steps to train/accuracy >= 0.8, narrow / wide" in digits.rule
+    assert digits.tuning.metric == "steps to train/accuracy >= 0.8"
+    # The chance cross-entropy halved 1, 2 and 3 times, from the dataset's classes.
+    losses = _comparison(measure=ablation.steps_to(ablation.loss_targets), smallest_effect=None)
+    config = losses.part("test", DIRS).config
+    assert config.train.reach_targets == tuple(t.spec for t in ablation.loss_targets(config.data))
+    # The derived judge makes it for its runs' dataset.
+    runs = _speed_runs({"narrow": [800, 900, 850, 950, 900], "wide": [100, 150, 100, 150, 120]})
+    for run in runs.values():
+        run.config.data.name = "mnist"
+    (effect,) = comparison.derived_judge(runs, str(tmp_path)).verdict.effects
+    assert effect.name == "steps to train/accuracy >= 0.5, narrow / wide"
+    group = ablation.groups(runs)["wide"]
+    with pytest.raises(ConfigError, match="made for one first"):
+        ablation.steps_to(_targets_of).values(group)
+
+
+def test_a_named_baseline_is_compared_with_every_other_arm_in_their_order(tmp_path: Path) -> None:
+    wider = ablation.Variant("wider", {"model.width": 512}, "wider")
+    narrow, wide = _comparison().arms
+    # The claim turned around: the narrow and the wider nets have a higher error than the wide one.
+    comparison = _comparison(arms=(narrow, wider, wide), baseline="wide", direction="higher")
+    part = comparison.part("test", DIRS)
+    assert [v.name for v in part.variants] == ["narrow", "wider", "wide"]
+    assert "test error, narrow minus wide; test error, wider minus wide" in part.rule
+    runs = _value_runs({"narrow": 0.90, "wide": 0.95})
+    runs["wider"] = dataclasses.replace(runs["narrow"], variant=wider)
+    verdict = comparison.derived_judge(runs, str(tmp_path)).verdict
+    assert [e.name for e in verdict.effects] == [
+        "test error, narrow minus wide",
+        "test error, wider minus wide",
+    ]
+    assert verdict.effects[0].estimate == pytest.approx(0.05)
+    assert verdict.outcome == stats.Outcome.REPRODUCED
+
+
+def test_several_arms_at_several_targets_are_each_arm_at_each_target() -> None:
+    wider = ablation.Variant("wider", {"model.width": 512}, "wider")
+    comparison = _speed(arms=(*_comparison().arms, wider))
+    fast = _two_target_runs({"wide": FAST})["wide"]
+    runs = _two_target_runs({"narrow": [(400, 800)] * 6, "wide": FAST})
+    runs["wider"] = dataclasses.replace(fast, variant=wider)
+    names = [
+        f"steps to train/accuracy >= {t:g}, narrow / {arm}"
+        for arm in ("wide", "wider")
+        for t in (0.5, 0.9)
+    ]
+    assert [e.name for e in comparison.verdict(ablation.groups(runs)).effects] == names
+    assert "; ".join(names) in comparison.part("test", DIRS).rule
+
+
+def test_a_budget_in_complete_batches_logged_per_epoch() -> None:
+    budget = ablation.Budget(
+        epochs={"test": 2, "quick": 5, "standard": 10, "paper": 100},
+        rounding="down",
+        logs_per_epoch=20,
+        evals_per_epoch=2,
+    )
+    comparison = _comparison(budget=budget, base={"train.batch_size": 128})
+    config = comparison.part("standard", DIRS).config
+    # 10 epochs of MNIST's 60,000 examples at batch 128 are 4,687.5 batches: 4,687 complete ones.
+    assert config.train.steps == 4_687
+    assert dataclasses.replace(budget, rounding="up").of("standard", config) == 4_688
+    # 200 training logs (20 an epoch) and 20 evaluations (2 an epoch), on the logging interval.
+    assert config.train.log_every_steps == 4_687 // 200 == config.train.steps_per_call
+    assert config.eval.every_steps == round(4_687 / 20 / 23) * 23
+    # The default: 100 logs and 10 evaluations per run.
+    quick = _comparison().part("quick", DIRS).config
+    assert quick.train.log_every_steps == quick.train.steps // 100
+    assert quick.eval.every_steps == round(quick.train.steps / 10 / quick.train.log_every_steps) * (
+        quick.train.log_every_steps
+    )
+    with pytest.raises(ConfigError, match="rounding='nearest'; allowed values: up, down"):
+        dataclasses.replace(budget, rounding="nearest")
+    with pytest.raises(ConfigError, match="logs_per_epoch=-1"):
+        dataclasses.replace(budget, logs_per_epoch=-1)
+
+
+def test_a_previous_rule_is_judged_on_the_same_runs_against_no_effect(tmp_path: Path) -> None:
+    matched = ablation.matched_budgets(ablation.test_error(), (0.5, 1.0))
+    comparison = _comparison(
+        previous=matched, previous_rule="the old rule"
+    )  # smallest effect 0.2 pp
+    runs = _value_runs({"narrow": 0.90, "wide": 0.95})
+    findings = comparison.derived_judge(runs, str(tmp_path))
+    by_name = ablation.groups(runs)
+    expected = _comparison(measure=matched, smallest_effect=None).verdict(by_name)
+    assert findings.previous.rule == "the old rule"
+    assert findings.previous.verdict.outcome == expected.outcome
+    assert findings.previous.verdict.reason == expected.reason
+    assert [e.name for e in findings.previous.verdict.effects] == [
+        "test error, narrow minus wide at step 20",
+        "test error, narrow minus wide at step 40",
+    ]
+    assert findings.verdict.reason == _comparison().verdict(by_name).reason
+    assert _comparison().derived_judge(runs, str(tmp_path)).previous is None

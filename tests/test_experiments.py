@@ -10,7 +10,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+import ml_collections
 import pytest
+from fake_runs import fake_run
 
 from dlresearch import config as config_lib
 from dlresearch import train
@@ -52,6 +54,78 @@ def test_every_experiment_runs_on_the_dataset_named(name: str, dataset: str) -> 
             assert {(c.data.name, c.data.dir) for c in configs} == {(dataset, "/files")}
     paper = EXPERIMENTS[name].parts("paper", spec.DataDirs(dataset=dataset, dir="/files"))
     assert {p.config.data.name for p in paper} <= {dataset, "cifar10"}
+
+
+# The optimizers experiment's runs as declared before it was written on `ablation.Comparison` (the
+# standard runs trained then are read back, not retrained): per preset, the mlp's width and steps
+# (epochs x 60,000 // 128, complete batches), and its intervals (about 20 logs and 2 evaluations
+# an epoch, 4 checkpoints, multiples of the logging interval).
+OPTIMIZERS_MLP = {
+    "test": (16, 937, 23, 230, 230),  # 2 epochs
+    "quick": (100, 2_343, 23, 230, 575),  # 5 epochs
+    "standard": (100, 4_687, 23, 230, 1_173),  # 10 epochs
+    "paper": (1_000, 46_875, 23, 230, 11_730),  # 100 epochs
+}
+OPTIMIZERS = ("nesterov", "adagrad", "rmsprop", "adadelta", "adam")
+
+
+def _intervals(config: ml_collections.ConfigDict) -> tuple[int, ...]:
+    train = config.train
+    every = (train.log_every_steps, config.eval.every_steps, config.checkpoint.every_steps)
+    assert train.steps_per_call == train.log_every_steps and config.diagnostics.every_steps == 0
+    return (train.steps, *every)
+
+
+@pytest.mark.parametrize("preset", spec.PRESETS)
+def test_optimizers_declares_the_runs_it_declared_before_the_comparison(preset: str) -> None:
+    parts = EXPERIMENTS["optimizers"].parts(preset, spec.DataDirs())
+    assert [p.name for p in parts] == (["mlp", "cnn"] if preset == "paper" else ["mlp"])
+    mlp = parts[0]
+    width, *intervals = OPTIMIZERS_MLP[preset]
+    assert _intervals(mlp.config) == tuple(intervals)
+    model = mlp.config.model
+    assert (model.name, model.depth, model.width, model.activation) == ("mlp", 2, width, "relu")
+    assert (model.dropout, model.input_dropout, mlp.config.train.batch_size) == (0.5, 0.0, 128)
+    assert (mlp.config.data.name, mlp.config.data.dir, mlp.config.data.holdout) == ("mnist", "", 0)
+    # The chance cross-entropy ln(10) halved once, twice and three times.
+    targets = ("train/loss<=1.151293", "train/loss<=0.575646", "train/loss<=0.287823")
+    assert tuple(mlp.config.train.reach_targets) == targets
+    assert [(v.name, dict(v.overrides)) for v in mlp.variants] == [
+        (name, {"optim.name": name}) for name in OPTIMIZERS
+    ]
+    assert [v.label for v in mlp.variants] == [
+        "SGD Nesterov", "AdaGrad", "RMSProp", "AdaDelta", "Adam"
+    ]  # fmt: skip
+    # Adam is the baseline: every other optimizer's steps over Adam's.
+    for label in ("SGD Nesterov", "AdaGrad", "RMSProp", "AdaDelta"):
+        assert f"steps to train/loss <= 0.287823, {label} / Adam" in mlp.rule
+    for part in parts:
+        assert part.kind == "speed" and part.quote == "Adam shows better convergence"
+        tuning = part.tuning
+        assert tuning.grid == (1e-4, 1e-3, 0.01, 0.1, 1.0, 10.0)
+        assert (tuning.metric, tuning.holdout, tuning.seeds) == (
+            "final training cost",
+            1 / 6,
+            (1000,),
+        )
+        # Scored by the final training loss, the lowest best.
+        run = fake_run(
+            "adam", [[{"step": 10, "train/loss": 0.5}], [{"step": 10, "train/loss": 0.2}]]
+        )
+        assert tuning.score(run, (0,)) == 0.5 and tuning.score(run, (1,)) == 0.2
+        seeds = spec.DEFAULT_SEEDS[preset]
+        assert all(c.sweep.seed == seeds for c in runner.run_configs(part, seeds, {}))
+    if preset == "paper":
+        cnn = parts[1].config
+        # 45 epochs of CIFAR-10's 50,000 examples at batch 128.
+        assert _intervals(cnn) == (17_578, 19, 190, 4_389)
+        assert (cnn.data.name, cnn.data.augment, cnn.train.batch_size) == ("cifar10", "none", 128)
+        assert (cnn.model.name, cnn.model.cnn_preset) == ("cnn", "adam2015")
+        assert (cnn.model.dropout, cnn.model.input_dropout, cnn.model.activation) == (
+            0.5, 0.2, "relu"
+        )  # fmt: skip
+        assert tuple(cnn.train.reach_targets) == targets
+        assert [v.name for v in parts[1].variants] == ["nesterov", "adagrad", "adam"]
 
 
 def _check_outputs(workdir: Path, parts: list[spec.Part], seeds: tuple[int, ...]) -> None:

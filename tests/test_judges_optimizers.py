@@ -29,11 +29,11 @@ def _taus(adam: float, others: float) -> dict[str, float]:
 
 
 def test_reproduced_when_adam_reaches_every_target_sooner_than_every_optimizer(tmp_path) -> None:
-    findings = optimizers.judge(_runs(_taus(adam=20.0, others=60.0)), str(tmp_path))
+    findings = optimizers.MLP.derived_judge(_runs(_taus(adam=20.0, others=60.0)), str(tmp_path))
     assert findings.verdict.outcome == stats.Outcome.REPRODUCED
     # Every other optimizer against Adam at each of the three training-cost targets.
     assert [e.name for e in findings.verdict.effects[:3]] == [
-        f"nesterov/adam steps to training loss {t:g}" for t in (1.15129, 0.575646, 0.287823)
+        f"steps to train/loss <= {t:g}, nesterov / Adam" for t in (1.15129, 0.575646, 0.287823)
     ]
     assert len(findings.verdict.effects) == 3 * (len(optimizers.NAMES) - 1)
     assert "Holm-adjusted" in findings.verdict.reason
@@ -42,21 +42,21 @@ def test_reproduced_when_adam_reaches_every_target_sooner_than_every_optimizer(t
 
 def test_not_reproduced_when_an_optimizer_is_clearly_faster_than_adam(tmp_path) -> None:
     taus = _taus(adam=20.0, others=60.0) | {"rmsprop": 5.0}
-    assert optimizers.judge(_runs(taus), str(tmp_path)).verdict.outcome == (
+    assert optimizers.MLP.derived_judge(_runs(taus), str(tmp_path)).verdict.outcome == (
         stats.Outcome.NOT_REPRODUCED
     )
 
 
 def test_inconclusive_when_one_comparison_is_within_the_noise(tmp_path) -> None:
     taus = _taus(adam=20.0, others=60.0) | {"adadelta": 20.2}
-    assert optimizers.judge(_runs(taus), str(tmp_path)).verdict.outcome == (
+    assert optimizers.MLP.derived_judge(_runs(taus), str(tmp_path)).verdict.outcome == (
         stats.Outcome.INCONCLUSIVE
     )
 
 
 def test_each_comparison_is_judged_at_its_holm_adjusted_p(tmp_path) -> None:
     taus = _taus(adam=20.0, others=60.0) | {"adagrad": 26.0, "adadelta": 24.0}
-    verdict = optimizers.judge(_runs(taus, noise=0.1), str(tmp_path)).verdict
+    verdict = optimizers.MLP.derived_judge(_runs(taus, noise=0.1), str(tmp_path)).verdict
     raw = [e.p for e in verdict.effects]
     adjusted = stats.holm(raw)
     assert adjusted != raw
@@ -68,15 +68,15 @@ def test_each_comparison_is_judged_at_its_holm_adjusted_p(tmp_path) -> None:
 def test_previous_rule_compared_training_costs_at_matched_budgets(tmp_path) -> None:
     """The rule until 2026-12-05 on the same runs: each cost minus Adam's at half the budget and
     at all of it, settled."""
-    findings = optimizers.judge(_runs(_taus(adam=20.0, others=60.0)), str(tmp_path))
+    findings = optimizers.MLP.derived_judge(_runs(_taus(adam=20.0, others=60.0)), str(tmp_path))
     assert "settled" in findings.previous.rule
     assert [e.name for e in findings.previous.verdict.effects[:2]] == [
-        "training cost SGD Nesterov minus Adam at step 200",
-        "training cost AdaGrad minus Adam at step 200",
+        "final train/loss, SGD Nesterov minus Adam at step 200",
+        "final train/loss, AdaGrad minus Adam at step 200",
     ]
 
 
 def test_a_rate_selected_at_the_grid_edge_is_noted(tmp_path) -> None:
     runs = _runs(_taus(adam=20.0, others=60.0), lr=optimizers.GRID[0])
-    notes = optimizers.judge(runs, str(tmp_path)).notes
+    notes = optimizers.MLP.derived_judge(runs, str(tmp_path)).notes
     assert len(notes) == len(optimizers.NAMES) and all("lowest of the grid" in n for n in notes)

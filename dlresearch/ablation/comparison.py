@@ -5,10 +5,12 @@ in this direction": from its declaration the framework derives what an `Experime
 hand (the `Part`, the rule in words, the statistics and verdict, the tables, plots and notes):
 
 - **Arms**: `Variant`s (config overrides) over `base` (overrides of `base_config()`, then those of
-  the preset in `per_preset`); the first arm is the baseline, every other arm is compared with it,
-  paired over seeds (Holm's correction when there are several).
+  the preset in `per_preset`); the first arm (or the one `baseline` names) is the baseline, every
+  other arm is compared with it, paired over seeds (Holm's correction when there are several).
 - **Budget**: steps or epochs per preset (`Budget`); epochs become steps from the dataset's size
-  (`data.facts`), so a script needs no table of dataset sizes.
+  (`data.facts`), so a script needs no table of dataset sizes (at least that many passes, or
+  `rounding="down"`: the complete batches in them); the curves are logged about 100 times and
+  evaluated 10 times per run, or `logs_per_epoch` and `evals_per_epoch` times an epoch.
 - **Tuning**: a learning-rate grid (or an `ablation.Tuning`): every arm trains the whole grid on the
   tuning seeds with a held-out split and is then trained at the rate with the best measure there.
 - **Measure**: `test_error()` (the value at the budget; a diverged member counts as error 1, the
@@ -17,7 +19,9 @@ hand (the `Part`, the rule in words, the statistics and verdict, the tables, plo
   steps per target, a run that never reaches one censored at the budget), any of these but
   `steps_to` at several matched budgets (`matched_budgets(measure, (0.5, 1.0))`: speed, the
   value as logged by each fraction of the budget), or any `Measure` of your own (a function of a
-  group of runs giving one number per seed).
+  group of runs giving one number per seed). Targets that depend on the dataset are a function of
+  its data config, called when the part is built (`steps_to(ablation.loss_targets)`: the chance
+  cross-entropy halved 1, 2 and 3 times; `Measure.of_data`).
 - **Claim**: every other arm's measure is `lower` or `higher` than the baseline's, by at least
   `smallest_effect` (optional; without it a claim can only be refuted by the opposite effect; for
   a ratio of steps, e.g. 2.0: at least 2x faster). Several comparisons (arms, targets) are
@@ -28,6 +32,8 @@ steps to a target or a value at matched budgets a `speed` claim. The guards come
 diverged member counts as error 1 for `test_error` and is reported; a rate its tuning selected at
 an edge of the grid is noted; the members judged are marked in results.csv. For what does not
 fit, `judge` (with its `rule`) replaces the derived judge, or a script declares its `Part`s itself.
+A rule that replaced an earlier one shows the earlier one's verdict beside its own: `previous` (a
+measure of the same runs, judged against no effect) with `previous_rule` (`Findings.previous`).
 Several claims make one experiment, a part each: `first.experiment(second, ...)`; two measures of
 the same runs share them (`runs`). Your own Flax model and loss train every run as `train.run`
 takes them (`model=`, `loss=`).
@@ -66,6 +72,7 @@ from dlresearch.ablation.spec import (
     Findings,
     Part,
     Plot,
+    Previous,
     Target,
     Tuning,
     Variant,
@@ -80,6 +87,7 @@ from dlresearch.metrics import TRAIN_EVAL, TRAIN_LOSS, eval_key
 from dlresearch.program import Loss, ModelBuilder, cross_entropy
 
 Direction = Literal["lower", "higher"]
+TargetsOf = Callable[[ml_collections.ConfigDict], Sequence[Target]]
 Judge = Callable[[dict[str, Run], str], Findings]
 
 
@@ -87,10 +95,19 @@ Judge = Callable[[dict[str, Run], str], Findings]
 class Budget:
     """How long every run of each preset trains: `steps` or `epochs` per preset name, each preset
     in exactly one, e.g. `Budget(steps={"test": 60}, epochs={"quick": 5, "standard": 10,
-    "paper": 100})`."""
+    "paper": 100})`.
+
+    Epochs become the steps of at least that many passes over the training set (`rounding="up"`)
+    or of the complete batches in them ("down"). The runs log their training curves about 100
+    times and evaluate 10 times, or `logs_per_epoch` and `evals_per_epoch` times an epoch (e.g. a
+    figure over epochs); 0 keeps the default.
+    """
 
     steps: Mapping[str, int] = dataclasses.field(default_factory=dict)
     epochs: Mapping[str, float] = dataclasses.field(default_factory=dict)
+    rounding: Literal["up", "down"] = "up"
+    logs_per_epoch: float = 0
+    evals_per_epoch: float = 0
 
     def __post_init__(self) -> None:
         both = set(self.steps) & set(self.epochs)
@@ -104,12 +121,36 @@ class Budget:
         values = [*self.steps.values(), *self.epochs.values()]
         if not all(v > 0 for v in values):
             raise ConfigError(f"budget: steps and epochs must be positive, got {values}")
+        if self.rounding not in ("up", "down"):
+            raise ConfigError(f"budget: rounding={self.rounding!r}; allowed values: up, down")
+        if not (self.logs_per_epoch >= 0 and self.evals_per_epoch >= 0):
+            raise ConfigError(
+                f"budget: logs_per_epoch={self.logs_per_epoch!r}, evals_per_epoch="
+                f"{self.evals_per_epoch!r}; allowed: a number >= 0 each (0: the default)"
+            )
 
     def of(self, preset: str, config: ml_collections.ConfigDict) -> int:
         """The training steps of `preset` for the dataset and batch size of `config`."""
         if preset in self.steps:
             return int(self.steps[preset])
-        return data.facts(config.data).steps(self.epochs[preset], config.train.batch_size)
+        facts, batch = data.facts(config.data), config.train.batch_size
+        if self.rounding == "down":
+            return max(1, int(self.epochs[preset] * facts.train_size // batch))
+        return facts.steps(self.epochs[preset], batch)
+
+    def cadence(self, preset: str, config: ml_collections.ConfigDict) -> dict[str, int]:
+        """The overrides of the steps, logs, evaluations and checkpoints of `preset`'s runs
+        (`ablation.cadence`)."""
+        steps = self.of(preset, config)
+        size = data.facts(config.data).train_size
+        epochs = self.epochs.get(preset, steps * config.train.batch_size / size)
+
+        def count(per_epoch: float, default: int) -> int:
+            return max(1, round(per_epoch * epochs)) if per_epoch else default
+
+        return cadence(
+            steps, logs=count(self.logs_per_epoch, 100), evals=count(self.evals_per_epoch, 10)
+        )
 
     def describe(self, preset: str, config: ml_collections.ConfigDict) -> str:
         """E.g. '3,000 steps' or '3,000 steps (5 epochs of 60,000 examples at batch 100)'."""
@@ -134,7 +175,9 @@ class Measure:
     claim kind this measure makes. `lower_is_better` orders the learning rates when tuning.
     `targets` (`steps_to`): compared at each of these targets, `per_seed` giving the steps to
     the last (tuning and the table's mean). `fractions` (`matched_budgets`): compared at each of
-    these fractions of the budget.
+    these fractions of the budget. `of_data`: a measure that depends on the dataset (e.g. targets
+    relative to its chance level) is made from the data config when a part is built or runs are
+    judged (`for_data`); until then it states only how it compares.
     """
 
     name: str
@@ -148,6 +191,7 @@ class Measure:
     targets: tuple[Target, ...] = ()
     train_eval: bool = False  # needs the train-set evaluation (`eval.train_examples` > 0)
     fractions: tuple[float, ...] = ()
+    of_data: Callable[[ml_collections.ConfigDict], "Measure"] | None = None
 
     def __post_init__(self) -> None:
         fractions = self.fractions
@@ -157,6 +201,11 @@ class Measure:
                 f"{self.name}: fractions={fractions!r}; allowed: at least two increasing fractions "
                 "of the budget in (0, 1], of a measure that is not a ratio of steps"
             )
+
+    def for_data(self, data_config: ml_collections.ConfigDict) -> "Measure":
+        """This measure for the dataset of `data_config` (`of_data`; itself if it does not
+        depend on the dataset)."""
+        return self.of_data(data_config) if self.of_data else self
 
     def values(self, group: Group) -> np.ndarray:
         return np.asarray(self.per_seed(group), float)
@@ -248,19 +297,38 @@ def generalization_gap() -> Measure:
     )
 
 
+def _made_for_a_dataset_first(group: Group) -> list[float]:
+    raise ConfigError("a measure that depends on the dataset is made for one first (for_data)")
+
+
 def _steps(group: Group, target: Target) -> list[float]:
     """Per seed, steps to `target`; `math.inf` for a seed that never reached it (censored)."""
     return [math.inf if s is None else s for s in group.steps_to(target)]
 
 
-def steps_to(*targets: Target) -> Measure:
+def steps_to(*targets: Target | TargetsOf) -> Measure:
     """Steps until each of `targets` is first reached, at step resolution (`first_reach`); a run
     that never reaches one is censored at the budget. A speed claim: the ratio of steps of each
     arm to the baseline's at each target (an exact sign-flip interval where a run is censored),
     Holm-adjusted over all of them. Tuning scores the last target (the claim's own, e.g. the
-    paper's); earlier ones are intermediate levels of the same curve."""
+    paper's); earlier ones are intermediate levels of the same curve. Targets that depend on the
+    dataset: one function of its data config giving them (e.g. `ablation.loss_targets`), called
+    when the part is built (`Measure.of_data`)."""
+    if len(targets) == 1 and callable(targets[0]):
+        targets_of = targets[0]
+        return Measure(
+            "steps to the dataset's targets",
+            _made_for_a_dataset_first,
+            compare="ratio",
+            unit="x",
+            kind="speed",
+            of_data=lambda data_config: steps_to(*targets_of(data_config)),
+        )
     if not targets or not all(isinstance(t, Target) for t in targets):
-        raise ConfigError(f"steps_to{targets!r}; allowed: one or more ablation.Target")
+        raise ConfigError(
+            f"steps_to{targets!r}; allowed: one or more ablation.Target, or one function of the "
+            "data config giving them"
+        )
     last = targets[-1]
     return Measure(
         "steps to " + " and ".join(t.describe() for t in targets),
@@ -319,11 +387,18 @@ class Comparison:
     # Your own model builder and loss, as `train.run` takes them (`Part.model`, `Part.loss`).
     model: ModelBuilder = models.build
     loss: Loss = cross_entropy
+    baseline: str = ""  # the name of the arm every other is compared with (default: the first)
+    previous: Measure | None = None  # the measure of a replaced rule, shown beside the verdict ...
+    previous_rule: str = ""  # ... and that rule in a few words
 
     def __post_init__(self) -> None:
         names = [arm.name for arm in self.arms]
         if len(names) < 2 or len(set(names)) < len(names):
             raise ConfigError(f"arms: at least two, with distinct names; got {names}")
+        if self.baseline and self.baseline not in names:
+            raise ConfigError(f"baseline={self.baseline!r}; allowed: an arm's name ({names})")
+        if (self.previous is None) == bool(self.previous_rule):
+            raise ConfigError("previous and previous_rule: a replaced rule's measure and its words")
         if self.direction not in ("lower", "higher"):
             raise ConfigError(f"direction={self.direction!r}; allowed values: lower, higher")
         null = 1.0 if self.measure.compare == "ratio" else 0.0
@@ -348,6 +423,23 @@ class Comparison:
             raise ConfigError(
                 f"tuning={self.tuning!r}; allowed: None, an ablation.Tuning, or a grid: {GRID_RULE}"
             )
+
+    @property
+    def _baseline(self) -> Variant:
+        return next(arm for arm in self.arms if arm.name == (self.baseline or self.arms[0].name))
+
+    @property
+    def _others(self) -> tuple[Variant, ...]:
+        """The arms compared with the baseline, in their order."""
+        return tuple(arm for arm in self.arms if arm != self._baseline)
+
+    def for_data(self, data_config: ml_collections.ConfigDict) -> "Comparison":
+        """This comparison with its measures made for the dataset of `data_config`
+        (`Measure.of_data`)."""
+        previous = self.previous.for_data(data_config) if self.previous else None
+        return dataclasses.replace(
+            self, measure=self.measure.for_data(data_config), previous=previous
+        )
 
     @property
     def kind(self) -> str:
@@ -380,16 +472,18 @@ class Comparison:
             )
         directory = dirs.of(pinned)
         dataset = {"data.name": pinned, **({"data.dir": directory} if directory else {})}
-        steps = self.budget.of(preset, make_config(*overrides, dataset))
+        config = make_config(*overrides, dataset)
         # Steps to a target are recorded at step resolution (`first_reach`).
-        target = first_reach(*self.measure.targets) if self.measure.targets else {}
-        return make_config(*overrides, dataset, target, cadence(steps, evals=10))
+        targets = self.measure.for_data(config.data).targets
+        target = first_reach(*targets) if targets else {}
+        return make_config(*overrides, dataset, target, self.budget.cadence(preset, config))
 
     def part(self, preset: str, dirs: DataDirs) -> Part:
         config = self.config(preset, dirs)
-        if self.measure.train_eval and not config.eval.train_examples:
+        made = self.for_data(config.data)
+        if made.measure.train_eval and not config.eval.train_examples:
             raise ConfigError(
-                f"{self.name}: eval.train_examples=0, but the {self.measure.name} needs the "
+                f"{self.name}: eval.train_examples=0, but the {made.measure.name} needs the "
                 "train-set evaluation; allowed: a count above 0"
             )
         return Part(
@@ -397,13 +491,13 @@ class Comparison:
             title=self.title,
             claim=self.claim,
             source=self.source,
-            rule=self.rule or self.rule_text(preset, config),
+            rule=self.rule or made.rule_text(preset, config),
             config=config,
             variants=self.arms,
-            judge=self.judge or self.derived_judge,
+            judge=self.judge or made.derived_judge,
             differences=self.differences,
-            target=self.measure.targets[-1] if self.measure.targets else None,
-            tuning=self._tuning(),
+            target=made.measure.targets[-1] if made.measure.targets else None,
+            tuning=made._tuning(),
             kind=self.kind,
             quote=self.quote or self.claim,
             runs=self.runs,
@@ -425,7 +519,7 @@ class Comparison:
     def effect_name(self, arm: Variant, target: Target | None = None) -> str:
         """E.g. 'test error, without dropout minus with dropout' (positive: the claimed side), or
         'steps to train/accuracy >= 0.9, tanh / relu' at one of the measure's targets."""
-        first, second = self._ordered(self.arms[0].title, arm.title)
+        first, second = self._ordered(self._baseline.title, arm.title)
         link = " / " if self.measure.compare == "ratio" else " minus "
         what = f"steps to {target.describe()}" if target else self.measure.name
         return f"{what}, {first}{link}{second}"
@@ -442,7 +536,7 @@ class Comparison:
         """The rule in words, as the report prints it."""
         null = "1x" if self.measure.compare == "ratio" else "0"
         margin = self._margin_text()
-        names = [self.effect_name(arm, t) for t in self._targets() for arm in self.arms[1:]]
+        names = [self.effect_name(arm, t) for arm in self._others for t in self._targets()]
         effects = "; ".join(names)
         several = len(names) > 1
         lines = [
@@ -513,7 +607,7 @@ class Comparison:
 
     def _matched_verdict(self, by_name: Mapping[str, Group]) -> stats.Verdict:
         """Every other arm against the baseline at every matched budget (`at_budgets`)."""
-        baseline, others = self.arms[0].name, self.arms[1:]
+        baseline, others = self._baseline.name, self._others
         run = by_name[baseline].run
         return at_budgets(
             lambda step: {
@@ -534,11 +628,11 @@ class Comparison:
         effect, of that effect) and combined."""
         if self.measure.fractions:
             return self._matched_verdict(by_name)
-        baseline = by_name[self.arms[0].name]
+        baseline = by_name[self._baseline.name]
         effects = [
             self.effect(baseline, by_name[arm.name], target)
+            for arm in self._others
             for target in self._targets()
-            for arm in self.arms[1:]
         ]
         margin = self.smallest_effect
         if len(effects) == 1:
@@ -546,9 +640,14 @@ class Comparison:
         return stats.combine(stats.holm_verdicts(effects, claim="greater", margin=margin))
 
     def derived_judge(self, runs: dict[str, Run], outdir: str) -> Findings:
-        """The verdict, a table of every arm, a plot of the measure's curve, the guards' notes."""
+        """The verdict, a table of every arm, a plot of the measure's curve, the guards' notes,
+        and the `previous` rule's verdict; its measures made for the runs' dataset first."""
+        return self.for_data(runs[self._baseline.name].config.data)._findings(runs, outdir)
+
+    def _findings(self, runs: dict[str, Run], outdir: str) -> Findings:
         by_name = groups(runs)
         arms = [by_name[arm.name] for arm in self.arms]
+        baseline = by_name[self._baseline.name]
         split = arms[0].run.eval_split
         columns = self._columns(arms[0].run.config.train.steps)
         curve = self.measure.curve.format(split=split)
@@ -565,9 +664,9 @@ class Comparison:
         )
         unreached = [
             note
+            for arm in self._others
             for target in targets
-            for arm in arms[1:]
-            for note in unreached_note([arms[0], arm], target)
+            for note in unreached_note([baseline, by_name[arm.name]], target)
         ]
         return Findings(
             self.verdict(by_name),
@@ -575,7 +674,17 @@ class Comparison:
             [Plot(filename, f"{curve} over training, mean ± std over seeds.")],
             notes=[*_diverged_notes(arms, self.measure), *unreached, *tuning_edge_notes(runs)],
             judged=judged_members(by_name),
+            previous=self._previous(by_name),
         )
+
+    def _previous(self, by_name: Mapping[str, Group]) -> Previous | None:
+        """The verdict of the replaced rule (`previous`), judged against no effect."""
+        if self.previous is None:
+            return None
+        replaced = dataclasses.replace(
+            self, measure=self.previous, smallest_effect=None, previous=None, previous_rule=""
+        )
+        return Previous(self.previous_rule, replaced.verdict(by_name))
 
     def _columns(self, budget: int) -> dict[str, Callable[[Group], str]]:
         """The measure's columns of the table: its value at the budget, at each matched budget, or
