@@ -303,18 +303,7 @@ def _trainability(base: ablation.Group, bn: ablation.Group) -> stats.Verdict:
         name=f"steps out of the stall band, without BatchNorm / ({ablation.STALL_FACTOR} x with it)",
         budget=base.run.config.train.steps,
     )
-    verdict = stats.verdict(effect, claim="greater")
-    everywhere, detail = ablation.stalls_everywhere(
-        base.run, float(np.mean(bn_steps)), bn.run.config.optim.lr
-    )
-    if verdict.outcome != stats.Outcome.REPRODUCED or everywhere:
-        return dataclasses.replace(verdict, reason=f"{verdict.reason} Tuning grid: {detail}.")
-    return stats.Verdict(
-        stats.Outcome.INCONCLUSIVE,
-        f"{verdict.reason} But the baseline does not stall at every rate of a grid that brackets "
-        f"the BatchNorm net's rate ({detail}): needs a wider grid or a longer budget.",
-        verdict.effects,
-    )
+    return ablation.stall_verdict(stats.verdict(effect, claim="greater"), base, bn)
 
 
 def judge_deep(runs: dict[str, ablation.Run], outdir: str) -> ablation.Findings:

@@ -390,25 +390,6 @@ def _steps(group: ablation.Group, factor: float = 1) -> list[float]:
     return [factor * ablation.steps_out_of_band(group.run, m) for m in group.members]
 
 
-def _stall_verdict(
-    effect: stats.Effect, p: float, xavier: ablation.Group, he: ablation.Group
-) -> stats.Verdict:
-    """(i): the stall ratio's verdict, reproduced only if Xavier also stalls at every rate of a
-    tuning grid that brackets He's rate (`ablation.stalls_everywhere`)."""
-    verdict = stats.verdict(effect, claim="greater", p_adjusted=p)
-    everywhere, detail = ablation.stalls_everywhere(
-        xavier.run, float(np.mean(_steps(he))), he.run.config.optim.lr
-    )
-    if verdict.outcome != stats.Outcome.REPRODUCED or everywhere:
-        return dataclasses.replace(verdict, reason=f"{verdict.reason} Xavier's tuning: {detail}.")
-    return stats.Verdict(
-        stats.Outcome.INCONCLUSIVE,
-        f"{verdict.reason} But Xavier does not stall at every rate of a grid that brackets He's "
-        f"rate ({detail}): needs a wider grid or a longer budget.",
-        verdict.effects,
-    )
-
-
 def _previous_he(by_name: dict[str, ablation.Group], shallow: int, deep: int) -> stats.Verdict:
     """The rule until 2026-12-05: the same three ratios of steps to 90% training accuracy."""
 
@@ -477,7 +458,11 @@ def judge_he(runs: dict[str, ablation.Run], outdir: str) -> ablation.Findings:
     effects = (stall, converges, sooner)
     adjusted = stats.holm([e.p for e in effects])
     verdicts = [
-        _stall_verdict(stall, adjusted[0], by_name[f"xavier_{deep}"], by_name[f"he_{deep}"]),
+        ablation.stall_verdict(
+            stats.verdict(stall, claim="greater", p_adjusted=adjusted[0]),
+            by_name[f"xavier_{deep}"],
+            by_name[f"he_{deep}"],
+        ),
         stats.verdict(converges, claim="less", p_adjusted=adjusted[1]),
         stats.verdict(sooner, claim="greater", p_adjusted=adjusted[2]),
     ]

@@ -370,19 +370,40 @@ def stalls_everywhere(run: Run, other_steps: float, other_rate: float) -> tuple[
         return False, "no tuning run to tell"
     tuning = run.tuning
     limit = STALL_FACTOR * other_steps
-    members = sorted(range(len(tuning.members)), key=lambda m: tuning.members[m]["lr"])
-    grid = [tuning.members[m]["lr"] for m in members]
-    leaves = [steps_out_of_band(tuning, m) for m in members]
+    leaves: dict[float, list[float]] = {}
+    for m, member in enumerate(tuning.members):
+        leaves.setdefault(member["lr"], []).append(steps_out_of_band(tuning, m))
     long_enough = tuning.config.train.steps >= limit
-    stalled = all(s > limit for s in leaves) and long_enough
-    inside = min(grid) < other_rate < max(grid)
+    stalled = all(s > limit for steps in leaves.values() for s in steps) and long_enough
+    inside = min(leaves) < other_rate < max(leaves)
     detail = (
-        f"steps out of the band at the rates {', '.join(f'{g:g}' for g in grid)}: "
-        + ", ".join("never" if math.isinf(s) else f"{s:,.0f}" for s in leaves)
+        "steps out of the band at each rate (per tuning seed): "
+        + "; ".join(
+            f"{lr:g}: " + ", ".join("never" if math.isinf(s) else f"{s:,.0f}" for s in steps)
+            for lr, steps in sorted(leaves.items())
+        )
         + f" (stalled: more than {limit:,.0f} within a budget of {tuning.config.train.steps:,}); "
         f"the compared net's rate {other_rate:g} is {'inside' if inside else 'not inside'} the grid"
     )
     return stalled and inside, detail
+
+
+def stall_verdict(verdict: stats.Verdict, stalled: Group, other: Group) -> stats.Verdict:
+    """`verdict` on a stall ratio (`stalled`'s steps out of the band over `STALL_FACTOR` x
+    `other`'s), reproduced only if `stalled` also stalls at every rate of a tuning grid that
+    brackets `other`'s selected rate (`stalls_everywhere`); the grid's detail is stated."""
+    other_steps = float(np.mean([steps_out_of_band(other.run, m) for m in other.members]))
+    everywhere, detail = stalls_everywhere(stalled.run, other_steps, other.run.config.optim.lr)
+    if verdict.outcome != stats.Outcome.REPRODUCED or everywhere:
+        return dataclasses.replace(
+            verdict, reason=f"{verdict.reason} {stalled.label}'s tuning: {detail}."
+        )
+    return stats.Verdict(
+        stats.Outcome.INCONCLUSIVE,
+        f"{verdict.reason} But {stalled.label} does not stall at every rate of a grid that "
+        f"brackets {other.label}'s rate ({detail}): needs a wider grid or a longer budget.",
+        verdict.effects,
+    )
 
 
 Comparisons = Callable[[dict[str, np.ndarray]], list[tuple[str, np.ndarray, np.ndarray]]]
