@@ -396,12 +396,13 @@ def stall_verdict(verdict: stats.Verdict, stalled: Group, other: Group) -> stats
     everywhere, detail = stalls_everywhere(stalled.run, other_steps, other.run.config.optim.lr)
     if verdict.outcome != stats.Outcome.REPRODUCED or everywhere:
         return dataclasses.replace(
-            verdict, reason=f"{verdict.reason} {stalled.label}'s tuning: {detail}."
+            verdict, reason=f"{verdict.reason} The tuning of \u201c{stalled.label}\u201d: {detail}."
         )
     return stats.Verdict(
         stats.Outcome.INCONCLUSIVE,
-        f"{verdict.reason} But {stalled.label} does not stall at every rate of a grid that "
-        f"brackets {other.label}'s rate ({detail}): needs a wider grid or a longer budget.",
+        f"{verdict.reason} But \u201c{stalled.label}\u201d (the net claimed to stall) does not "
+        "stall at every rate of a grid that brackets the rate selected for "
+        f"\u201c{other.label}\u201d ({detail}): needs a wider grid or a longer budget.",
         verdict.effects,
     )
 
