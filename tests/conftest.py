@@ -11,6 +11,8 @@ os.environ["XLA_FLAGS"] = (
 import ml_collections
 import pytest
 
+from dlresearch import ablation
+from dlresearch.ablation import comparison
 from dlresearch.config import apply_overrides, base_config
 
 
@@ -32,6 +34,18 @@ def small_config(**overrides: object) -> ml_collections.ConfigDict:
 @pytest.fixture
 def make_config():
     return small_config
+
+
+@pytest.fixture(scope="module")
+def no_figures():
+    """The ablation judges of a module write no figures: every plotting function returns its
+    file name (for modules that test verdicts; tests/test_ablation.py draws the figures)."""
+    with pytest.MonkeyPatch.context() as patch:
+        for name in ("plot_curves", "plot_layers", "plot_percentiles"):
+            patch.setattr(ablation, name, lambda outdir, filename, *args, **kwargs: filename)
+        # The judges a Comparison derives draw through its own module.
+        patch.setattr(comparison, "plot_curves", lambda outdir, filename, *args, **kwargs: filename)
+        yield
 
 
 @pytest.fixture(autouse=True)

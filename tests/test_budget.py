@@ -28,9 +28,12 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from dlresearch import ablation
-from dlresearch.ablation import Run, comparison, stats
+from dlresearch.ablation import Run, stats
 from dlresearch.ablation.stats import Outcome
 from experiments import activations, batchnorm, initialization, optimizers, residual
+
+# The verdicts are under test here, not the figures (tests/test_ablation.py draws those).
+pytestmark = pytest.mark.usefixtures("no_figures")
 
 PAPER = 1_000  # steps of every fabricated run
 LOG_EVERY = 10
@@ -42,17 +45,6 @@ SEEDS = 5
 MANY = settings(max_examples=500, deadline=None, derandomize=True)
 EXAMPLES = settings(max_examples=60, deadline=None, derandomize=True)
 Judge = Callable[[dict[str, Run], str], ablation.Findings]
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _no_figures():
-    """The verdicts are under test here, not the figures (tests/test_ablation.py draws those)."""
-    with pytest.MonkeyPatch.context() as patch:
-        for name in ("plot_curves", "plot_layers", "plot_percentiles"):
-            patch.setattr(ablation, name, lambda outdir, filename, *args, **kwargs: filename)
-        # The judges a Comparison derives draw through its own module.
-        patch.setattr(comparison, "plot_curves", lambda outdir, filename, *args, **kwargs: filename)
-        yield
 
 
 def _contradict(a: Outcome, b: Outcome) -> bool:

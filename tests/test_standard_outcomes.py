@@ -10,10 +10,13 @@ import pytest
 from fake_runs import fake_run, fake_tuning_run, speed_history
 
 from dlresearch import ablation
-from dlresearch.ablation import Run, comparison
+from dlresearch.ablation import Run
 from dlresearch.ablation.spec import DEFAULT_SEEDS
 from dlresearch.ablation.stats import Outcome
 from experiments import activations, batchnorm, initialization, optimizers, residual
+
+# The verdicts are under test here, not the figures (tests/test_ablation.py draws those).
+pytestmark = pytest.mark.usefixtures("no_figures")
 
 SEEDS = len(DEFAULT_SEEDS["standard"])
 NOISE = np.array([0.0, 1.0, -1.0, 2.0, -2.0, 0.5])[:SEEDS]  # per seed, so intervals are finite
@@ -22,17 +25,6 @@ REPRODUCED, NOT_REPRODUCED, INCONCLUSIVE = (
     Outcome.NOT_REPRODUCED,
     Outcome.INCONCLUSIVE,
 )
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _no_figures():
-    """The verdicts are under test here, not the figures (tests/test_ablation.py draws those)."""
-    with pytest.MonkeyPatch.context() as patch:
-        for name in ("plot_curves", "plot_layers", "plot_percentiles"):
-            patch.setattr(ablation, name, lambda outdir, filename, *args, **kwargs: filename)
-        # The judges a Comparison derives draw through its own module.
-        patch.setattr(comparison, "plot_curves", lambda outdir, filename, *args, **kwargs: filename)
-        yield
 
 
 def speed_run(tau: float, steps: int, *, noise: float = 0.05, shift: int = 0) -> list[list[dict]]:
