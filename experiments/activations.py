@@ -28,7 +28,6 @@ report, states the thresholds defined below:
 """
 
 import dataclasses
-import math
 
 import ml_collections
 import numpy as np
@@ -149,7 +148,7 @@ def parts(preset: str, dirs: ablation.DataDirs) -> list[ablation.Part]:
             kind=kind,
             quote=FIG1 if kind == "speed" else SATURATING,
             rule=f"Per evaluation seed, steps to each of two training-error targets, "
-            f"{_error(early)} (halfway from this dataset's chance error, "
+            f"{ablation.describe_target(early)} (halfway from this dataset's chance error, "
             f"{1 - data.facts(config.data).chance:.0%}, to the paper's) and the paper's "
             f"{TARGET_ERROR}: the first step at which the mean training error over the trailing "
             f"{config.train.reach_window} steps, computed at every step, reaches it (a seed that "
@@ -230,22 +229,13 @@ def parts(preset: str, dirs: ablation.DataDirs) -> list[ablation.Part]:
     ]
 
 
-def _error(target: ablation.Target) -> str:
-    return f"{100 * (1 - target.threshold):g}% training error"
-
-
-def _steps(group: ablation.Group, target: ablation.Target) -> list[float]:
-    """Per seed, steps to `target`; math.inf for a seed that never reached it (censored)."""
-    return [math.inf if s is None else float(s) for s in group.steps_to(target)]
-
-
 def _ratios(by_name: dict[str, ablation.Group], slow: str, budget: int) -> list[stats.Effect]:
     """`slow`/ReLU ratios of steps to each of the `targets`."""
     return [
         stats.paired_ratio(
-            _steps(by_name[slow], target),
-            _steps(by_name["relu"], target),
-            name=f"{by_name[slow].run.variant.name}/ReLU steps to {_error(target)}",
+            by_name[slow].censored_steps(target),
+            by_name["relu"].censored_steps(target),
+            name=f"{by_name[slow].run.variant.name}/ReLU steps to {ablation.describe_target(target)}",
             budget=budget,
             margin=MIN_SPEEDUP,
         )

@@ -30,7 +30,6 @@ report, states the thresholds defined below:
 """
 
 import dataclasses
-import math
 
 import ml_collections
 import numpy as np
@@ -394,7 +393,7 @@ def _previous_he(by_name: dict[str, ablation.Group], shallow: int, deep: int) ->
     """The rule until 2026-12-05: the same three ratios of steps to 90% training accuracy."""
 
     def steps(name: str, factor: float = 1) -> list[float]:
-        return [math.inf if s is None else factor * s for s in by_name[name].steps_to(HE_TARGET)]
+        return [factor * s for s in by_name[name].censored_steps(HE_TARGET)]
 
     budget = by_name[f"he_{deep}"].run.config.train.steps
     factor = ablation.STALL_FACTOR

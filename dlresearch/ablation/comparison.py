@@ -301,11 +301,6 @@ def _made_for_a_dataset_first(group: Group) -> list[float]:
     raise ConfigError("a measure that depends on the dataset is made for one first (for_data)")
 
 
-def _steps(group: Group, target: Target) -> list[float]:
-    """Per seed, steps to `target`; `math.inf` for a seed that never reached it (censored)."""
-    return [math.inf if s is None else s for s in group.steps_to(target)]
-
-
 def steps_to(*targets: Target | TargetsOf) -> Measure:
     """Steps until each of `targets` is first reached, at step resolution (`first_reach`); a run
     that never reaches one is censored at the budget. A speed claim: the ratio of steps of each
@@ -332,7 +327,7 @@ def steps_to(*targets: Target | TargetsOf) -> Measure:
     last = targets[-1]
     return Measure(
         "steps to " + " and ".join(t.describe() for t in targets),
-        lambda group: _steps(group, last),
+        lambda group: group.censored_steps(last),
         compare="ratio",
         unit="x",
         curve=last.metric,
@@ -591,7 +586,10 @@ class Comparison:
         if target is None:
             a, b = self.measure.values(first), self.measure.values(second)
         else:
-            a, b = np.asarray(_steps(first, target)), np.asarray(_steps(second, target))
+            a, b = (
+                np.asarray(first.censored_steps(target)),
+                np.asarray(second.censored_steps(target)),
+            )
         return self._effect(a, b, self.effect_name(arm.run.variant, target), baseline.run)
 
     def _effect(self, a: np.ndarray, b: np.ndarray, name: str, run: Run) -> stats.Effect:

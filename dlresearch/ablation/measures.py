@@ -91,6 +91,10 @@ class Group:
     def steps_to(self, target: Target) -> list[int | None]:
         return [self.run.steps_to(target, m) for m in self.members]
 
+    def censored_steps(self, target: Target) -> list[float]:
+        """Per seed, steps to `target`; `math.inf` for a seed that never reached it (censored)."""
+        return [math.inf if s is None else float(s) for s in self.steps_to(target)]
+
 
 def unreached_note(compared: Sequence[Group], target: Target) -> list[str]:
     """A note when no member of the `compared` groups reached `target` within its budget: the
@@ -330,8 +334,8 @@ def speed_verdict(
     `targets`, with a note per target that no run of a pair reached."""
     effects = [
         stats.paired_ratio(
-            [math.inf if s is None else s for s in slow.steps_to(target)],
-            [math.inf if s is None else s for s in fast.steps_to(target)],
+            slow.censored_steps(target),
+            fast.censored_steps(target),
             name=f"{slow.label}/{fast.label} steps to {describe_target(target)}",
             budget=budget,
         )
@@ -425,7 +429,7 @@ def at_budgets(
     claim holds if every one does (`stats.combine`)."""
 
     def steps(scale: float) -> list[int]:
-        return [max(1, round(scale * fraction * budget)) for fraction in fractions]
+        return matched_steps(budget, [scale * fraction for fraction in fractions])
 
     def values(scale: float) -> Nets:
         return {(i, k): v for i, step in enumerate(steps(scale)) for k, v in nets(step).items()}
